@@ -1,0 +1,30 @@
+"""hf_mmkd: multimodal sentiment analysis robust to missing modalities, by knowledge distillation.
+
+Importing the package registers the model with the transformers Auto classes (the library route); the
+checkpoints it saves also carry the code for the remote-code route (`trust_remote_code=True`).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from hf_mmkd.modeling.configuration_mmkd import MMKDConfig
+from hf_mmkd.modeling.modeling_mmkd import (
+    MMKDForSentiment,
+    MMKDModel,
+    MMKDModelOutput,
+    MMKDPreTrainedModel,
+    MMKDSentimentOutput,
+)
+
+AutoConfig.register("mmkd", MMKDConfig, exist_ok=True)
+AutoModel.register(MMKDConfig, MMKDModel, exist_ok=True)
+AutoModelForSequenceClassification.register(MMKDConfig, MMKDForSentiment, exist_ok=True)
+
+__version__ = "0.1.0"
+__all__ = [
+    "MMKDConfig",
+    "MMKDForSentiment",
+    "MMKDModel",
+    "MMKDModelOutput",
+    "MMKDPreTrainedModel",
+    "MMKDSentimentOutput",
+]
