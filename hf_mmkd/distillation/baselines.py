@@ -1,0 +1,52 @@
+"""Baselines: no distillation, and classic logit distillation (Hinton, Vinyals, Dean 2015)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from hf_mmkd.distillation.base import DistillationLoss, config_task
+
+
+class NoDistillation(DistillationLoss):
+    """`none`: no distillation terms (returns {}); the trainer trains the student on its task loss only."""
+
+    method = "none"
+    teacher_mode = "none"
+
+    def __init__(self, config=None):
+        super().__init__()
+
+    def forward(self, teacher_out, student_outs, labels, *, teacher_batch=None, student_batches=None,
+                aux_features=None):
+        return {}
+
+
+class LogitKD(DistillationLoss):
+    r"""`logit`: response distillation from the teacher's prediction.
+
+    - classification: loss_logit = weight * T^2 * KL( softmax(z^t / T) || softmax(z^s / T) )  (batch mean;
+      Hinton et al. 2015, "Distilling the Knowledge in a Neural Network");
+    - regression:     loss_logit = weight * MSE(y_hat^s, y_hat^t)  (the teacher's prediction as a soft target).
+
+    The teacher is detached by default (`detach_teacher=True`): classic KD has a fixed teacher.
+    Trainer: teacher_mode "frozen"; with several students the term is averaged over them.
+    """
+
+    method = "logit"
+    teacher_mode = "frozen"
+
+    def __init__(self, config, *, weight: float = 1.0, temperature: float = 4.0, detach_teacher: bool = True):
+        super().__init__()
+        self.weight, self.temperature, self.detach_teacher = weight, temperature, detach_teacher
+        self.task = config_task(config)
+
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+        z_t, z_s = teacher_out.logits, student_out.logits  # (B, C) or (B, 1)
+        if self.detach_teacher:
+            z_t = z_t.detach()
+        if self.task == "regression":
+            return {"loss_logit": self.weight * F.mse_loss(z_s, z_t)}
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(z_s / t, dim=-1), F.log_softmax(z_t / t, dim=-1),
+                      reduction="batchmean", log_target=True)
+        return {"loss_logit": self.weight * t * t * kl}

@@ -1,0 +1,183 @@
+"""Stateless pieces shared by the distillation losses: one contrastive core (SupCon and InfoNCE are both
+instances of it), the Jensen-Shannon MI bound, label binning, soft class responses and gradient reversal.
+
+Only torch is imported. Doc references (`§n`) point to /work/shared/docs/methods-and-results.md.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LABEL_BINS = ("sign", "7class")
+
+
+# ----------------------------------------------------------------------------- contrastive core
+
+
+def contrastive_loss(logits: Tensor, positive_mask: Tensor, candidate_mask: Tensor | None = None) -> Tensor:
+    r"""Multi-positive contrastive loss, the common core of SupCon and InfoNCE.
+
+    For each anchor a (a row of `logits`), with positives P(a) and candidates C(a) (the softmax support):
+
+        l(a) = -1/|P(a)| \sum_{p in P(a)} log( exp(s_ap) / \sum_{b in C(a)} exp(s_ab) )
+
+    and the loss is the mean of l(a) over anchors with at least one positive (Khosla et al. 2020, eq. 2).
+
+    Args:
+        logits: (A, N) similarities already divided by the temperature.
+        positive_mask: (A, N) bool, True at positives; must be a subset of the candidates.
+        candidate_mask: (A, N) bool, True where b may appear in the denominator (None: every column).
+    """
+    if candidate_mask is not None:
+        logits = logits.masked_fill(~candidate_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (A, N)
+    num_pos = positive_mask.sum(dim=1)  # (A,)
+    pos_log_prob = log_prob.masked_fill(~positive_mask, 0.0).sum(dim=1)  # (A,)  (where(): no 0 * -inf)
+    has_pos = num_pos > 0
+    if not bool(has_pos.any()):
+        return 0.0 * logits.masked_fill(~torch.isfinite(logits), 0.0).sum()  # 0, still on the graph
+    per_anchor = -pos_log_prob[has_pos] / num_pos[has_pos]
+    return per_anchor.mean()
+
+
+def supcon_loss(z: Tensor, sample_ids: Tensor, class_ids: Tensor | None = None, temperature: float = 0.07) -> Tensor:
+    r"""Supervised contrastive loss (SupCon, Khosla et al. NeurIPS 2020) over a pool of views.
+
+        L = mean_a  -1/|P(a)| \sum_{p in P(a)} log[ exp(z_a.z_p/tau) / \sum_{b != a} exp(z_a.z_b/tau) ]
+
+    P(a) = every other view with the same sample id, plus (if `class_ids` is given) every other view with the
+    same class id. Without `class_ids` this is the multi-view InfoNCE / SimCLR loss.
+
+    Args:
+        z: (N, p) unit-norm embeddings of all views (e.g. N = V * B).
+        sample_ids: (N,) id of the sample each view comes from.
+        class_ids: (N,) class (label bin) of each view, or None.
+    """
+    n = z.shape[0]
+    logits = z @ z.T / temperature  # (N, N)
+    not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)  # (N, N)
+    positives = sample_ids[:, None] == sample_ids[None, :]
+    if class_ids is not None:
+        positives = positives | (class_ids[:, None] == class_ids[None, :])
+    return contrastive_loss(logits, positives & not_self, not_self)
+
+
+def info_nce(x: Tensor, y: Tensor, temperature: float = 0.07) -> Tensor:
+    r"""InfoNCE (van den Oord et al. 2018) with cosine similarity and in-batch negatives, anchors x:
+
+        L_NCE(X, Y) = -1/N \sum_i log[ exp(s(x_i, y_i)/tau) / \sum_j exp(s(x_i, y_j)/tau) ],  s = cosine.
+
+    log N - L_NCE is a lower bound of I(X; Y). Args: x (N, p), y (N, p).
+    """
+    logits = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T / temperature  # (N, N)
+    positives = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return contrastive_loss(logits, positives)
+
+
+# ----------------------------------------------------------------------------- mutual information
+
+
+def shuffle_batch(y: Tensor) -> Tensor:
+    """Rows of y rolled by a random shift in [1, B-1]: a derangement, so no row stays with its own sample."""
+    shift = random.randint(1, y.shape[0] - 1)
+    return torch.roll(y, shifts=shift, dims=0)
+
+
+def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor) -> Tensor:
+    r"""Jensen-Shannon MI lower bound of Deep InfoMax (Hjelm et al. ICLR 2019, eq. 4), as used by CorrKD's RCD:
+
+        MI_JSD(x, y) = E_joint[ -sp(-T(x, y)) ] - E_marginal[ sp(T(x, y')) ],   sp = softplus,
+
+    where y' is y from a shuffled batch (product of marginals). Maximise it w.r.t. the statistics network T
+    and the encoders. Args: x (B, p), y (B, q); `statistics_network` maps (B, p + q) -> (B, 1).
+    """
+    if x.shape[0] < 2:  # no product-of-marginals sample in a batch of one
+        return 0.0 * statistics_network(torch.cat([x, y], dim=-1)).sum()
+    t_joint = statistics_network(torch.cat([x, y], dim=-1))  # (B, 1)
+    t_marginal = statistics_network(torch.cat([x, shuffle_batch(y)], dim=-1))  # (B, 1)
+    return (-F.softplus(-t_joint)).mean() - F.softplus(t_marginal).mean()
+
+
+# ----------------------------------------------------------------------------- labels and responses
+
+
+def class_targets(labels: Tensor, task: str, label_bins: str = "7class") -> Tensor:
+    """Class index per sample, (B,) long.
+
+    Classification: the labels themselves. Regression (MMSA sentiment in [-3, 3]): label bins,
+    `"sign"` -> 0 for y < 0, 1 for y >= 0 (MMSA's Has0 convention); `"7class"` -> round(clip(y, -3, 3)) + 3
+    (MMSA's Acc-7 classes, 0..6).
+    """
+    if labels is None:
+        raise ValueError("this distillation loss needs the labels (class / label-bin information)")
+    if task == "classification":
+        return labels.view(-1).long()
+    y = labels.view(-1).float()
+    if label_bins == "sign":
+        return (y >= 0).long()
+    if label_bins == "7class":
+        return torch.round(y.clamp(-3.0, 3.0)).long() + 3
+    raise ValueError(f"label_bins must be one of {LABEL_BINS}, got {label_bins!r}")
+
+
+def class_centres(label_bins: str) -> Tensor:
+    """Regression value standing for each label bin: sign -> (-1, 1); 7class -> (-3, ..., 3)."""
+    if label_bins == "sign":
+        return torch.tensor([-1.0, 1.0])
+    if label_bins == "7class":
+        return torch.arange(-3, 4, dtype=torch.float)
+    raise ValueError(f"label_bins must be one of {LABEL_BINS}, got {label_bins!r}")
+
+
+def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float) -> Tensor:
+    r"""Soft class logits of a scalar prediction (rebuild, for class-response losses on regression models):
+
+        logit_k = -(y_hat - c_k)^2 / (2 sigma^2),   so softmax gives p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)).
+
+    Differentiable in y_hat. Args: prediction (B, 1) or (B,); centres (C,). Returns (B, C).
+    """
+    y_hat = prediction.reshape(-1, 1)  # (B, 1)
+    return -((y_hat - centres.to(y_hat)) ** 2) / (2.0 * sigma**2)
+
+
+def decouple_response(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    r"""Split a response into its target and non-target parts (CorrKD RCD, §3; as in DKD, Zhao et al. 2022):
+
+        b = [p_y, 1 - p_y]  with p = softmax(logits);   p_hat = softmax(logits without the target column).
+
+    Args: logits (B, C); target (B,) long. Returns b (B, 2) and p_hat (B, C - 1) (None when C < 3: a single
+    non-target class carries no information).
+    """
+    b_size, num_classes = logits.shape
+    p = logits.softmax(dim=-1)  # (B, C)
+    p_y = p.gather(1, target.view(-1, 1))  # (B, 1)
+    binary = torch.cat([p_y, 1.0 - p_y], dim=1)  # (B, 2)
+    if num_classes < 3:
+        return binary, None
+    is_target = F.one_hot(target.view(-1), num_classes).bool()  # (B, C)
+    non_target = logits[~is_target].view(b_size, num_classes - 1).softmax(dim=-1)  # (B, C-1)
+    return binary, non_target
+
+
+# ----------------------------------------------------------------------------- gradient reversal
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coeff):
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return -ctx.coeff * grad_output, None
+
+
+def grad_reverse(x: Tensor, coeff: float = 1.0) -> Tensor:
+    """Identity in the forward pass; multiplies the gradient by -coeff in the backward pass (Ganin & Lempitsky
+    2015). Lets one optimiser train a discriminator and, through the reversed path, its adversary."""
+    return _GradientReversal.apply(x, coeff)

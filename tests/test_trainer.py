@@ -1,0 +1,154 @@
+"""MMKDTrainer: every method trains 3 steps with each named term logged; gradient accumulation keeps the loss;
+frozen teachers get no gradient, online ones do; the frozen teacher's cached outputs equal fresh ones."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from tiny import feature_config_kwargs
+
+from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments
+
+TERMS = {
+    "none": ["loss_task"],
+    "logit": ["loss_task", "loss_logit"],
+    "corrkd": ["loss_task", "loss_scd", "loss_cpd", "loss_rcd"],
+    "mmckd": ["loss_task", "loss_task_teacher", "loss_mvsc"],
+    "mitr": ["loss_task", "loss_task_teacher", "loss_attra", "loss_recon", "loss_kd_tf", "loss_kd_mib", "loss_kd_ss"],
+    "crossmodal": ["loss_task", "loss_task_teacher", "loss_nce_ts", "loss_nce_ta", "loss_adv"],
+}
+
+
+def tiny_dataset(n=16, seq=5, seed=0):
+    rng = np.random.default_rng(seed)
+    columns = {f"{m}_features": rng.normal(size=(n, seq, d)).astype("float32").tolist()
+               for m, d in (("text", 7), ("audio", 5), ("vision", 6))}
+    columns["labels"] = rng.uniform(-3, 3, size=n).astype("float32").tolist()
+    return Dataset.from_dict(columns)
+
+
+def collate(features):
+    batch = {k: torch.tensor(np.array([f[k] for f in features], dtype=np.float32)) for k in features[0]}
+    for m in ("text", "audio", "vision"):
+        batch[f"{m}_lengths"] = torch.full((len(features),), batch[f"{m}_features"].shape[1])
+    batch["modality_mask"] = torch.ones(len(features), 3, dtype=torch.bool)
+    return batch
+
+
+def drop_audio_frames(batch, *, train):
+    """A simple student view for these tests: vision missing, every other audio frame zeroed."""
+    view = dict(batch)
+    view["modality_mask"] = batch["modality_mask"] & torch.tensor([True, True, False])
+    dropped = torch.zeros_like(batch["audio_features"][..., 0], dtype=torch.bool)
+    dropped[:, ::2] = True
+    view["audio_features"] = batch["audio_features"].masked_fill(dropped[..., None], 0.0)
+    view["audio_dropped"] = dropped
+    return view
+
+
+def make_trainer(tmp_path, method, teacher=None, **overrides):
+    config = MMKDConfig(**feature_config_kwargs(), dropout=0.0, head_dropout=0.0)
+    student = MMKDForSentiment(config)
+    if teacher is None and method in ("logit", "corrkd", "mmckd", "crossmodal"):
+        teacher = MMKDForSentiment(config)
+    settings = dict(
+        output_dir=str(tmp_path / method), method=method, max_steps=3, per_device_train_batch_size=4,
+        per_device_eval_batch_size=8, learning_rate=1e-3, logging_steps=1, eval_strategy="no",
+        report_to="none", use_cpu=True, save_strategy="no", seed=0, data_seed=0, dataloader_num_workers=0,
+    )
+    args = MMKDTrainingArguments(**{**settings, **overrides})
+    return MMKDTrainer(model=student, teacher=teacher, args=args, train_dataset=tiny_dataset(),
+                       eval_dataset=tiny_dataset(8, seed=1), data_collator=collate,
+                       missing_simulator=drop_audio_frames), teacher
+
+
+@pytest.mark.parametrize("method", list(TERMS))
+def test_three_steps_log_every_term(tmp_path, method):
+    trainer, teacher = make_trainer(tmp_path, method)
+    before = {n: p.clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 3
+    for entry in logged:
+        for term in TERMS[method]:
+            assert math.isfinite(entry[term]), (term, entry)
+        assert math.isfinite(entry["loss"])
+    metrics = trainer.evaluate()
+    for term in TERMS[method]:
+        assert math.isfinite(metrics[f"eval_{term}"])
+    moved = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(n.startswith("students.0.") for n in moved)
+    method_params = [n for n, _ in trainer.model.method.named_parameters()]
+    if method_params:  # the method's own networks are optimised too
+        assert any(n.startswith("method.") for n in moved)
+    if method in ("mmckd", "crossmodal"):  # online: the teacher trains with the student
+        assert any(n.startswith("teacher.") for n in moved)
+
+
+@pytest.mark.parametrize("method", ["logit", "corrkd"])
+def test_frozen_teacher_gets_no_gradient_and_does_not_move(tmp_path, method):
+    trainer, teacher = make_trainer(tmp_path, method)
+    before = {n: p.clone() for n, p in teacher.named_parameters()}
+    trainer.train()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
+    assert not any(n.startswith("teacher.") for n, _ in trainer.model.named_parameters())
+
+
+def test_online_teacher_receives_gradients(tmp_path):
+    trainer, teacher = make_trainer(tmp_path, "mmckd")
+    batch = collate([tiny_dataset()[i] for i in range(4)])
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.parameters())
+
+
+def test_gradient_accumulation_keeps_the_loss(tmp_path):
+    """2 micro-batches of 2 with accumulation == 1 batch of 4: same logged loss, same parameters after."""
+    results = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        trainer, _ = make_trainer(tmp_path, "logit", per_device_train_batch_size=batch_size,
+                                  gradient_accumulation_steps=accumulation)
+        trainer.args.max_steps = 1
+        # Same teacher and student initial weights in both runs.
+        torch.manual_seed(1)
+        for p in trainer.model.parameters():
+            p.data.normal_(0, 0.1)
+        for p in trainer._frozen_teacher.parameters():
+            p.data.normal_(0, 0.1)
+        trainer.train()
+        loss = trainer.state.log_history[0]["loss"]
+        results.append((loss, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}))
+    (loss_a, params_a), (loss_b, params_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert all(torch.allclose(params_a[n], params_b[n], atol=1e-6) for n in params_a)
+
+
+def test_cached_teacher_outputs_equal_fresh_ones(tmp_path):
+    trainer, teacher = make_trainer(tmp_path, "corrkd")
+    assert trainer._teacher_cache is not None
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in (3, 1, 7, 0)])
+    first = trainer._frozen_teacher_outputs(batch, train=True)
+    cached = trainer._frozen_teacher_outputs(batch, train=True)
+    assert len(trainer._teacher_cache.rows) == 4
+    for name in ("logits", "fused", "audio_pooled", "audio_sequence", "audio_step_mask"):
+        assert torch.allclose(getattr(first, name), getattr(cached, name), atol=1e-6), name
+    # A batch in another order, with rows seen before, is served from the cache with the same values.
+    reordered = trainer.data_collator([trainer.train_dataset[i] for i in (0, 3)])
+    again = trainer._teacher_cache.lookup(reordered["sample_index"], "cpu")
+    assert torch.allclose(again.logits, torch.stack([first.logits[3], first.logits[0]]), atol=1e-6)
+
+
+def test_bad_method_and_missing_teacher_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown distillation method 'hinton_kd'"):
+        MMKDTrainingArguments(output_dir=str(tmp_path), method="hinton_kd", use_cpu=True)
+    with pytest.raises(ValueError, match="method_kwargs is not valid JSON"):
+        MMKDTrainingArguments(output_dir=str(tmp_path), method="corrkd", method_kwargs="{margin: 1", use_cpu=True)
+    config = MMKDConfig(**feature_config_kwargs())
+    args = MMKDTrainingArguments(output_dir=str(tmp_path), method="corrkd", use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="needs a teacher"):
+        MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset(), data_collator=collate)
