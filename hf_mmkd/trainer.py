@@ -26,21 +26,16 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
 from hf_mmkd.distillation import build_distillation_loss, canonical_method
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
-# Batch keys the model's forward takes; everything else (drop masks, row indices) stays with the trainer.
-MODEL_INPUT_KEYS = (
-    "input_ids", "attention_mask", "input_values", "audio_attention_mask", "pixel_values", "frame_mask",
-    "text_features", "text_lengths", "audio_features", "audio_lengths", "vision_features", "vision_lengths",
-    "modality_mask", "labels",
-)
 OUTPUT_FIELDS = ("logits", "fused", "modality_mask") + tuple(
     f"{m}_{k}" for m in MODALITIES for k in ("pooled", "sequence", "step_mask")
 )
@@ -70,7 +65,10 @@ class MMKDTrainingArguments(TrainingArguments):
     missing_rate (`float`): rate of P1 (token/frame drop) or P4 (MR); P3's frame-drop ratio.
     eval_missing_protocol / eval_missing_rate (`str` / `float`): the student's view during evaluation
         (deterministic given `missing_seed`); LNLN's P2 validates at r = 0.5.
+    eval_missing_availability (`str`): the fixed availability set of a P3/P5 evaluation view (e.g. `la`).
     missing_seed (`int`): seed of the evaluation masks.
+
+    Training draws are seeded by (`seed`, global step, micro-batch), so a resumed run draws the same masks.
     """
 
     method: str = field(default="none", metadata={"help": "none, logit, corrkd, mmckd, mitr or crossmodal"})
@@ -84,6 +82,7 @@ class MMKDTrainingArguments(TrainingArguments):
     missing_rate: float | None = field(default=None, metadata={"help": "P1/P3 drop rate or P4 missing rate"})
     eval_missing_protocol: str = field(default="p2", metadata={"help": "student view at evaluation"})
     eval_missing_rate: float | None = field(default=0.5, metadata={"help": "rate of the evaluation view"})
+    eval_missing_availability: str | None = field(default=None, metadata={"help": "P3/P5 evaluation set, e.g. la"})
     missing_seed: int = field(default=1111, metadata={"help": "seed of the evaluation masks"})
 
     def __post_init__(self):
@@ -103,11 +102,6 @@ class MMKDTrainingArguments(TrainingArguments):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
             raise ValueError(f"auxiliary_modality must be one of {MODALITIES}, got {self.auxiliary_modality!r}")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The subset of a batch that the model's forward takes."""
-    return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
 
 
 def concat_batches(batches: list[dict]) -> dict:
@@ -143,30 +137,6 @@ def restrict_to_pattern(batch: dict, pattern: tuple[str, ...]) -> dict:
     restricted = batch["modality_mask"] & keep
     empty = ~restricted.any(1, keepdim=True)
     return {**batch, "modality_mask": torch.where(empty, batch["modality_mask"], restricted)}
-
-
-def with_sample_index(dataset):
-    """Add a `sample_index` column (row number) to a Dataset, or to each Dataset of a dict of them."""
-    if isinstance(dataset, dict):
-        return {k: with_sample_index(v) for k, v in dataset.items()}
-    if "sample_index" in dataset.column_names:
-        return dataset
-    return dataset.add_column("sample_index", list(range(len(dataset))))
-
-
-@dataclass
-class IndexedCollator:
-    """Wraps a collator so that each batch also carries the rows' `sample_index` as a (B,) tensor."""
-
-    collator: Callable
-
-    def __call__(self, features: list[dict]) -> dict:
-        if "sample_index" not in features[0]:
-            return self.collator(features)
-        index = torch.tensor([f["sample_index"] for f in features], dtype=torch.long)
-        batch = self.collator([{k: v for k, v in f.items() if k != "sample_index"} for f in features])
-        batch["sample_index"] = index
-        return batch
 
 
 class MMKDDistillationModel(nn.Module):
@@ -225,7 +195,7 @@ class MMKDDistillationModel(nn.Module):
 class TeacherOutputCache:
     """Per-row outputs of a frozen teacher on complete inputs, kept on the CPU.
 
-    Rows are keyed by `sample_index` (a column the trainer adds). Per-step sequences are stored trimmed to the
+    Rows are keyed by `row_key` (the collator's stable hash of the row id). Per-step sequences are stored trimmed to the
     row's valid length and padded again when a batch is assembled.
     """
 
@@ -270,16 +240,14 @@ class MMKDTrainer(Trainer):
     Args:
         model: the student (`MMKDForSentiment`); for `students="per_pattern"` pass a list of students.
         teacher: the teacher model (frozen methods: a trained one; online methods: trained jointly).
-        missing_simulator: callable `(batch, *, train: bool) -> batch` making the student's view of a collated
-            batch (see `hf_mmkd.data.missing`); None means the student sees complete inputs.
-        Remaining arguments are `Trainer`'s.
+        Remaining arguments are `Trainer`'s. The collator must emit `row_key` (`MMKDDataCollator(...,
+        return_row_keys=True)`): evaluation masks and the teacher cache are keyed on it.
     """
 
     # compute_loss returns a mean over the micro-batch; Trainer divides by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, model=None, args: MMKDTrainingArguments = None, teacher: nn.Module | None = None,
-                 missing_simulator: Callable | None = None, **kwargs):
+    def __init__(self, model=None, args: MMKDTrainingArguments = None, teacher: nn.Module | None = None, **kwargs):
         students = list(model) if isinstance(model, (list, tuple)) else [model]
         student_config = students[0].config
         method = build_distillation_loss(args.method, student_config, **args.method_kwargs)
@@ -289,8 +257,16 @@ class MMKDTrainer(Trainer):
         auxiliary = None
         if method.needs_aux_features:
             auxiliary = args.auxiliary_modality or student_config.modalities[-1]
-        self.missing_simulator = missing_simulator
         self.mmkd_method = args.method
+        tokenizer = kwargs.get("processing_class")
+        self._unk_token_id = getattr(tokenizer, "unk_token_id", None) or 100
+        # Built now so that a bad protocol or rate fails before training starts.
+        self._train_simulator(seed=args.seed, args=args)
+        self.eval_simulator = MissingModalitySimulator(
+            args.eval_missing_protocol, args.eval_missing_rate, availability=args.eval_missing_availability,
+            training=False, seed=args.missing_seed, unk_token_id=self._unk_token_id,
+        )
+        self._draw = (-1, 0)  # (global step, micro-batch) of the last training draw
         wrapper = MMKDDistillationModel(
             students, method, teacher=teacher if mode == "online" else None,
             teacher_loss_weight=args.teacher_loss_weight, auxiliary_modality=auxiliary,
@@ -298,18 +274,17 @@ class MMKDTrainer(Trainer):
         self._frozen_teacher = teacher if mode == "frozen" else None
         self._teacher_cache = TeacherOutputCache() if (mode == "frozen" and args.cache_teacher_outputs) else None
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        # Rows carry their index through the collator: the teacher cache and the evaluation masks key on it.
-        for key in ("train_dataset", "eval_dataset"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = with_sample_index(kwargs[key])
-        if kwargs.get("data_collator") is not None:
-            kwargs["data_collator"] = IndexedCollator(kwargs["data_collator"])
         super().__init__(model=wrapper, args=args, **kwargs)
         if self._frozen_teacher is not None:
             self._frozen_teacher.requires_grad_(False)
             self._frozen_teacher = self.accelerator.prepare_model(self._frozen_teacher, evaluation_mode=True)
 
     # ------------------------------------------------------------------ views and teacher outputs
+
+    def _train_simulator(self, seed: int | None, args: MMKDTrainingArguments | None = None):
+        args = args or self.args
+        return MissingModalitySimulator(args.missing_protocol, args.missing_rate, training=True, seed=seed,
+                                        unk_token_id=self._unk_token_id)
 
     def _student_batches(self, inputs: dict, train: bool) -> list[dict]:
         wrapper = self.accelerator.unwrap_model(self.model)
@@ -318,12 +293,19 @@ class MMKDTrainer(Trainer):
             if len(wrapper.students) > 1:
                 patterns = [tuple(s.config.student_modalities) for s in wrapper.students]
             return [restrict_to_pattern(inputs, p) for p in patterns]
-        if self.missing_simulator is None:
+        if not train:
+            return [self.eval_simulator(inputs)]
+        if self.args.missing_protocol == "none":
             return [inputs]
-        return [self.missing_simulator(inputs, train=train)]
+        # New masks at every call (so every epoch), from a seed fixed by (seed, step, micro-batch): a resumed
+        # run draws exactly what the uninterrupted one drew. P1 keeps MMSA's fixed per-modality seeds.
+        step = self.state.global_step
+        self._draw = (step, self._draw[1] + 1 if self._draw[0] == step else 0)
+        seed = None if self.args.missing_protocol == "p1" else (self.args.seed * 1_000_003 + step) * 64 + self._draw[1]
+        return [self._train_simulator(seed)(inputs)]
 
     def _frozen_teacher_outputs(self, inputs: dict, train: bool):
-        index = inputs.get("sample_index")
+        index = inputs.get("row_key")
         use_cache = train and self._teacher_cache is not None and index is not None
         if use_cache:
             cached = self._teacher_cache.lookup(index, inputs["modality_mask"].device)

@@ -3,13 +3,13 @@ frozen teachers get no gradient, online ones do; the frozen teacher's cached out
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from datasets import Dataset
 from tiny import feature_config_kwargs
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.demo import make_demo_dataset
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments
 
 TERMS = {
@@ -22,31 +22,9 @@ TERMS = {
 }
 
 
-def tiny_dataset(n=16, seq=5, seed=0):
-    rng = np.random.default_rng(seed)
-    columns = {f"{m}_features": rng.normal(size=(n, seq, d)).astype("float32").tolist()
-               for m, d in (("text", 7), ("audio", 5), ("vision", 6))}
-    columns["labels"] = rng.uniform(-3, 3, size=n).astype("float32").tolist()
-    return Dataset.from_dict(columns)
-
-
-def collate(features):
-    batch = {k: torch.tensor(np.array([f[k] for f in features], dtype=np.float32)) for k in features[0]}
-    for m in ("text", "audio", "vision"):
-        batch[f"{m}_lengths"] = torch.full((len(features),), batch[f"{m}_features"].shape[1])
-    batch["modality_mask"] = torch.ones(len(features), 3, dtype=torch.bool)
-    return batch
-
-
-def drop_audio_frames(batch, *, train):
-    """A simple student view for these tests: vision missing, every other audio frame zeroed."""
-    view = dict(batch)
-    view["modality_mask"] = batch["modality_mask"] & torch.tensor([True, True, False])
-    dropped = torch.zeros_like(batch["audio_features"][..., 0], dtype=torch.bool)
-    dropped[:, ::2] = True
-    view["audio_features"] = batch["audio_features"].masked_fill(dropped[..., None], 0.0)
-    view["audio_dropped"] = dropped
-    return view
+def tiny_dataset(n=16, seed=0):
+    sizes = {"train": n}
+    return make_demo_dataset(sizes=sizes, dims={"text": 7, "audio": 5, "vision": 6}, lengths=(3, 6), seed=seed)["train"]
 
 
 def make_trainer(tmp_path, method, teacher=None, **overrides):
@@ -58,11 +36,12 @@ def make_trainer(tmp_path, method, teacher=None, **overrides):
         output_dir=str(tmp_path / method), method=method, max_steps=3, per_device_train_batch_size=4,
         per_device_eval_batch_size=8, learning_rate=1e-3, logging_steps=1, eval_strategy="no",
         report_to="none", use_cpu=True, save_strategy="no", seed=0, data_seed=0, dataloader_num_workers=0,
+        missing_protocol="p2", eval_missing_protocol="p2", eval_missing_rate=0.5,
     )
     args = MMKDTrainingArguments(**{**settings, **overrides})
+    collator = MMKDDataCollator(config, return_row_keys=True)
     return MMKDTrainer(model=student, teacher=teacher, args=args, train_dataset=tiny_dataset(),
-                       eval_dataset=tiny_dataset(8, seed=1), data_collator=collate,
-                       missing_simulator=drop_audio_frames), teacher
+                       eval_dataset=tiny_dataset(8, seed=1), data_collator=collator), teacher
 
 
 @pytest.mark.parametrize("method", list(TERMS))
@@ -100,7 +79,7 @@ def test_frozen_teacher_gets_no_gradient_and_does_not_move(tmp_path, method):
 
 def test_online_teacher_receives_gradients(tmp_path):
     trainer, teacher = make_trainer(tmp_path, "mmckd")
-    batch = collate([tiny_dataset()[i] for i in range(4)])
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(4)])
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.parameters())
@@ -112,7 +91,7 @@ def test_gradient_accumulation_keeps_the_loss(tmp_path):
     for batch_size, accumulation in ((4, 1), (2, 2)):
         torch.manual_seed(0)
         trainer, _ = make_trainer(tmp_path, "logit", per_device_train_batch_size=batch_size,
-                                  gradient_accumulation_steps=accumulation)
+                                  gradient_accumulation_steps=accumulation, missing_protocol="none")
         trainer.args.max_steps = 1
         # Same teacher and student initial weights in both runs.
         torch.manual_seed(1)
@@ -139,7 +118,7 @@ def test_cached_teacher_outputs_equal_fresh_ones(tmp_path):
         assert torch.allclose(getattr(first, name), getattr(cached, name), atol=1e-6), name
     # A batch in another order, with rows seen before, is served from the cache with the same values.
     reordered = trainer.data_collator([trainer.train_dataset[i] for i in (0, 3)])
-    again = trainer._teacher_cache.lookup(reordered["sample_index"], "cpu")
+    again = trainer._teacher_cache.lookup(reordered["row_key"], "cpu")
     assert torch.allclose(again.logits, torch.stack([first.logits[3], first.logits[0]]), atol=1e-6)
 
 
@@ -151,4 +130,7 @@ def test_bad_method_and_missing_teacher_raise(tmp_path):
     config = MMKDConfig(**feature_config_kwargs())
     args = MMKDTrainingArguments(output_dir=str(tmp_path), method="corrkd", use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="needs a teacher"):
-        MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset(), data_collator=collate)
+        MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset())
+    args = MMKDTrainingArguments(output_dir=str(tmp_path), missing_protocol="p1", use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="p1 needs a rate"):
+        MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset())

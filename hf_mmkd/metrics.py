@@ -1,0 +1,434 @@
+"""Sentiment metrics exactly as MMSA computes them, a `compute_metrics` factory for the `Trainer`, and the
+aggregators each missing-modality protocol uses to summarise a robustness curve.
+
+Formulas follow thuiar/MMSA `src/MMSA/utils/metricsTop.py` (`MetricsTop`), the copy that MITR-DNet, EMT-DLFR,
+LNLN and the rest of the field use. Key names are MMSA's, so numbers can be compared with MMSA logs directly:
+
+- MOSI / MOSEI (`regression_metrics`): `Has0_acc_2`, `Has0_F1_score`, `Non0_acc_2`, `Non0_F1_score`,
+  `Mult_acc_3`, `Mult_acc_5`, `Mult_acc_7`, `MAE`, `Corr` (MMSA computes Acc-3 but does not return it; we do).
+- SIMS (`sims_metrics`): `Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`, `MAE`, `Corr`.
+- Classification, e.g. IEMOCAP (`classification_metrics`): `Accuracy`, `F1_score` (weighted), `F1_<class>`,
+  `WA`, `UA`.
+
+Two deliberate differences from MMSA, neither changes a number beyond float noise:
+- MMSA rounds the MOSI/MOSEI results to 4 decimals; we return full precision so that aggregating over rates and
+  seeds does not accumulate rounding (round when printing).
+- MAE and Corr are computed in float64. Threshold comparisons (Acc-2 signs, SIMS bins, clip-and-round) run in the
+  dtype of the inputs, as MMSA does on float32 tensors: float32 0.1 lies in SIMS bin (-0.1, 0.1] in float32 but
+  not in float64, so pass float32 arrays to reproduce MMSA's bins bit for bit (the `Trainer` does).
+
+Condition names used by the aggregators (and by `hf_mmkd.report` / `hf_mmkd.hub`):
+- a missing *rate* (P1, P2): ``"r=0.3"``, see `rate_condition`;
+- an *availability set* (P3, P5): the available modalities in l, a, v order, e.g. ``"{l,a}"``; ``"{l,a,v}"`` is
+  complete. See `set_condition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+__all__ = [
+    "COMPLETE_SET",
+    "P2_RATES",
+    "P3_SETS",
+    "P5_SETS",
+    "auilc",
+    "classification_metrics",
+    "evaluate_module_path",
+    "make_compute_metrics",
+    "mean_over_rates",
+    "metric_fn",
+    "multiclass_acc",
+    "parse_condition",
+    "rate_condition",
+    "regression_metrics",
+    "seed_mean_std",
+    "set_condition",
+    "sims_metrics",
+    "six_set_mean",
+]
+
+# --------------------------------------------------------------------------------------------- input checks
+
+
+def _as_float_array(x: Any, name: str) -> np.ndarray:
+    """1-D float array (float32 stays float32, see module docstring); (B, 1) is flattened."""
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) or (N, 1) for regression metrics, got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    elif arr.dtype.itemsize < 4:  # float16 eval outputs: compare in float32, as MMSA's float32 tensors would
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def _check_pair(preds: np.ndarray, labels: np.ndarray) -> None:
+    if preds.shape[0] == 0 or labels.shape[0] == 0:
+        raise ValueError(f"cannot compute metrics on empty arrays (predictions: {preds.shape[0]}, "
+                         f"labels: {labels.shape[0]})")
+    if preds.shape[0] != labels.shape[0]:
+        raise ValueError(f"length mismatch: {preds.shape[0]} predictions but {labels.shape[0]} labels")
+    for name, arr in (("predictions", preds), ("labels", labels)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name} contain {int(bad.sum())} NaN/inf value(s) (first at index "
+                             f"{int(np.flatnonzero(bad)[0])}); a diverged model or a bad label")
+
+
+def _pearson(p: np.ndarray, y: np.ndarray) -> float:
+    """`np.corrcoef(p, y)[0][1]` as in MMSA; NaN (no warning) when either side is constant."""
+    p, y = p.astype(np.float64), y.astype(np.float64)
+    if np.ptp(p) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(p, y)[0][1])
+
+
+def multiclass_acc(preds: np.ndarray, labels: np.ndarray) -> float:
+    """MMSA `__multiclass_acc`: share of samples with `np.round(p) == np.round(y)`.
+
+    `np.round` rounds half to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2), and so do we.
+    """
+    return float(np.sum(np.round(preds) == np.round(labels)) / float(len(labels)))
+
+
+def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    # zero_division=0 is sklearn's default numeric result ("warn" means 0 plus a warning) without the warning.
+    return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+# ------------------------------------------------------------------------------------------- metric sets
+
+
+def regression_metrics(predictions: Any, labels: Any) -> dict[str, float]:
+    """MOSI / MOSEI regression metrics (MMSA `__eval_mosei_regression`), labels in [-3, 3].
+
+    - Has0 Acc-2 / weighted F1: negative vs non-negative, `(y >= 0)` vs `(p >= 0)` over all samples.
+    - Non0 Acc-2 / weighted F1: samples with `y == 0` dropped, then `(y > 0)` vs `(p > 0)`. NaN when every label
+      is 0 (MMSA raises there).
+    - Acc-7 / Acc-5 / Acc-3: clip p and y to [-3, 3] / [-2, 2] / [-1, 1], round (half to even), accuracy.
+    - MAE = mean |p - y| and Corr = Pearson r on the unclipped values (Corr is NaN if p or y is constant).
+    """
+    p, y = _as_float_array(predictions, "predictions"), _as_float_array(labels, "labels")
+    _check_pair(p, y)
+    out: dict[str, float] = {}
+    binary_truth, binary_preds = y >= 0, p >= 0
+    out["Has0_acc_2"] = float(accuracy_score(binary_truth, binary_preds))
+    out["Has0_F1_score"] = _weighted_f1(binary_truth, binary_preds)
+    non_zero = y != 0
+    if non_zero.any():
+        nz_truth, nz_preds = y[non_zero] > 0, p[non_zero] > 0
+        out["Non0_acc_2"] = float(accuracy_score(nz_truth, nz_preds))
+        out["Non0_F1_score"] = _weighted_f1(nz_truth, nz_preds)
+    else:
+        out["Non0_acc_2"] = out["Non0_F1_score"] = float("nan")
+    for k, bound in ((3, 1.0), (5, 2.0), (7, 3.0)):
+        out[f"Mult_acc_{k}"] = multiclass_acc(np.clip(p, -bound, bound), np.clip(y, -bound, bound))
+    out["MAE"] = float(np.mean(np.abs(p.astype(np.float64) - y.astype(np.float64))))
+    out["Corr"] = _pearson(p, y)
+    return out
+
+
+# SIMS bin edges from MMSA `__eval_sims_regression`; class i is (edges[i], edges[i + 1]].
+_SIMS_EDGES = {
+    2: (-1.01, 0.0, 1.01),                     # [-1, 0], (0, 1]
+    3: (-1.01, -0.1, 0.1, 1.01),               # [-1, -0.1], (-0.1, 0.1], (0.1, 1]
+    5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),    # [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1]
+}
+
+
+def _sims_bin(x: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Class index per value, bin i = (edges[i], edges[i+1]]; compared in x's dtype like MMSA."""
+    out = x.copy()
+    for i in range(len(edges) - 1):
+        out[np.logical_and(x > edges[i], x <= edges[i + 1])] = i
+    return out
+
+
+def sims_metrics(predictions: Any, labels: Any) -> dict[str, float]:
+    """CH-SIMS regression metrics (MMSA `__eval_sims_regression`), labels in [-1, 1].
+
+    p and y are first clipped to [-1, 1]; *all* metrics, MAE and Corr included, use the clipped values.
+    Acc-2 bins [-1, 0], (0, 1]; Acc-3 bins [-1, -0.1], (-0.1, 0.1], (0.1, 1]; Acc-5 bins [-1, -0.7],
+    (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1]. `F1_score` is the weighted F1 of the 2-class bins.
+    """
+    p, y = _as_float_array(predictions, "predictions"), _as_float_array(labels, "labels")
+    _check_pair(p, y)
+    p, y = np.clip(p, -1.0, 1.0), np.clip(y, -1.0, 1.0)
+    bins = {k: (_sims_bin(p, e), _sims_bin(y, e)) for k, e in _SIMS_EDGES.items()}
+    out = {f"Mult_acc_{k}": multiclass_acc(bp, by) for k, (bp, by) in bins.items()}
+    out["F1_score"] = _weighted_f1(bins[2][1], bins[2][0])
+    out["MAE"] = float(np.mean(np.abs(p.astype(np.float64) - y.astype(np.float64))))
+    out["Corr"] = _pearson(p, y)
+    return out
+
+
+def classification_metrics(predictions: Any, labels: Any, label_names: Sequence[str] | None = None,
+                           ) -> dict[str, float]:
+    """Single-label classification (e.g. IEMOCAP happy/sad/angry/neutral in the CorrKD/HRLF protocol).
+
+    `predictions` are logits (N, C) (argmax is taken) or class ids (N,). Returns `Accuracy`, weighted
+    `F1_score`, one-vs-rest `F1_<name>` per class (names from `label_names`, else the class id), `WA`
+    (weighted accuracy = overall accuracy) and `UA` (unweighted accuracy = mean per-class recall), the
+    GCNet/MMIN pair.
+    """
+    raw = np.asarray(predictions.detach().cpu().numpy() if hasattr(predictions, "detach") else predictions)
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels).reshape(-1)
+    if raw.ndim == 2 and raw.shape[1] > 1:
+        if raw.shape[0] and not np.isfinite(raw).all():
+            raise ValueError("predictions (logits) contain NaN/inf values")
+        num_classes = raw.shape[1]
+        p = raw.argmax(axis=1)
+    else:
+        p = raw.reshape(-1)
+        num_classes = None
+    if p.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError(f"cannot compute metrics on empty arrays (predictions: {p.shape[0]}, labels: {y.shape[0]})")
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"length mismatch: {p.shape[0]} predictions but {y.shape[0]} labels")
+    for name, arr in (("predictions", p), ("labels", y)):
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} contain NaN/inf values")
+            if not np.all(arr == np.round(arr)):
+                raise ValueError(f"{name} must be integer class ids (or logits of shape (N, C))")
+    p, y = p.astype(np.int64), y.astype(np.int64)
+    if num_classes is None:
+        num_classes = int(max(p.max(), y.max())) + 1 if label_names is None else len(label_names)
+    if label_names is not None and len(label_names) != num_classes:
+        raise ValueError(f"{len(label_names)} label_names for {num_classes} classes")
+    names = list(label_names) if label_names is not None else [str(i) for i in range(num_classes)]
+    classes = list(range(num_classes))
+    out = {
+        "Accuracy": float(accuracy_score(y, p)),
+        "F1_score": float(f1_score(y, p, labels=classes, average="weighted", zero_division=0)),
+    }
+    per_class = f1_score(y, p, labels=classes, average=None, zero_division=0)
+    out.update({f"F1_{n}": float(v) for n, v in zip(names, per_class)})
+    out["WA"] = out["Accuracy"]
+    present = np.unique(y)  # recall is undefined for classes absent from the labels; average the others
+    out["UA"] = float(recall_score(y, p, labels=present, average="macro", zero_division=0))
+    return out
+
+
+_METRIC_FNS: dict[str, Callable[..., dict[str, float]]] = {
+    "mosi": regression_metrics,
+    "mosei": regression_metrics,
+    "sims": sims_metrics,
+    "classification": classification_metrics,
+    "iemocap": classification_metrics,
+}
+
+
+def metric_fn(dataset: str) -> Callable[..., dict[str, float]]:
+    """The metric set for a dataset name: mosi/mosei, sims, classification/iemocap."""
+    try:
+        return _METRIC_FNS[dataset.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(_METRIC_FNS)}") from None
+
+
+def make_compute_metrics(dataset: str = "mosi", label_names: Sequence[str] | None = None,
+                         ) -> Callable[[Any], dict[str, float]]:
+    """A `compute_metrics` callable for `transformers.Trainer`.
+
+    It takes an `EvalPrediction` (or a `(predictions, label_ids)` tuple). `predictions` may be an array of
+    shape (B,) / (B, 1) (regression) or (B, C) (classification logits), or a tuple whose first element is
+    that array (models that also return hidden states). The Trainer prefixes the keys with `eval_`.
+    """
+    fn = metric_fn(dataset)
+    kwargs = {"label_names": label_names} if fn is classification_metrics else {}
+    if label_names is not None and not kwargs:
+        raise ValueError(f"label_names only apply to classification, not {dataset!r}")
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        if hasattr(eval_pred, "predictions"):
+            preds, labels = eval_pred.predictions, eval_pred.label_ids
+        else:
+            preds, labels = eval_pred
+        if isinstance(preds, (tuple, list)):
+            preds = preds[0]
+        if isinstance(labels, (tuple, list)):
+            labels = labels[0]
+        if labels is None:
+            raise ValueError("EvalPrediction has no label_ids; pass labels to the model inputs")
+        return fn(preds, labels, **kwargs)
+
+    compute_metrics.__name__ = f"compute_metrics_{dataset.lower()}"
+    return compute_metrics
+
+
+def evaluate_module_path() -> str:
+    """Folder of the bundled `evaluate` module: `evaluate.load(hf_mmkd.metrics.evaluate_module_path())`."""
+    return str(Path(__file__).resolve().parent / "metrics_module" / "mmsa_sentiment")
+
+
+# ------------------------------------------------------------------------------------------ conditions
+
+_MODALITY_ALIASES = {
+    "l": "l", "t": "l", "text": "l", "language": "l",
+    "a": "a", "audio": "a", "acoustic": "a",
+    "v": "v", "vision": "v", "video": "v", "visual": "v",
+}
+_ORDER = "lav"
+
+
+def rate_condition(rate: float) -> str:
+    """Condition name of a missing rate: `rate_condition(0.30000000000000004) == "r=0.3"`."""
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"missing rate must be in [0, 1], got {rate}")
+    return f"r={round(rate, 6)!r}"
+
+
+def set_condition(available: Iterable[str] | Sequence[int]) -> str:
+    """Condition name of an availability set, e.g. `"{l,a}"`.
+
+    `available` holds modality names (l/t/text, a/audio, v/vision/video) or a 0/1 mask in (text, audio, vision)
+    order, e.g. `(1, 1, 0)` as in `tests/tiny.SUBSETS`.
+    """
+    items = list(available)
+    if items and all(isinstance(i, (int, np.integer, bool)) for i in items):
+        if len(items) != 3:
+            raise ValueError(f"a modality mask needs 3 entries (text, audio, vision), got {items}")
+        letters = {m for m, on in zip(_ORDER, items) if on}
+    else:
+        try:
+            letters = {_MODALITY_ALIASES[str(i).lower()] for i in items}
+        except KeyError as e:
+            raise ValueError(f"unknown modality {e.args[0]!r}; use l/a/v or text/audio/vision") from None
+    if not letters:
+        raise ValueError("an availability set needs at least one modality")
+    return "{" + ",".join(m for m in _ORDER if m in letters) + "}"
+
+
+def parse_condition(condition: str) -> tuple[str, Any]:
+    """`("rate", 0.3)` for `"r=0.3"`, `("set", "{l,a}")` for an availability set (normalised)."""
+    c = condition.strip()
+    if c.startswith("r="):
+        try:
+            return "rate", float(c[2:])
+        except ValueError:
+            raise ValueError(f"bad rate condition {condition!r}; expected e.g. 'r=0.3'") from None
+    if c.startswith("{") and c.endswith("}"):
+        return "set", set_condition([m.strip() for m in c[1:-1].split(",") if m.strip()])
+    raise ValueError(f"unknown condition {condition!r}; expected 'r=<rate>' or an availability set like '{{l,a}}'")
+
+
+COMPLETE_SET = "{l,a,v}"
+P2_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # LNLN test rates 0.0 ... 0.9
+P3_SETS = ("{l}", "{a}", "{v}", "{l,a}", "{l,v}", "{a,v}")  # CorrKD/HRLF "Avg." sets; {l,a,v} separately
+P5_SETS = P3_SETS + (COMPLETE_SET,)
+
+# ----------------------------------------------------------------------------------------- aggregators
+
+Results = Mapping[str, Mapping[str, float]]  # {condition: {metric: value}}
+
+
+def _rate_curve(results: Results) -> list[tuple[float, Mapping[str, float]]]:
+    curve = [(v, results[c]) for c in results for kind, v in [parse_condition(c)] if kind == "rate"]
+    curve.sort(key=lambda t: t[0])
+    rates = [r for r, _ in curve]
+    if len(set(round(r, 6) for r in rates)) != len(rates):
+        raise ValueError(f"duplicate missing rates in {list(results)}")
+    return curve
+
+
+def _common_metrics(rows: Sequence[Mapping[str, float]], metrics: Iterable[str] | None, where: str) -> list[str]:
+    if metrics is not None:
+        metrics = list(metrics)
+        for i, row in enumerate(rows):
+            missing = [m for m in metrics if m not in row]
+            if missing:
+                raise ValueError(f"metric(s) {missing} missing from {where} entry {i}")
+        return metrics
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    if not keys:
+        raise ValueError(f"no metric is shared by all {where} entries")
+    return keys
+
+
+def auilc(results: Results, metrics: Iterable[str] | None = None, normalize: bool = False) -> dict[str, float]:
+    """P1 (TFR-Net / EMT-DLFR / MITR-DNet): area under each metric-vs-missing-rate curve, trapezoid rule.
+
+    Uses every `"r=..."` condition in `results` (at least two), sorted by rate: `np.trapezoid(values, rates)`.
+    The area is *not* divided by the rate range, as EMT-DLFR reports it: over r in [0, 1] (MOSI/MOSEI) it is close
+    to the mean over rates; over [0, 0.5] (SIMS) it is about half of it (SIMS Acc-2 AUILC 39.3 means ~78%).
+    `normalize=True` divides by the range instead. Metrics default to those present at every rate.
+    """
+    curve = _rate_curve(results)
+    if len(curve) < 2:
+        raise ValueError(f"AUILC needs at least two missing rates, got {[r for r, _ in curve]}")
+    rates = np.array([r for r, _ in curve])
+    out = {}
+    for m in _common_metrics([row for _, row in curve], metrics, "rate"):
+        area = float(np.trapezoid([row[m] for _, row in curve], rates))
+        out[m] = area / float(rates[-1] - rates[0]) if normalize else area
+    return out
+
+
+def mean_over_rates(results: Results, rates: Sequence[float] = P2_RATES,
+                    metrics: Iterable[str] | None = None) -> dict[str, float]:
+    """P2 (LNLN / P-RMF / TF-Mamba / SemMSA) "overall": the plain mean over the test rates 0.0, 0.1, ..., 0.9.
+
+    Every rate in `rates` must be present (an "r=1.0" entry is ignored by default, as LNLN stops at 0.9).
+    """
+    by_rate = {round(r, 6): row for r, row in _rate_curve(results)}
+    missing = [r for r in rates if round(float(r), 6) not in by_rate]
+    if missing:
+        raise ValueError(f"missing rate(s) {missing} in results; have {sorted(by_rate)}")
+    rows = [by_rate[round(float(r), 6)] for r in rates]
+    return {m: float(np.mean([row[m] for row in rows])) for m in _common_metrics(rows, metrics, "rate")}
+
+
+def six_set_mean(results: Results, metrics: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+    """P3 (CorrKD / HRLF) inter-modality summary: `{"avg": mean over the six incomplete sets {l}, {a}, {v},
+    {l,a}, {l,v}, {a,v}, "complete": the {l,a,v} row}` ("complete" only when present; it is never averaged in).
+    """
+    by_set = {parse_condition(c)[1]: row for c, row in results.items() if parse_condition(c)[0] == "set"}
+    missing = [s for s in P3_SETS if s not in by_set]
+    if missing:
+        raise ValueError(f"availability set(s) {missing} missing from results; have {sorted(by_set)}")
+    rows = [by_set[s] for s in P3_SETS]
+    keys = _common_metrics(rows, metrics, "availability-set")
+    out = {"avg": {m: float(np.mean([row[m] for row in rows])) for m in keys}}
+    if COMPLETE_SET in by_set:
+        out["complete"] = {m: float(by_set[COMPLETE_SET][m]) for m in keys if m in by_set[COMPLETE_SET]}
+    return out
+
+
+def seed_mean_std(per_seed: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]], ddof: int = 0,
+                  ) -> dict[str, Any]:
+    """Mean and standard deviation over seeds, keeping the nesting of the per-seed dicts.
+
+    `per_seed` is `{seed: tree}` or `[tree, ...]` where each tree is a (nested) dict ending in numbers, e.g.
+    `{condition: {metric: value}}`. Returns the same tree with each number replaced by
+    `{"mean": m, "std": s, "n": n_seeds}`. `ddof=0` (population std, `np.std`) as EMT-DLFR's and MMSA's run
+    scripts print it. Every seed must have the same keys.
+    """
+    trees = list(per_seed.values()) if isinstance(per_seed, Mapping) else list(per_seed)
+    if not trees:
+        raise ValueError("no seeds to aggregate")
+
+    def merge(nodes: list[Any], path: str) -> Any:
+        if all(isinstance(n, Mapping) for n in nodes):
+            keys = list(nodes[0])
+            for i, n in enumerate(nodes[1:], 1):
+                if set(n) != set(keys):
+                    raise ValueError(f"seed {i} has keys {sorted(n)} at {path or 'top level'}, seed 0 has "
+                                     f"{sorted(keys)}")
+            return {k: merge([n[k] for n in nodes], f"{path}/{k}") for k in keys}
+        if any(isinstance(n, Mapping) for n in nodes):
+            raise ValueError(f"seeds disagree on the structure at {path}")
+        vals = np.asarray(nodes, dtype=np.float64)
+        std = float(np.std(vals, ddof=ddof)) if len(vals) > ddof else float("nan")
+        return {"mean": float(np.mean(vals)), "std": std, "n": len(vals)}
+
+    return merge(trees, "")

@@ -1,0 +1,325 @@
+"""Robustness report: JSON, a Markdown table and a PNG plot from one evaluation results structure.
+
+The results structure (what the evaluation loop produces; plain JSON types)::
+
+    results = {
+        "dataset": "mosi",        # mosi | mosei | sims | iemocap | mmmo | any name (used in titles)
+        "protocol": "p2",         # p1 | p2 | p3 | p5, see PROTOCOLS (never mix protocols in one structure)
+        "split": "test",          # optional, default "test"
+        "checkpoints": {          # one entry per model (for P1: the family of per-rate models of one method)
+            "corrkd-student": {
+                "1111": {         # seed (str or int) -> condition -> metric -> value
+                    "r=0.0": {"Has0_acc_2": 0.83, "MAE": 0.71, ...},
+                    "r=0.1": {...},
+                },
+                "1112": {...},
+            },
+        },
+    }
+
+Conditions are the names from `hf_mmkd.metrics`: ``"r=0.3"`` (a missing rate; P1, P2) or an availability set
+``"{l,a}"`` (P3, P5; ``"{l,a,v}"`` is complete). Metric values are fractions as `hf_mmkd.metrics` returns them;
+the table prints accuracies and F1 in percent, MAE and Corr as they are.
+
+Aggregation (`summarize`): each seed's curve is first reduced with its protocol's summary (P1 AUILC, P2 mean over
+r = 0.0-0.9, P3 mean of the six incomplete sets plus {l,a,v} on its own, P5 mean over the patterns), then mean and
+std (population, `np.std`) are taken over seeds, for every condition and every summary.
+
+Files are written atomically: a temporary file in the target folder, then `os.replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_mmkd.metrics import (
+    P2_RATES,
+    P5_SETS,
+    auilc,
+    mean_over_rates,
+    parse_condition,
+    seed_mean_std,
+    six_set_mean,
+)
+
+__all__ = [
+    "DATASET_NAMES",
+    "METRIC_NAMES",
+    "PROTOCOLS",
+    "atomic_write",
+    "markdown_table",
+    "plot_results",
+    "summarize",
+    "validate_results",
+    "write_report",
+]
+
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "p1": {"kind": "rate", "title": "P1 (TFR-Net/EMT-DLFR/MITR-DNet): one model per missing rate r, "
+                                    "token/frame dropping; summary = AUILC (trapezoid over r)"},
+    "p2": {"kind": "rate", "title": "P2 (LNLN): one model, test rate r for all modalities; "
+                                    "summary = mean over r = 0.0-0.9"},
+    "p3": {"kind": "set", "title": "P3 (CorrKD/HRLF): fixed available-modality sets; "
+                                   "summary = mean of the six incomplete sets, {l,a,v} separately"},
+    "p5": {"kind": "set", "title": "P5 (CMAD/MMANet): fixed availability patterns; "
+                                   "summary = mean over the patterns shown"},
+}
+
+DATASET_NAMES = {"mosi": "CMU-MOSI", "mosei": "CMU-MOSEI", "sims": "CH-SIMS", "iemocap": "IEMOCAP",
+                 "mmmo": "ICT-MMMO"}
+
+METRIC_NAMES = {  # MMSA key -> printed name
+    "Has0_acc_2": "Acc-2 (Has0)", "Has0_F1_score": "F1 (Has0)", "Non0_acc_2": "Acc-2 (Non0)",
+    "Non0_F1_score": "F1 (Non0)", "Mult_acc_2": "Acc-2", "Mult_acc_3": "Acc-3", "Mult_acc_5": "Acc-5",
+    "Mult_acc_7": "Acc-7", "F1_score": "F1", "MAE": "MAE", "Corr": "Corr", "Accuracy": "Acc", "WA": "WA",
+    "UA": "UA",
+}
+_PLAIN = {"MAE", "Corr"}  # printed as is; everything else is a fraction printed in percent
+_LOWER_IS_BETTER = {"MAE"}
+_PLOT_DEFAULTS = (
+    ["Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"],   # MOSI / MOSEI
+    ["Mult_acc_2", "F1_score", "Mult_acc_5", "MAE", "Corr"],        # SIMS
+    ["Accuracy", "F1_score", "UA"],                                 # classification
+)
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def validate_results(results: dict[str, Any]) -> None:
+    """Raise ValueError naming the first problem in a results structure (see the module docstring)."""
+    for key in ("dataset", "protocol", "checkpoints"):
+        if key not in results:
+            raise ValueError(f"results lack the {key!r} key")
+    protocol = str(results["protocol"]).lower()
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {results['protocol']!r}; expected one of {sorted(PROTOCOLS)}")
+    kind = PROTOCOLS[protocol]["kind"]
+    if not results["checkpoints"]:
+        raise ValueError("results hold no checkpoints")
+    for ckpt, seeds in results["checkpoints"].items():
+        if not seeds:
+            raise ValueError(f"checkpoint {ckpt!r} has no seeds")
+        for seed, conditions in seeds.items():
+            if not conditions:
+                raise ValueError(f"checkpoint {ckpt!r} seed {seed} has no conditions")
+            for cond, metrics in conditions.items():
+                if parse_condition(cond)[0] != kind:
+                    raise ValueError(f"condition {cond!r} (checkpoint {ckpt!r}, seed {seed}) does not fit "
+                                     f"protocol {protocol}, which uses {kind} conditions")
+                for m, v in metrics.items():
+                    if not isinstance(v, (int, float)) or isinstance(v, bool):
+                        raise ValueError(f"{ckpt!r} seed {seed} {cond} {m}: value {v!r} is not a number")
+
+
+# -------------------------------------------------------------------------------------------- summarise
+
+
+def _protocol_summary(protocol: str, conditions: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """One seed's protocol summary rows: {label: {metric: value}}."""
+    if protocol == "p1":
+        return {"AUILC": auilc(conditions)}
+    if protocol == "p2":
+        return {"mean r=0.0-0.9": mean_over_rates(conditions, P2_RATES)}
+    if protocol == "p3":
+        s = six_set_mean(conditions)
+        return {"Avg. (6 sets)": s["avg"]}  # {l,a,v} is already a condition row of its own
+    rows = list(conditions.values())
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {f"Avg. ({len(rows)} patterns)": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
+
+
+def _sort_conditions(conds: Sequence[str]) -> list[str]:
+    def key(c: str) -> tuple:
+        kind, v = parse_condition(c)
+        if kind == "rate":
+            return (0, v, "")
+        order = list(P5_SETS)
+        return (1, order.index(v) if v in order else len(order), v)
+    return sorted(conds, key=key)
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """`{checkpoint: {"n_seeds": n, "conditions": {cond: {metric: {"mean", "std", "n"}}},
+    "summary": {label: {metric: {"mean", "std", "n"}}}}}`; see the module docstring for the order of steps."""
+    validate_results(results)
+    protocol = str(results["protocol"]).lower()
+    out = {}
+    for ckpt, seeds in results["checkpoints"].items():
+        per_seed = {}
+        for seed, conds in seeds.items():
+            conds = {c: dict(m) for c, m in conds.items()}
+            try:
+                summary = _protocol_summary(protocol, conds)
+            except ValueError as e:
+                raise ValueError(f"checkpoint {ckpt!r} seed {seed}: {e}") from None
+            per_seed[seed] = {"conditions": conds, "summary": summary}
+        try:
+            agg = seed_mean_std(per_seed)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {ckpt!r}: {e}") from None
+        agg["conditions"] = {c: agg["conditions"][c] for c in _sort_conditions(list(agg["conditions"]))}
+        out[ckpt] = {"n_seeds": len(per_seed), **agg}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def _metric_order(summary: dict[str, Any], metrics: Sequence[str] | None) -> list[str]:
+    first = next(iter(summary.values()))
+    rows = [row for ck in summary.values() for row in ck["conditions"].values()]
+    available = [m for m in next(iter(first["conditions"].values())) if all(m in r for r in rows)]
+    if metrics is None:
+        return available
+    missing = [m for m in metrics if m not in available]
+    if missing:
+        raise ValueError(f"metric(s) {missing} not in every results row; available: {available}")
+    return list(metrics)
+
+
+def _fmt(metric: str, cell: dict[str, float]) -> str:
+    mean, std = cell["mean"], cell["std"]
+    if metric in _PLAIN:
+        return f"{mean:.3f} ± {std:.3f}"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _title(results: dict[str, Any]) -> str:
+    ds = DATASET_NAMES.get(str(results["dataset"]).lower(), str(results["dataset"]))
+    protocol = PROTOCOLS[str(results["protocol"]).lower()]["title"]
+    return f"{ds} ({results.get('split', 'test')}), protocol {protocol}"
+
+
+def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None,
+                   summary: dict[str, Any] | None = None) -> str:
+    """A Markdown section: a title naming dataset and protocol, then one table of mean ± std over seeds with
+    one row per (checkpoint, condition) and bold protocol-summary rows. Accuracies and F1 are in percent."""
+    summary = summarize(results) if summary is None else summary
+    cols = _metric_order(summary, metrics)
+    head = ["Checkpoint", "Condition"] + [METRIC_NAMES.get(m, m) for m in cols]
+    lines = [f"### {_title(results)}", "",
+             "Mean ± std over seeds (population std); accuracies and F1 in %, MAE and Corr as is.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ckpt, s in summary.items():
+        name = f"{ckpt} ({s['n_seeds']} seed{'s' if s['n_seeds'] != 1 else ''})"
+        for cond, row in s["conditions"].items():
+            lines.append("| " + " | ".join([name, cond] + [_fmt(m, row[m]) for m in cols]) + " |")
+        for label, row in s["summary"].items():
+            cells = [f"**{_fmt(m, row[m])}**" if m in row else "-" for m in cols]
+            lines.append("| " + " | ".join([name, f"**{label}**"] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequence[str] | None = None,
+                 summary: dict[str, Any] | None = None) -> Path:
+    """One PNG, one panel per metric, error bars = std over seeds.
+
+    Rate protocols (P1, P2): metric vs missing rate, one line per checkpoint. Set protocols (P3, P5): grouped
+    bars, one group per availability set and one bar per checkpoint.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(results) if summary is None else summary
+    if metrics is None:
+        present = _metric_order(summary, None)
+        metrics = next(([m for m in d if m in present] for d in _PLOT_DEFAULTS if all(m in present for m in d)),
+                       present)
+    metrics = _metric_order(summary, metrics)
+    kind = PROTOCOLS[str(results["protocol"]).lower()]["kind"]
+    ncols = min(len(metrics), 3)
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    n_ckpt = len(summary)
+    for ax, m in zip(axes.flat, metrics):
+        scale = 1.0 if m in _PLAIN else 100.0
+        for i, (ckpt, s) in enumerate(summary.items()):
+            conds = list(s["conditions"])
+            mean = np.array([s["conditions"][c][m]["mean"] for c in conds]) * scale
+            std = np.array([s["conditions"][c][m]["std"] for c in conds]) * scale
+            if kind == "rate":
+                x = np.array([parse_condition(c)[1] for c in conds])
+                ax.plot(x, mean, marker="o", label=ckpt)
+                ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            else:
+                groups = [c for c in P5_SETS if any(c in t["conditions"] for t in summary.values())]
+                x = np.arange(len(groups))
+                width = 0.8 / n_ckpt
+                vals = [s["conditions"].get(g, {}).get(m, {"mean": np.nan, "std": 0.0}) for g in groups]
+                ax.bar(x - 0.4 + width * (i + 0.5), [v["mean"] * scale for v in vals], width,
+                       yerr=[v["std"] * scale for v in vals], capsize=2, label=ckpt)
+                ax.set_xticks(x, groups, rotation=30)
+        unit = "" if m in _PLAIN else " (%)"
+        arrow = " ↓" if m in _LOWER_IS_BETTER else " ↑"
+        ax.set_title(METRIC_NAMES.get(m, m) + unit + arrow)
+        ax.set_xlabel("missing rate r" if kind == "rate" else "available modalities")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    ds = DATASET_NAMES.get(str(results["dataset"]).lower(), str(results["dataset"]))
+    what = "metric vs missing rate" if kind == "rate" else "metric per availability set"
+    fig.suptitle(f"{ds}, {str(results['protocol']).upper()}: {what} (mean ± std over seeds)")
+    fig.tight_layout()
+    path = Path(path)
+
+    def save(f):
+        fig.savefig(f, format="png", dpi=110)
+
+    try:
+        atomic_write(path, save)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | Any) -> Path:
+    """Write `data` (text, bytes, or a callable taking a binary file object) to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the report the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_report(results: dict[str, Any], out_dir: str | os.PathLike, stem: str | None = None,
+                 metrics: Sequence[str] | None = None, plot_metrics: Sequence[str] | None = None,
+                 ) -> dict[str, Path]:
+    """Write `<stem>.json` (the input results plus the summary), `<stem>.md` and `<stem>.png` into `out_dir`.
+
+    `stem` defaults to `<dataset>_<protocol>`. Returns `{"json": path, "markdown": path, "plot": path}`.
+    """
+    summary = summarize(results)
+    out_dir = Path(out_dir)
+    stem = stem or f"{results['dataset']}_{str(results['protocol']).lower()}"
+    payload = {"results": results, "summary": summary}
+    paths = {
+        "json": atomic_write(out_dir / f"{stem}.json",
+                             json.dumps(payload, indent=2, allow_nan=True, default=str) + "\n"),
+        "markdown": atomic_write(out_dir / f"{stem}.md", markdown_table(results, metrics, summary)),
+        "plot": plot_results(results, out_dir / f"{stem}.png", plot_metrics, summary),
+    }
+    return paths
+

