@@ -1,0 +1,47 @@
+"""Data for hf_mmkd: prepared datasets (parquet + card), standardisation, collation, missing-modality protocols.
+
+- `load_prepared(path_or_repo_id)` -> `DatasetDict` (folders written by `dataset_scripts/prepare_*.py`).
+- `make_demo_dataset()` -> the synthetic three-modality demo (the default of the main job).
+- `FeatureStandardizer.fit(train_split).to_dict()` -> `MMKDConfig.feature_standardization`.
+- `MMKDDataCollator(config, tokenizer=..., feature_extractor=..., image_processor=...)` -> padded batches.
+- `MissingModalitySimulator(protocol, rate=..., availability=..., training=..., seed=...)(batch)` -> the
+  degraded view of a collated batch (P1-P5 of docs/methods-and-results.md §1.3); `model_inputs(batch)` keeps
+  the keys `forward` takes.
+"""
+
+from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.missing import (
+    MODEL_INPUT_KEYS,
+    P1_SEEDS,
+    P4_SHARES,
+    P5_WEIGHTS,
+    PATTERNS,
+    PROTOCOLS,
+    WAVEFORM_CHUNK,
+    MissingModalitySimulator,
+    availability_flags,
+    model_inputs,
+    row_key,
+)
+from hf_mmkd.data.prepared import load_prepared, save_prepared
+from hf_mmkd.data.standardize import FeatureStandardizer
+
+__all__ = [
+    "FeatureStandardizer",
+    "MMKDDataCollator",
+    "MODEL_INPUT_KEYS",
+    "MissingModalitySimulator",
+    "P1_SEEDS",
+    "P4_SHARES",
+    "P5_WEIGHTS",
+    "PATTERNS",
+    "PROTOCOLS",
+    "WAVEFORM_CHUNK",
+    "availability_flags",
+    "load_prepared",
+    "make_demo_dataset",
+    "model_inputs",
+    "row_key",
+    "save_prepared",
+]

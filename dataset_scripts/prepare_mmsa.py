@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Convert an MMSA-layout pickle (thuiar/MMSA `unaligned_50.pkl`, `aligned_50.pkl`, ...) to a prepared dataset.
+
+Writes OUT_DIR/data/{train,validation,test}-*.parquet and OUT_DIR/README.md (`configs:` YAML + provenance);
+load it back with `hf_mmkd.data.load_prepared(OUT_DIR)` or `datasets.load_dataset("parquet", ...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import pickle
+import sys
+from pathlib import Path
+
+PICKLE_WARNING = (
+    "WARNING: IN.pkl is read with Python's pickle module, and loading a pickle can run arbitrary code. "
+    "Only convert files from a source you trust (e.g. MMSA's published files, checked against their SHA-256)."
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog=PICKLE_WARNING,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("pickle", metavar="IN.pkl", help="MMSA-layout pickle: {'train'|'valid'|'test': {key: array}}")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (must be empty or absent, see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument("--name", default=None, help="dataset name for the card (default: the pickle's file name)")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="also upload OUT_DIR to this (private) Hub dataset repo; mind the corpus licence")
+    parser.add_argument("--public", action="store_true", help="with --push-to-hub: make the repo public")
+    return parser.parse_args(argv)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card(name: str, src: Path, digest: str, report: dict) -> str:
+    rows = "\n".join(
+        f"| {s} | {r['rows']} | {r['has_text']} | {r['has_audio']} | {r['has_vision']} |"
+        for s, r in report["splits"].items()
+    )
+    dims = ", ".join(f"{m} {d}" for m, d in report["feature_dims"].items()) or "none"
+    notes = []
+    if report["audio_neg_inf_set_to_0"]:
+        notes.append(f"- {report['audio_neg_inf_set_to_0']} audio values of -inf were set to 0 (as MMSA's loader does).")
+    for where, count in report["non_finite_set_to_0"].items():
+        notes.append(f"- {count} other non-finite values in {where} were set to 0.")
+    notes_text = "\n".join(notes) or "- No non-finite values were found."
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""# {name} (prepared for hf_mmkd)
+
+Converted from an MMSA-layout pickle by `dataset_scripts/prepare_mmsa.py`. Column meanings: see
+`hf_mmkd/data/prepared.py`. A modality that is missing in a row has `has_<modality> = False`; its
+feature column is null (an `Array2D` null reads back as nan, so always use the `has_*` flags).
+
+## Provenance
+
+- Source file: `{src.name}` (SHA-256 `{digest}`)
+- Converted: {now}, `{' '.join(sys.argv)}`
+- Feature widths: {dims}
+- Sequences are truncated to their `*_lengths` (right padding removed).
+{notes_text}
+
+| split | rows | has_text | has_audio | has_vision |
+|---|---|---|---|---|
+{rows}
+
+## Licence
+
+This folder holds features derived from the source corpus and inherits its terms (CMU-MOSI / MOSEI / ICT-MMMO:
+research use). Do not push it to a public repository unless those terms allow it.
+"""
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hf_mmkd.data.mmsa import mmsa_to_dataset_dict
+    from hf_mmkd.data.prepared import check_out_dir, push_prepared, save_prepared
+
+    src = Path(args.pickle)
+    if not src.is_file():
+        raise SystemExit(f"error: input pickle {src} not found")
+    check_out_dir(args.out_dir, args.overwrite)  # fail before any work
+    with open(src, "rb") as f:
+        try:
+            data = pickle.load(f)
+        except Exception as err:  # corrupt or not a pickle
+            raise ValueError(f"cannot read {src} as a pickle: {err}") from err
+    dsd, report = mmsa_to_dataset_dict(data)
+    out = save_prepared(dsd, args.out_dir, card(args.name or src.stem, src, sha256(src), report),
+                        overwrite=args.overwrite)
+    for split, r in report["splits"].items():
+        print(f"{split}: {r['rows']} rows, has_text {r['has_text']}, has_audio {r['has_audio']}, "
+              f"has_vision {r['has_vision']}")
+    print(f"wrote {out}")
+    if args.push_to_hub:
+        push_prepared(out, args.push_to_hub, private=not args.public)
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")

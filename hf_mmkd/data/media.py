@@ -1,0 +1,232 @@
+"""Decoding of raw media with PyAV (`av`, which bundles FFmpeg): 16 kHz mono audio and frames at a fixed rate.
+
+torchcodec is avoided on purpose (docs/hf-conventions.md §4): audio is stored as wav bytes in an
+`Audio(decode=False)` column and decoded here with soundfile; frames are stored as `Image` (PIL).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+SAMPLING_RATE = 16_000
+
+
+class MediaError(ValueError):
+    """A media file is missing, corrupt or has no usable stream; the message names the file."""
+
+
+def _open(path: Path):
+    import av
+
+    if not path.is_file():
+        raise MediaError(f"media file not found: {path}")
+    try:
+        return av.open(str(path))
+    except Exception as err:  # av.error.InvalidDataError and friends
+        raise MediaError(f"cannot open media file {path}: {err}") from err
+
+
+def load_audio(path, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Decode the first audio stream of `path`, resampled to 16 kHz mono float32, cut to [start, end) seconds."""
+    import av
+
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path} has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):  # flush
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as err:
+            raise MediaError(f"cannot decode the audio of {path}: {err}") from err
+    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    lo = 0 if start is None else int(round(start * SAMPLING_RATE))
+    hi = len(wave) if end is None else int(round(end * SAMPLING_RATE))
+    if lo >= len(wave) or hi <= lo:
+        raise MediaError(f"{path}: segment [{start}, {end}) s lies outside its {len(wave) / SAMPLING_RATE:.2f} s of audio")
+    return wave[lo:hi]
+
+
+def load_frames(path, start: float | None = None, end: float | None = None, fps: float = 1.0,
+                max_frames: int = 16, size: int = 224) -> tuple[list, list[float]]:
+    """Sample frames of `path` at `fps` (times start + (k + 0.5) / fps, at most `max_frames`, at least one).
+
+    Returns (PIL images fitted inside size x size, their times in seconds). Each target time takes the first
+    decoded frame at or after it, so the rate is fixed whatever the container's frame rate.
+    """
+    import av
+
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        t0 = 0.0 if start is None else float(start)
+        t1 = (duration if end is None else float(end)) or t0
+        count = max(1, min(max_frames, int(np.floor((t1 - t0) * fps))))
+        targets = [t0 + (k + 0.5) / fps for k in range(count)]
+        if count == 1:
+            targets = [t0 + (t1 - t0) / 2]
+        images, times = [], []
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                if t is None:
+                    continue
+                while targets and t >= targets[0] - 1e-6:
+                    img = frame.to_image()
+                    img.thumbnail((size, size))
+                    images.append(img)
+                    times.append(round(t, 3))
+                    targets.pop(0)
+                if not targets:
+                    break
+        except av.error.FFmpegError as err:
+            raise MediaError(f"cannot decode the video of {path}: {err}") from err
+    if not images:
+        raise MediaError(f"{path}: no video frame found in [{start}, {end}) s")
+    return images, times
+
+
+def encode_wav(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
+    """float32 waveform -> 16-bit PCM wav bytes (what the `audio` column stores)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), sampling_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_wav(value) -> np.ndarray:
+    """An `audio` cell (`{"bytes": ..., "path": ...}` from `Audio(decode=False)`, or raw bytes) -> float32 mono."""
+    import soundfile as sf
+
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if data is None and isinstance(value, dict) and value.get("path"):
+        data = Path(value["path"]).read_bytes()
+    wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    if sr != SAMPLING_RATE:
+        raise ValueError(f"audio cell {value.get('path') if isinstance(value, dict) else ''!r} is at {sr} Hz, expected 16000")
+    return wave.mean(1)  # (samples, channels) -> (samples,)
+
+
+def probe(path) -> tuple[bool, bool]:
+    """(has an audio stream, has a video stream) of a media file; MediaError if missing, corrupt or neither."""
+    path = Path(path)
+    with _open(path) as container:
+        has_audio, has_video = bool(container.streams.audio), bool(container.streams.video)
+    if not (has_audio or has_video):
+        raise MediaError(f"{path} has neither an audio nor a video stream")
+    return has_audio, has_video
+
+
+MEDIA_CSV_COLUMNS = ("id", "media", "start", "end", "text", "label", "split")
+
+
+def read_media_csv(csv_path) -> list[dict]:
+    """Rows of a media CSV: id, media (path, relative to the CSV's folder or absolute), optional start/end
+    seconds (empty = whole file), text, label, split (train / validation / test)."""
+    import csv
+
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("id", "media", "label", "split") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {list(MEDIA_CSV_COLUMNS)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                media = Path(row["media"])
+                rows.append({
+                    "id": row["id"],
+                    "media": media if media.is_absolute() else csv_path.parent / media,
+                    "start": float(row["start"]) if row.get("start") else None,
+                    "end": float(row["end"]) if row.get("end") else None,
+                    "text": (row.get("text") or "").strip() or None,
+                    "label": float(row["label"]),
+                    "split": {"valid": "validation", "dev": "validation"}.get(row["split"], row["split"]),
+                })
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{csv_path}, line {line} (id {row.get('id')!r}): {err}") from err
+            if rows[-1]["split"] not in ("train", "validation", "test"):
+                raise ValueError(f"{csv_path}, line {line}: split {row['split']!r} is not train/validation/test")
+    ids = [r["id"] for r in rows]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise ValueError(f"{csv_path}: duplicate id(s) {sorted(dup)[:5]}")
+    return rows
+
+
+def media_features():
+    from datasets import Audio, Features, Image, List, Value
+
+    return Features({
+        "id": Value("string"), "source": Value("string"), "start": Value("float32"), "end": Value("float32"),
+        "raw_text": Value("string"), "audio": Audio(sampling_rate=SAMPLING_RATE, decode=False),
+        "frames": List(Image()), "frame_times": List(Value("float32")),
+        "has_text": Value("bool"), "has_audio": Value("bool"), "has_vision": Value("bool"), "label": Value("float32"),
+    })
+
+
+def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16, size: int = 224,
+                        skip_bad: bool = False):
+    """Decode every row's media -> (`DatasetDict` by split, list of "id: reason" for skipped rows).
+
+    A missing or corrupt file raises MediaError naming it, unless `skip_bad` (then the row is skipped and
+    reported). A file without a video stream gives has_vision False; without audio, has_audio False.
+    """
+    from datasets import Dataset, DatasetDict, Value
+
+    features = media_features()
+    by_split: dict[str, dict[str, list]] = {}
+    skipped = []
+    for row in rows:
+        try:
+            has_audio, has_video = probe(row["media"])
+            audio = frames = times = None
+            if has_audio:
+                wave = load_audio(row["media"], row["start"], row["end"])
+                audio = {"bytes": encode_wav(wave), "path": f"{row['id']}.wav"}
+            if has_video:
+                frames, times = load_frames(row["media"], row["start"], row["end"], fps, max_frames, size)
+        except MediaError as err:
+            if not skip_bad:
+                raise MediaError(f"row {row['id']!r}: {err}") from err
+            skipped.append(f"{row['id']}: {err}")
+            continue
+        cols = by_split.setdefault(row["split"], {k: [] for k in features})
+        values = {
+            "id": row["id"], "source": Path(row["media"]).name, "start": row["start"], "end": row["end"],
+            "raw_text": row["text"], "audio": audio, "frames": frames, "frame_times": times,
+            "has_text": row["text"] is not None, "has_audio": audio is not None, "has_vision": frames is not None,
+            "label": row["label"],
+        }
+        for k, v in values.items():
+            cols[k].append(v)
+    if not by_split:
+        raise ValueError("no usable row: every media file was skipped")
+    # The Audio feature's encoder needs torchcodec; build the struct column plainly, then cast (no re-encoding).
+    plain = features.copy()
+    plain["audio"] = {"bytes": Value("binary"), "path": Value("string")}
+    out = DatasetDict()
+    for split in ("train", "validation", "test"):
+        if split in by_split:
+            ds = Dataset.from_dict(by_split[split], features=plain)
+            out[split] = ds.cast_column("audio", features["audio"])
+    return out, skipped
+

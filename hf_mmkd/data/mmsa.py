@@ -1,0 +1,197 @@
+"""MMSA-layout pickles -> `DatasetDict` in the prepared schema (see `hf_mmkd.data.prepared`).
+
+The layout is that of `thuiar/MMSA` `unaligned_50.pkl` / `aligned_50.pkl` (docs/methods-and-results.md §1.1):
+`{"train"|"valid"|"test": {key: array with one row per utterance}}`. The conversion follows MMSA's
+`data_loader.py`: audio `-inf` becomes 0, and each sequence keeps only its valid (right-padded) steps.
+
+Lengths: `<mod>_lengths` when given; otherwise (aligned files) the `text_bert` attention-mask length when the
+sequence has the same number of steps as `text_bert` (MMSA aligns audio/vision to the tokens), else all steps.
+A modality absent from a split, or of length 0 in a row, is stored as null with `has_<mod>` False.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hf_mmkd.data.prepared import MODALITIES
+
+SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
+KNOWN_KEYS = frozenset(
+    {"id", "raw_text", "text", "text_bert", "audio", "vision", "text_lengths", "audio_lengths", "vision_lengths",
+     "regression_labels", "classification_labels", "annotations",
+     "regression_labels_T", "regression_labels_A", "regression_labels_V"}
+)
+
+
+def _fail(split: str, key: str, problem: str):
+    raise ValueError(f"MMSA pickle, split {split!r}, key {key!r}: {problem}")
+
+
+def _check_split(split: str, arrays: dict) -> int:
+    """Validate keys, row counts and shapes of one split; return its number of rows."""
+    if not isinstance(arrays, dict):
+        raise ValueError(f"MMSA pickle, split {split!r}: expected a dict of arrays, got {type(arrays).__name__}")
+    unknown = sorted(set(arrays) - KNOWN_KEYS)
+    if unknown:
+        raise ValueError(
+            f"MMSA pickle, split {split!r}: unknown key(s) {unknown}; known keys are {sorted(KNOWN_KEYS)}"
+        )
+    label_key = "regression_labels" if "regression_labels" in arrays else "classification_labels"
+    if label_key not in arrays:
+        _fail(split, "regression_labels", "missing (a split needs regression_labels or classification_labels)")
+    n = len(arrays[label_key])
+    for key, value in arrays.items():
+        if len(value) != n:
+            _fail(split, key, f"has {len(value)} rows but {label_key} has {n} (length mismatch between arrays)")
+    for key in ("text", "audio", "vision"):
+        if key in arrays and np.asarray(arrays[key]).ndim != 3:
+            _fail(split, key, f"must be (N, steps, dim), got shape {np.asarray(arrays[key]).shape}")
+    if "text_bert" in arrays:
+        shape = np.asarray(arrays["text_bert"]).shape
+        if len(shape) != 3 or shape[1] != 3:
+            _fail(split, "text_bert", f"must be (N, 3, L) (ids, mask, segments), got shape {shape}")
+    for m in MODALITIES:
+        key = f"{m}_lengths"
+        if key not in arrays:
+            continue
+        if m not in arrays:
+            _fail(split, key, f"given without {m!r}")
+        lengths = np.asarray(arrays[key])
+        steps = np.asarray(arrays[m]).shape[1]
+        bad = np.nonzero((lengths < 0) | (lengths > steps))[0]
+        if lengths.ndim != 1 or bad.size:
+            row = int(bad[0]) if bad.size else 0
+            _fail(split, key, f"row {row} has length {lengths[row]} outside [0, {steps}] (the {m} array has {steps} steps)")
+    if "id" in arrays:
+        ids = [str(x) for x in arrays["id"]]
+        if len(set(ids)) != len(ids):
+            dup = next(x for x in ids if ids.count(x) > 1)
+            _fail(split, "id", f"id {dup!r} occurs more than once (ids must be unique within a split)")
+    return n
+
+
+def _lengths(arrays: dict, m: str) -> np.ndarray:
+    x = np.asarray(arrays[m])
+    if f"{m}_lengths" in arrays:
+        return np.asarray(arrays[f"{m}_lengths"]).astype(np.int64)
+    if "text_bert" in arrays:
+        tb = np.asarray(arrays["text_bert"])
+        if tb.shape[2] == x.shape[1]:
+            return tb[:, 1, :].sum(1).astype(np.int64)  # the attention mask of the (aligned) tokens
+    return np.full(len(x), x.shape[1], dtype=np.int64)
+
+
+def convert_mmsa(data: dict) -> tuple[dict, dict]:
+    """Convert a loaded MMSA pickle to `{split: {column: list}}` plus a report of what was done.
+
+    Raises ValueError naming the split and key for unknown keys, row-count mismatches, bad shapes or lengths,
+    and feature widths that differ between splits.
+    """
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"MMSA pickle must hold a dict of splits, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"MMSA pickle: unknown split key(s) {unknown}; expected 'train', 'valid', 'test'")
+    sizes = {s: _check_split(s, arrays) for s, arrays in data.items()}
+
+    # Feature widths must agree across splits (one Array2D feature per column).
+    dims: dict[str, int] = {}
+    for s, arrays in data.items():
+        for m in MODALITIES:
+            if m in arrays:
+                d = np.asarray(arrays[m]).shape[2]
+                if dims.setdefault(m, d) != d:
+                    _fail(s, m, f"has feature width {d} but another split has {dims[m]}")
+    present_keys = set().union(*(set(a) for a in data.values()))
+
+    columns_out: dict[str, dict] = {}
+    report = {"splits": {}, "feature_dims": dims, "audio_neg_inf_set_to_0": 0, "non_finite_set_to_0": {}}
+    for split, arrays in data.items():
+        n = sizes[split]
+        name = SPLIT_NAMES[split]
+        cols: dict[str, list] = {}
+        cols["id"] = [str(x) for x in arrays["id"]] if "id" in arrays else [f"{name}_{i}" for i in range(n)]
+        has = {m: np.zeros(n, dtype=bool) for m in MODALITIES}
+        if "raw_text" in present_keys:
+            raw = arrays.get("raw_text")
+            cols["raw_text"] = [None] * n if raw is None else [
+                (str(t) if t is not None and str(t).strip() else None) for t in raw
+            ]
+            has["text"] |= np.array([t is not None for t in cols["raw_text"]], dtype=bool)
+        if "text_bert" in present_keys:
+            if "text_bert" in arrays:
+                tb = np.asarray(arrays["text_bert"]).astype(np.int64)
+                lens = tb[:, 1, :].sum(1)
+                cols["text_input_ids"] = [tb[i, 0, : lens[i]].tolist() if lens[i] > 0 else None for i in range(n)]
+                has["text"] |= lens > 0
+            else:
+                cols["text_input_ids"] = [None] * n
+        for m in MODALITIES:
+            col = f"{m}_features"
+            if m not in present_keys:
+                continue
+            if m not in arrays:
+                cols[col] = [None] * n
+                continue
+            x = np.asarray(arrays[m], dtype=np.float32)
+            if m == "audio":
+                neg_inf = np.isneginf(x)
+                report["audio_neg_inf_set_to_0"] += int(neg_inf.sum())
+                x = np.where(neg_inf, 0.0, x).astype(np.float32)  # MMSA data_loader: audio[audio == -inf] = 0
+            bad = ~np.isfinite(x)
+            if bad.any():
+                report["non_finite_set_to_0"][f"{split}/{m}"] = int(bad.sum())
+                x = np.where(bad, 0.0, x).astype(np.float32)
+            lens = _lengths(arrays, m)
+            cols[col] = [x[i, : lens[i]] if lens[i] > 0 else None for i in range(n)]  # (len_i, D) per row
+            has[m] |= lens > 0
+        for m in MODALITIES:
+            cols[f"has_{m}"] = has[m].tolist()
+        if "regression_labels" in present_keys:
+            y = arrays.get("regression_labels")
+            cols["label"] = [None] * n if y is None else np.asarray(y, dtype=np.float32).reshape(n).tolist()
+        if "classification_labels" in present_keys:
+            y = arrays.get("classification_labels")
+            if y is None:
+                cols["classification_label"] = [None] * n
+            else:
+                y = np.asarray(y, dtype=np.float64).reshape(n)
+                if not np.all(y == np.round(y)):
+                    _fail(split, "classification_labels", "values must be whole class indices")
+                cols["classification_label"] = y.astype(np.int64).tolist()
+        for u in "TAV":
+            key = f"regression_labels_{u}"
+            if key in present_keys:
+                y = arrays.get(key)
+                cols[f"label_{u}"] = [None] * n if y is None else np.asarray(y, dtype=np.float32).reshape(n).tolist()
+        if "annotations" in present_keys:
+            a = arrays.get("annotations")
+            cols["annotation"] = [None] * n if a is None else [None if v is None else str(v) for v in a]
+        columns_out[name] = cols
+        report["splits"][name] = {"rows": n, **{f"has_{m}": int(has[m].sum()) for m in MODALITIES}}
+    return columns_out, report
+
+
+def mmsa_features(columns: dict, dims: dict):
+    """The `datasets.Features` of the converted columns (the same for every split)."""
+    from datasets import Array2D, Features, List, Value
+
+    spec = {"id": Value("string"), "raw_text": Value("string"), "text_input_ids": List(Value("int64"))}
+    for m, d in dims.items():
+        spec[f"{m}_features"] = Array2D(shape=(None, d), dtype="float32")
+    for m in MODALITIES:
+        spec[f"has_{m}"] = Value("bool")
+    spec.update({"label": Value("float32"), "classification_label": Value("int64"), "label_T": Value("float32"),
+                 "label_A": Value("float32"), "label_V": Value("float32"), "annotation": Value("string")})
+    return Features({k: v for k, v in spec.items() if k in columns})
+
+
+def mmsa_to_dataset_dict(data: dict):
+    """Loaded MMSA pickle -> (`DatasetDict` with train/validation/test, report dict)."""
+    from datasets import Dataset, DatasetDict
+
+    columns, report = convert_mmsa(data)
+    first = next(iter(columns.values()))
+    features = mmsa_features(first, report["feature_dims"])
+    dsd = DatasetDict({split: Dataset.from_dict(cols, features=features) for split, cols in columns.items()})
+    return dsd, report
