@@ -52,6 +52,8 @@ class MMKDTrainingArguments(TrainingArguments):
         temperatures, margin, ...); see `hf_mmkd.distillation`.
     teacher_name_or_path (`str`): the trained teacher checkpoint (frozen and online methods).
     teacher_loss_weight (`float`): weight of the teacher's own task loss when it trains online or shared.
+    backbone_learning_rate (`float`): learning rate of the pretrained backbones (BERT / wav2vec2 / ViT);
+        `learning_rate` then applies to everything else (MITR-DNet uses 5e-5 for BERT, 1e-3 for the rest).
     students (`str`): MM-CKD only: `shared` (one student with a pattern embedding, one view per availability
         pattern) or `per_pattern` (one student per pattern).
     auxiliary_modality (`str`): cross-modal KD only: the modality whose teacher-side representation is the
@@ -75,6 +77,7 @@ class MMKDTrainingArguments(TrainingArguments):
     method_kwargs: dict | str | None = field(default=None, metadata={"help": "loss-module kwargs (dict or JSON)"})
     teacher_name_or_path: str | None = field(default=None, metadata={"help": "trained teacher checkpoint"})
     teacher_loss_weight: float = field(default=1.0, metadata={"help": "teacher task-loss weight (online/shared)"})
+    backbone_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of pretrained backbones"})
     students: str = field(default="shared", metadata={"help": "MM-CKD: shared or per_pattern"})
     auxiliary_modality: str | None = field(default=None, metadata={"help": "cross-modal KD: the auxiliary modality"})
     cache_teacher_outputs: bool = field(default=True, metadata={"help": "cache a frozen teacher's outputs"})
@@ -347,6 +350,21 @@ class MMKDTrainer(Trainer):
         logs.update(averaged)
         super().log(logs, start_time)
         self._metrics[split].clear()
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimiser, with the backbones' parameters moved to groups at `backbone_learning_rate`."""
+        optimizer = super().create_optimizer(model)
+        if self.args.backbone_learning_rate is None:
+            return optimizer
+        model = self.model if model is None else model
+        backbone = {id(p) for n, p in model.named_parameters() if ".backbone." in n}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in backbone]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in backbone]
+                settings = {k: v for k, v in group.items() if k != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr": self.args.backbone_learning_rate})
+        return optimizer
 
     # ------------------------------------------------------------------ saving
 

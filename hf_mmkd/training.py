@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -110,6 +111,8 @@ DEFAULTS = {
     "seed": 1111,
     "dataloader_num_workers": 0,
     "dataloader_pin_memory": False,
+    # A CPU-only machine trains on the CPU; this also lets DDP ranks join over gloo (MULTI_CPU).
+    "use_cpu": not torch.cuda.is_available(),
 }
 
 
@@ -171,6 +174,15 @@ def feature_dims(dataset) -> dict[str, int]:
     return dims
 
 
+def add_length_column(dataset, tokenizer):
+    """Token count per row, which `train_sampling_strategy=group_by_length` reads from the `length` column:
+    batches of similar lengths pad less (MOSI utterances average 15 tokens, the longest has 114)."""
+    if "length" in dataset.column_names or tokenizer is None or "raw_text" not in dataset.column_names:
+        return dataset
+    texts = [text or "" for text in dataset["raw_text"]]
+    return dataset.add_column("length", [len(ids) for ids in tokenizer(texts)["input_ids"]])
+
+
 def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None) -> dict:
     dims = {}
     for split in splits.values():
@@ -197,7 +209,9 @@ def new_model(model_args: ModelArguments, config_kwargs: dict) -> MMKDForSentime
 
 
 def stage_args(args: MMKDTrainingArguments, stage_dir: Path, **changes) -> MMKDTrainingArguments:
-    return dataclasses.replace(args, output_dir=str(stage_dir), **changes)
+    # push_to_hub=False: the Trainer must not create or push to the repo mid-run; with --push_to_hub the final
+    # release is published once at the end of run() (hf_mmkd.evaluation.publish_training_run).
+    return dataclasses.replace(args, output_dir=str(stage_dir), push_to_hub=False, **changes)
 
 
 def resume_point(args: MMKDTrainingArguments, stage_dir: Path):
@@ -229,6 +243,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         args: MMKDTrainingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
     set_seed(args.seed)
+    if args.process_index == 0:
+        print(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
     root = Path(args.output_dir)
     splits = load_splits(data_args, args.seed)
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
@@ -241,6 +257,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     if model_args.text_backbone is not None:
         source = minilm_path() if model_args.text_backbone == "minilm" else model_args.text_backbone
         tokenizer = AutoTokenizer.from_pretrained(source)
+    if args.train_sampling_strategy == "group_by_length":
+        splits["train"] = add_length_column(splits["train"], tokenizer)
     results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
@@ -309,6 +327,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         for name, metrics in results.items():
             shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "_loss"))}
             print(f"[{name}] {json.dumps(shown, sort_keys=True)}")
+    if args.push_to_hub and args.process_index == 0 and stage.stage in ("student", "both"):
+        from hf_mmkd.evaluation import publish_training_run
+
+        release = publish_training_run(
+            root, data_args.dataset,
+            repo_id=args.hub_model_id or root.resolve().name, protocol=args.eval_missing_protocol,
+            seeds=(args.missing_seed,), private=args.hub_private_repo, token=args.hub_token,
+            max_text_length=data_args.max_text_length,
+            hyperparameters={"method": args.method, "num_train_epochs": args.num_train_epochs,
+                             "learning_rate": args.learning_rate, "seed": args.seed,
+                             "missing_protocol": args.missing_protocol, "dataset": data_args.dataset})
+        print(f"published {release} to https://huggingface.co/{args.hub_model_id or root.resolve().name}")
     return results
 
 

@@ -231,6 +231,8 @@ class MMKDPreTrainedModel(PreTrainedModel):
     input_modalities = ("text", "audio", "image")
     supports_gradient_checkpointing = True  # applies to the transformers backbones
     _no_split_modules = ["MMKDFeatureEncoder", "MMKDBackboneEncoder"]
+    # Our own attention (torch's TransformerEncoderLayer) runs on scaled_dot_product_attention.
+    _supports_sdpa = True
     # Losses are plain means over the batch; the Trainer must scale them under gradient accumulation.
     accepts_loss_kwargs = False
 
@@ -262,14 +264,18 @@ class MMKDPreTrainedModel(PreTrainedModel):
         >>> model = MMKDForSentiment.from_backbones_pretrained(text="path/to/bert", audio_feature_dim=73)
         ```
         """
-        backbones = {}
+        backbones, attention = {}, {}
         for modality, source in (("text", text), ("audio", audio), ("vision", vision)):
             if source is None:
                 continue
             backbone = source if isinstance(source, PreTrainedModel) else AutoModel.from_pretrained(source)
             backbones[f"{modality}_backbone"] = backbone
             config_kwargs[f"{modality}_config"] = backbone.config
-        return cls(MMKDConfig(**config_kwargs), **backbones)
+            attention[f"{modality}_config"] = backbone.config._attn_implementation
+        model = cls(MMKDConfig(**config_kwargs), **backbones)
+        # Building the composite config resets its sub-configs' attention choice; give each backbone back its own.
+        model.set_attn_implementation({k: v for k, v in attention.items() if v is not None})
+        return model
 
 
 class MMKDFusion(nn.Module):

@@ -134,3 +134,20 @@ def test_bad_method_and_missing_teacher_raise(tmp_path):
     args = MMKDTrainingArguments(output_dir=str(tmp_path), missing_protocol="p1", use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="p1 needs a rate"):
         MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset())
+
+
+def test_backbone_learning_rate_gets_its_own_groups(tmp_path):
+    from tiny import backbone_config_kwargs
+
+    config = MMKDConfig(**{**backbone_config_kwargs(), "vision_config": None, "audio_config": None},
+                        audio_feature_dim=5)
+    args = MMKDTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, backbone_learning_rate=5e-5,
+                                 use_cpu=True, report_to="none", missing_protocol="none")
+    trainer = MMKDTrainer(model=MMKDForSentiment(config), args=args, train_dataset=tiny_dataset())
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(trainer.model.named_parameters())
+    backbone = [n for n in named if ".backbone." in n]
+    assert backbone and all(lr_of[id(named[n])] == 5e-5 for n in backbone)
+    assert all(lr_of[id(p)] == 1e-3 for n, p in named.items() if ".backbone." not in n)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)

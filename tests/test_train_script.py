@@ -1,0 +1,90 @@
+"""The main job (train.py / hf_mmkd.training): both stages end to end on tiny runs, YAML + overrides, clear
+errors, and real two-process DDP on the CPU."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_mmkd import MMKDForSentiment
+from hf_mmkd.training import main, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32", "--logging_steps", "1"]
+
+
+def test_both_stages_save_loadable_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--output_dir", str(out), "--method", "logit", *TINY]) == 0
+    for stage in ("teacher", "student"):
+        folder = out / stage
+        assert {"config.json", "model.safetensors", "modeling_mmkd.py", "configuration_mmkd.py"} <= {
+            p.name for p in folder.iterdir()}
+        model = MMKDForSentiment.from_pretrained(folder)
+        assert model.config.role == stage
+        assert model.config.feature_standardization["audio"]["std"]  # fitted on train, stored with the model
+    assert MMKDForSentiment.from_pretrained(out / "student").config.distillation_method == "logit"
+    results = json.loads((out / "results.json").read_text())
+    for stage in ("teacher", "student"):
+        for rate in ("r0", "r0.5"):
+            assert 0.0 <= results[stage][f"eval_{rate}_Non0_acc_2"] <= 1.0
+    history = json.loads((out / "student_run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert any("loss_logit" in h for h in history) and any("eval_loss_logit" in h for h in history)
+    assert (out / "student_run" / "checkpoint-2" / "student" / "model.safetensors").is_file()
+
+
+def test_student_stage_reuses_an_existing_teacher(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--output_dir", str(out), "--stage", "teacher", *TINY]) == 0
+    before = (out / "teacher" / "model.safetensors").read_bytes()
+    assert main(["--output_dir", str(out), "--method", "corrkd", *TINY]) == 0  # stage both: teacher kept
+    assert (out / "teacher" / "model.safetensors").read_bytes() == before
+    assert (out / "student" / "config.json").is_file()
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: mitr\nmethod_kwargs: {kd_weight: 0.3}\nhidden_size: 16\nnum_train_epochs: 3\n")
+    model_args, data_args, stage, args = parse_args(["--config", str(config), "--num_train_epochs", "1"])
+    assert args.method == "mitr" and args.method_kwargs == {"kd_weight": 0.3}
+    assert model_args.hidden_size == 16 and args.num_train_epochs == 1 and data_args.dataset == "demo"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config", "nope.yaml"], "config file not found: nope.yaml"),
+        (["--config", "{bad}"], "config file not found"),
+        (["--stage", "both", "--method", "distill"], "unknown distillation method 'distill'"),
+        (["--stage", "teachers"], "stage must be teacher, student or both"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_yaml_key_is_named(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: logit\nlearning_rat: 0.1\n")
+    assert main(["--config", str(config)]) == 2
+    assert "unknown arguments in the config: ['learning_rat']" in capsys.readouterr().err
+
+
+def test_student_stage_without_teacher_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="needs a trained teacher; none at"):
+        main(["--output_dir", str(tmp_path / "x"), "--stage", "student", "--method", "corrkd", *TINY])
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "configs" / "accelerate" / "ddp_cpu.yaml"), "--main_process_port", "29541",
+           str(REPO / "train.py"), "--output_dir", str(tmp_path / "ddp"), "--method", "corrkd", *TINY]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hf_mmkd: 2 process(es), distributed type DistributedType.MULTI_CPU" in result.stdout
+    student = MMKDForSentiment.from_pretrained(tmp_path / "ddp" / "student")
+    assert all(torch.isfinite(p).all() for p in student.parameters())
