@@ -4,7 +4,7 @@ Importing the package registers the model with the transformers Auto classes (th
 checkpoints it saves also carry the code for the remote-code route (`trust_remote_code=True`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor
 
 from hf_mmkd.modeling.configuration_mmkd import MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import (
@@ -14,10 +14,12 @@ from hf_mmkd.modeling.modeling_mmkd import (
     MMKDPreTrainedModel,
     MMKDSentimentOutput,
 )
+from hf_mmkd.modeling.processing_mmkd import MMKDProcessor
 
 AutoConfig.register("mmkd", MMKDConfig, exist_ok=True)
 AutoModel.register(MMKDConfig, MMKDModel, exist_ok=True)
 AutoModelForSequenceClassification.register(MMKDConfig, MMKDForSentiment, exist_ok=True)
+AutoProcessor.register(MMKDConfig, MMKDProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,5 +28,6 @@ __all__ = [
     "MMKDModel",
     "MMKDModelOutput",
     "MMKDPreTrainedModel",
+    "MMKDProcessor",
     "MMKDSentimentOutput",
 ]

@@ -5,7 +5,7 @@ Argument groups (HfArgumentParser dataclasses, in this order): `ModelArguments`,
 command line override it. With no arguments the job trains on the synthetic demo set (`dataset=demo`).
 
 Layout of `output_dir`:
-    teacher/        the trained teacher (safetensors + config with auto_map + modeling files [+ tokenizer])
+    teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files)
     student/        the trained student, same format
     teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
     results.json    validation metrics of each stage, complete and under the evaluation protocol
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
@@ -33,6 +33,7 @@ from hf_mmkd.data.missing import MissingModalitySimulator
 from hf_mmkd.data.prepared import load_prepared
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES
+from hf_mmkd.inference import build_processor
 from hf_mmkd.metrics import make_compute_metrics
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
@@ -174,6 +175,24 @@ def feature_dims(dataset) -> dict[str, int]:
     return dims
 
 
+def load_preprocessors(model_args: ModelArguments):
+    """Tokenizer, feature extractor and image processor of the pretrained backbones (None where a modality is
+    read as pre-extracted features)."""
+    loaders = {"text": AutoTokenizer, "audio": AutoFeatureExtractor, "vision": AutoImageProcessor}
+    loaded = {}
+    for m, loader in loaders.items():
+        source = getattr(model_args, f"{m}_backbone")
+        if source is None:
+            loaded[m] = None
+            continue
+        source = minilm_path() if source == "minilm" else source
+        try:
+            loaded[m] = loader.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot load the {loader.__name__[4:]} of the {m} backbone {source!r}: {err}") from None
+    return loaded["text"], loaded["audio"], loaded["vision"]
+
+
 def add_length_column(dataset, tokenizer):
     """Token count per row, which `train_sampling_strategy=group_by_length` reads from the `length` column:
     batches of similar lengths pad less (MOSI utterances average 15 tokens, the longest has 114)."""
@@ -253,10 +272,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     method_cls = DISTILLATION_LOSSES[args.method]
     needs_teacher = method_cls.teacher_mode in ("frozen", "online")
     compute_metrics = make_compute_metrics("mosi" if config_kwargs.get("task", "regression") == "regression" else "classification")
-    tokenizer = None
-    if model_args.text_backbone is not None:
-        source = minilm_path() if model_args.text_backbone == "minilm" else model_args.text_backbone
-        tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
     if args.train_sampling_strategy == "group_by_length":
         splits["train"] = add_length_column(splits["train"], tokenizer)
     results_path = root / "results.json"
@@ -264,6 +280,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
 
     def make_trainer(model, run_args, teacher=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
+                                    feature_extractor=feature_extractor, image_processor=image_processor,
                                     max_text_length=data_args.max_text_length, return_row_keys=True)
         return MMKDTrainer(model=model, teacher=teacher, args=run_args, train_dataset=splits["train"],
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
@@ -272,8 +289,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     def save(model, folder: Path):
         if args.process_index == 0:
             model.save_pretrained(folder)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(folder)
+            # The checkpoint's own preprocessing (tokenizer, feature extractor, image processor, standardisation).
+            build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                            image_processor=image_processor, max_text_length=data_args.max_text_length,
+                            ).save_pretrained(folder)
 
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")

@@ -21,8 +21,8 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
     assert main(["--output_dir", str(out), "--method", "logit", *TINY]) == 0
     for stage in ("teacher", "student"):
         folder = out / stage
-        assert {"config.json", "model.safetensors", "modeling_mmkd.py", "configuration_mmkd.py"} <= {
-            p.name for p in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "modeling_mmkd.py", "configuration_mmkd.py",
+                "processing_mmkd.py", "processor_config.json"} <= {p.name for p in folder.iterdir()}
         model = MMKDForSentiment.from_pretrained(folder)
         assert model.config.role == stage
         assert model.config.feature_standardization["audio"]["std"]  # fitted on train, stored with the model

@@ -1,0 +1,357 @@
+"""Inference with a saved hf_mmkd checkpoint: one example from raw media / features, or a whole prepared split.
+
+Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
+
+    predict(checkpoint, text=None, audio=None, video=None, features=None, *, start=None, end=None,
+            use_video_audio=True, fps=None, max_frames=None, neutral_threshold=0.0, device=None) -> dict
+        One example. `checkpoint`: a save_pretrained folder or Hub id (or what `load_checkpoint` returned).
+        `text`: a transcript; `audio`: an audio file (decoded to 16 kHz mono) or a 16 kHz mono waveform;
+        `video`: a video file (frames at the processor's rate; its audio track is the audio when `audio` is
+        None and `use_video_audio`); `features`: `{"text"|"audio"|"vision": (steps, D) array}` or an .npz file
+        with those keys, for the modalities the model takes as pre-extracted features. `start`/`end` cut the
+        media files to a segment (seconds). Modalities not given are marked missing.
+        Returns {"score": float, "label": str, "modalities_used": [...], "modalities_missing": [...],
+        "task": "regression"|"classification"} (+ "probabilities": {label: p} for classification).
+        Regression labels follow MOSI: "positive" if score > neutral_threshold, "negative" if
+        score < -neutral_threshold, else "neutral". Classification: the argmax class name (config.id2label).
+
+    predict_dataset(checkpoint, dataset_folder, split="test", out_path="predictions.json", batch_size=32,
+                    *, neutral_threshold=0.0, device=None) -> pathlib.Path
+        Every row of one split of a prepared dataset (`hf_mmkd.data.load_prepared` folder or Hub id), batched
+        with `MMKDDataCollator` and the checkpoint's own sub-processors. Writes `out_path` (.json: a list of
+        objects; .jsonl: one object per line; .csv: one line per row) atomically, with id, score, label,
+        modalities_used and reference (the dataset's label, if any). A row without any modality the model has
+        gets empty score and label. Returns `out_path`.
+
+    build_processor(config, tokenizer=None, feature_extractor=None, image_processor=None, **kwargs) -> MMKDProcessor
+        The processor to save with a checkpoint (`build_processor(model.config, tokenizer=tok).save_pretrained(dir)`).
+
+    load_checkpoint(checkpoint, device=None) -> LoadedCheckpoint(model, processor)
+        Load once, then pass the result as `checkpoint` to `predict` to avoid reloading in a loop.
+
+A modality that the model takes only as pre-extracted features (GloVe text, openSMILE/COVAREP audio, Facet
+vision) cannot be computed from a raw file: giving such a file raises an error that says so and points to
+`features=`. Nothing given for the model is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
+from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
+from hf_mmkd.modeling.processing_mmkd import PROCESSOR_NAME, MMKDProcessor
+
+logger = logging.getLogger(__name__)
+
+_FEATURE_EXAMPLES = {"text": "e.g. GloVe / BERT vectors", "audio": "e.g. openSMILE / COVAREP", "vision": "e.g. Facet / OpenFace"}
+_RAW_ARGUMENT = {"text": "text", "audio": "audio", "vision": "video"}
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A checkpoint's model (eval mode) and processor, as `load_checkpoint` returns them."""
+
+    model: MMKDForSentiment
+    processor: MMKDProcessor
+
+
+def build_processor(config: MMKDConfig, tokenizer=None, feature_extractor=None, image_processor=None,
+                    **kwargs) -> MMKDProcessor:
+    """The `MMKDProcessor` of a model: its encoder kinds, feature widths and `feature_standardization`, plus the
+    sub-processors that training used (None where training fed the raw modality, as `MMKDDataCollator` does).
+
+    kwargs: `max_text_length`, `max_audio_seconds`, `video_fps`, `max_frames` (use the training values).
+    Save it next to the model: `build_processor(model.config, tokenizer=tok).save_pretrained(checkpoint_dir)`.
+    """
+    return MMKDProcessor.from_config(config, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                                     image_processor=image_processor, **kwargs)
+
+
+def _has_file(checkpoint, filename: str) -> bool:
+    if Path(checkpoint).is_dir():
+        return (Path(checkpoint) / filename).is_file()
+    from transformers.utils import cached_file
+
+    return cached_file(str(checkpoint), filename, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False) is not None
+
+
+def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> LoadedCheckpoint:
+    """Load a checkpoint's model and processor (library classes; no remote code is executed).
+
+    A checkpoint saved before processors were saved (no processor_config.json) gets one built from its config,
+    with its tokenizer if it has tokenizer files; a warning says so.
+    """
+    if isinstance(checkpoint, LoadedCheckpoint):
+        return checkpoint
+    if Path(checkpoint).exists() and not (Path(checkpoint) / "config.json").is_file():
+        raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+    model = MMKDForSentiment.from_pretrained(checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    config = model.config
+    if _has_file(checkpoint, PROCESSOR_NAME):
+        processor = MMKDProcessor.from_pretrained(checkpoint)
+    else:
+        tokenizer = None
+        if config.encoder_kind("text") == "backbone" and _has_file(checkpoint, "tokenizer_config.json"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        logger.warning("%s has no %s; using a processor built from its config (raw waveform and [0, 1] frames for "
+                       "audio/vision backbones)", checkpoint, PROCESSOR_NAME)
+        processor = build_processor(config, tokenizer=tokenizer)
+    kinds = {m: config.encoder_kind(m) for m in MODALITIES}
+    if processor.modality_inputs != kinds:
+        raise ValueError(f"{checkpoint}: the processor expects {processor.modality_inputs} but the model takes "
+                         f"{kinds}; the processor belongs to another model")
+    if (processor.feature_standardization or None) != (config.feature_standardization or None):
+        raise ValueError(f"{checkpoint}: the processor's feature_standardization differs from the model config's; "
+                         "re-save the processor with build_processor(model.config, ...)")
+    return LoadedCheckpoint(model, processor)
+
+
+def _label_of(config, logits: torch.Tensor, neutral_threshold: float) -> tuple[float, str, dict | None]:
+    """(score, label, probabilities or None) of one row's logits."""
+    if config.task == "regression":
+        score = float(logits.reshape(-1)[0])
+        label = "positive" if score > neutral_threshold else "negative" if score < -neutral_threshold else "neutral"
+        return score, label, None
+    probs = torch.softmax(logits.float().reshape(-1), dim=0)
+    index = int(probs.argmax())
+    names = {int(k): v for k, v in (config.id2label or {}).items()}
+    probabilities = {names.get(i, str(i)): float(p) for i, p in enumerate(probs)}
+    return float(probs[index]), names.get(index, str(index)), probabilities
+
+
+def _read_features(features) -> dict[str, np.ndarray]:
+    if features is None:
+        return {}
+    if isinstance(features, (str, os.PathLike)):
+        path = Path(features)
+        if not path.is_file():
+            raise FileNotFoundError(f"features file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                features = {k: data[k] for k in data.files}
+        except Exception as err:
+            raise ValueError(f"cannot read features file {path} (expected an .npz with text/audio/vision arrays): "
+                             f"{err}") from err
+    if not isinstance(features, dict):
+        raise ValueError(f"features must be a dict {{modality: (steps, D) array}} or an .npz file, got "
+                         f"{type(features).__name__}")
+    out = {}
+    for key, value in features.items():
+        m = key[: -len("_features")] if key.endswith("_features") else key
+        if m not in MODALITIES:
+            raise ValueError(f"features has unknown key {key!r}; use {list(MODALITIES)}")
+        if value is None:
+            continue
+        x = np.asarray(value, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"features[{key!r}] must be a (steps, D) array, got shape {x.shape}")
+        out[m] = x
+    return out
+
+
+def _features_only_error(m: str, config, source: str) -> ValueError:
+    dim = getattr(config, f"{m}_feature_dim")
+    return ValueError(
+        f"this model takes {m} only as pre-extracted features ({m}_feature_dim={dim}, {_FEATURE_EXAMPLES[m]}); "
+        f"they cannot be computed from {source}. Pass them with features={{'{m}': array of shape (steps, {dim})}}"
+        + (" or use_video_audio=False to predict without audio" if source.startswith("the audio track") else "")
+    )
+
+
+def predict(checkpoint, text: str | None = None, audio=None, video=None, features=None, *,
+            start: float | None = None, end: float | None = None, use_video_audio: bool = True,
+            fps: float | None = None, max_frames: int | None = None, neutral_threshold: float = 0.0,
+            device: str | torch.device | None = None) -> dict:
+    """Sentiment of one example; see the module docstring for the arguments and the result."""
+    from hf_mmkd.data.media import load_audio, load_frames, probe
+
+    model, processor = load_checkpoint(checkpoint, device)
+    config = model.config
+    kinds = {m: config.encoder_kind(m) for m in MODALITIES}
+    model_modalities = [m for m in MODALITIES if kinds[m]]
+
+    def no_encoder(m: str, what: str) -> ValueError:
+        return ValueError(f"{what} was given but this model has no {m} encoder (its modalities: "
+                          f"{', '.join(model_modalities)})")
+
+    feats = _read_features(features)
+    for m in feats:
+        if kinds[m] is None:
+            raise no_encoder(m, f"features[{m!r}]")
+        if kinds[m] == "backbone":
+            raise ValueError(f"this model takes {m} through a backbone from raw input: pass {_RAW_ARGUMENT[m]}=, "
+                             f"not features[{m!r}]")
+
+    inputs: dict = {}
+    if text is not None:
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is empty; leave it out (text=None) to predict without text")
+        if kinds["text"] is None:
+            raise no_encoder("text", "text")
+        if kinds["text"] == "features":
+            raise _features_only_error("text", config, "a raw transcript")
+        inputs["text"] = text
+
+    if audio is not None:
+        if kinds["audio"] is None:
+            raise no_encoder("audio", "audio")
+        if "audio" in feats:
+            raise ValueError("audio was given both as audio= and features['audio']; give one")
+        if isinstance(audio, (str, os.PathLike)):
+            if kinds["audio"] == "features":
+                raise _features_only_error("audio", config, f"the audio file {audio}")
+            inputs["audio"] = load_audio(audio, start, end)
+        else:
+            if kinds["audio"] == "features":
+                raise _features_only_error("audio", config, "a raw waveform")
+            inputs["audio"] = np.asarray(audio, dtype=np.float32)  # a 16 kHz mono waveform
+
+    if video is not None:
+        path = Path(video)
+        has_audio, has_video = probe(path)  # MediaError naming the file if missing or corrupt
+        used = False
+        if kinds["vision"] == "backbone":
+            if not has_video:
+                raise ValueError(f"{path} has no video stream")
+            frames, _ = load_frames(path, start, end, fps=fps or processor.video_fps,
+                                    max_frames=max_frames or processor.max_frames)
+            inputs["videos"] = frames
+            used = True
+        elif kinds["vision"] == "features" and "vision" not in feats:
+            raise _features_only_error("vision", config, f"the video file {path}")
+        if audio is None and use_video_audio and "audio" not in feats and kinds["audio"] is not None:
+            if kinds["audio"] == "features":
+                raise _features_only_error("audio", config, f"the audio track of {path}")
+            if has_audio:
+                inputs["audio"] = load_audio(path, start, end)
+                used = True
+            else:
+                logger.info("%s has no audio stream: audio is missing", path)
+        if not used:
+            raise ValueError(f"nothing in {path} can be used by this model (its modalities: "
+                             f"{', '.join(model_modalities)}; use_video_audio={use_video_audio})")
+
+    for m, x in feats.items():
+        inputs[f"{m}_features"] = x
+    if not inputs:
+        accepted = [f"{_RAW_ARGUMENT[m]}=" if kinds[m] == "backbone" else f"features={{'{m}': ...}}"
+                    for m in model_modalities]
+        raise ValueError(f"no modality given; this model takes {', '.join(accepted)}")
+
+    batch = processor(**inputs, return_tensors="pt")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    with torch.no_grad():
+        out = model(**batch)
+    present = out.modality_mask[0].tolist()
+    score, label, probabilities = _label_of(config, out.logits[0].cpu(), neutral_threshold)
+    result = {
+        "score": score,
+        "label": label,
+        "modalities_used": [m for m, p in zip(MODALITIES, present) if p],
+        "modalities_missing": [m for m, p in zip(MODALITIES, present) if kinds[m] and not p],
+        "task": config.task,
+    }
+    if probabilities is not None:
+        result["probabilities"] = probabilities
+    return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="predictions.json",
+                    batch_size: int = 32, *, neutral_threshold: float = 0.0,
+                    device: str | torch.device | None = None) -> Path:
+    """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path."""
+    from hf_mmkd.data.collator import MMKDDataCollator
+    from hf_mmkd.data.missing import model_inputs
+    from hf_mmkd.data.prepared import load_prepared
+
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower()
+    if fmt not in (".json", ".jsonl", ".csv"):
+        raise ValueError(f"out_path must end in .json, .jsonl or .csv, got {out_path.name!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model, processor = load_checkpoint(checkpoint, device)
+    config = model.config
+    splits = load_prepared(dataset_folder)
+    if split not in splits:
+        raise ValueError(f"{dataset_folder} has no split {split!r} (splits: {list(splits)})")
+    data = splits[split]
+    # The collator applies config.feature_standardization and the checkpoint's own sub-processors. Its labels
+    # are not needed (the references are read from the rows), hence a label column that no row has.
+    collator = MMKDDataCollator(config, tokenizer=processor.tokenizer, feature_extractor=processor.feature_extractor,
+                                image_processor=processor.image_processor, max_text_length=processor.max_text_length,
+                                max_audio_seconds=processor.max_audio_seconds, label_column="\0no-label")
+    reference_column = next((c for c in (("classification_label", "label") if config.task == "classification"
+                                         else ("label",)) if c in data.column_names), None)
+    records, empty = [], 0
+    for begin in range(0, len(data), batch_size):
+        # Row by row: slicing (data[a:b]) fails in datasets 5.2 on a null Array2D cell (it reads back as nan).
+        rows = [data[i] for i in range(begin, min(begin + batch_size, len(data)))]
+        batch = model_inputs(collator(rows))
+        batch.pop("labels", None)
+        present_rows = batch["modality_mask"].any(1).nonzero().squeeze(1)
+        results: dict[int, tuple] = {}
+        if present_rows.numel():
+            sub = {k: v[present_rows].to(model.device) for k, v in batch.items()}
+            with torch.no_grad():
+                out = model(**sub)
+            for j, n in enumerate(present_rows.tolist()):
+                score, label, _ = _label_of(config, out.logits[j].cpu(), neutral_threshold)
+                used = [m for m, p in zip(MODALITIES, out.modality_mask[j].tolist()) if p]
+                results[n] = (score, label, used)
+        for n, row in enumerate(rows):
+            score, label, used = results.get(n, (None, None, []))
+            empty += n not in results
+            reference = row.get(reference_column) if reference_column else None
+            records.append({"id": row.get("id", begin + n), "score": score, "label": label,
+                            "modalities_used": used, "reference": reference})
+    if empty:
+        logger.warning("%d row(s) of %s have none of the model's modalities: no prediction", empty, split)
+    if fmt == ".json":
+        text = json.dumps(records, indent=1) + "\n"
+    elif fmt == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["id", "score", "label", "modalities_used", "reference"],
+                                lineterminator="\n")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r, "modalities_used": "+".join(r["modalities_used"]),
+                             "score": "" if r["score"] is None else r["score"],
+                             "label": r["label"] or "", "reference": "" if r["reference"] is None else r["reference"]})
+        text = buf.getvalue()
+    _write_atomic(out_path, text)
+    logger.info("wrote %d predictions of %s to %s", len(records), split, out_path)
+    return out_path
+
+
+__all__ = ["LoadedCheckpoint", "build_processor", "load_checkpoint", "predict", "predict_dataset"]
