@@ -17,14 +17,15 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import MMKDDataCollator
@@ -233,13 +234,50 @@ def stage_args(args: MMKDTrainingArguments, stage_dir: Path, **changes) -> MMKDT
     return dataclasses.replace(args, output_dir=str(stage_dir), push_to_hub=False, **changes)
 
 
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Move the complete folder `tmp` to `folder`, replacing an older `folder` only now (two renames)."""
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(folder)
+
+
+def checkpoint_is_complete(folder: Path) -> bool:
+    """The Trainer writes `trainer_state.json` last into checkpoint-N; a save cut short lacks it (or has it cut)."""
+    try:
+        json.loads((Path(folder) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(stage_dir: Path) -> str | None:
+    """The newest checkpoint-N of a stage whose save finished; incomplete ones (a kill mid-save) are skipped."""
+    if not stage_dir.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in stage_dir.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, folder in reversed(steps):
+        if checkpoint_is_complete(folder):
+            return str(folder)
+        logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", folder)
+    return None
+
+
 def resume_point(args: MMKDTrainingArguments, stage_dir: Path):
-    """`--resume_from_checkpoint true` means the last checkpoint of this stage, if it has one."""
+    """`--resume_from_checkpoint true` means the last complete checkpoint of this stage, if it has one; a path
+    must be a complete checkpoint folder."""
     value = args.resume_from_checkpoint
     if value in (None, False, "False", "false", ""):
         return None
     if value in (True, "True", "true"):
-        return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+        return last_complete_checkpoint(stage_dir)
+    if not checkpoint_is_complete(Path(value)):
+        raise ValueError(f"resume_from_checkpoint {value} is not a complete Trainer checkpoint "
+                         "(no readable trainer_state.json); pass 'true' to resume from the last complete one")
     return value
 
 
@@ -273,8 +311,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     needs_teacher = method_cls.teacher_mode in ("frozen", "online")
     compute_metrics = make_compute_metrics("mosi" if config_kwargs.get("task", "regression") == "regression" else "classification")
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
-    if args.train_sampling_strategy == "group_by_length":
-        splits["train"] = add_length_column(splits["train"], tokenizer)
+    if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
+        for name in ("train", "validation"):
+            splits[name] = add_length_column(splits[name], tokenizer)
     results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
@@ -288,11 +327,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
 
     def save(model, folder: Path):
         if args.process_index == 0:
-            model.save_pretrained(folder)
-            # The checkpoint's own preprocessing (tokenizer, feature extractor, image processor, standardisation).
-            build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
-                            image_processor=image_processor, max_text_length=data_args.max_text_length,
-                            ).save_pretrained(folder)
+            # Written to a temporary sibling and renamed into place: an interrupted save never leaves a
+            # half-written teacher/ or student/ that looks complete (an older one is replaced only at the end).
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                model.save_pretrained(tmp)
+                # The checkpoint's own preprocessing (tokenizer, feature extractor, image processor, standardisation).
+                build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                                image_processor=image_processor, max_text_length=data_args.max_text_length,
+                                ).save_pretrained(tmp)
+                replace_folder(tmp, folder)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
 
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
@@ -317,7 +365,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         teacher = None
         if needs_teacher:
             if not (teacher_dir / "config.json").is_file():
-                raise ValueError(f"method {args.method!r} needs a trained teacher; none at {teacher_dir} "
+                where = f"{teacher_dir} has no config.json" if teacher_dir.is_dir() else f"none at {teacher_dir}"
+                raise ValueError(f"method {args.method!r} needs a trained teacher; {where} "
                                  "(run --stage teacher first, or pass --teacher_name_or_path)")
             teacher = MMKDForSentiment.from_pretrained(teacher_dir)
         student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
