@@ -25,6 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-frames", type=int, default=16, help="at most this many frames per row (default 16)")
     parser.add_argument("--frame-size", type=int, default=224, help="frames are fitted inside SIZE x SIZE (default 224)")
     parser.add_argument("--skip-bad", action="store_true", help="skip rows whose media is missing or corrupt, and report them")
+    parser.add_argument("--label-range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                        help="refuse labels outside [LO, HI] (e.g. -3 3 for MOSI); labels are never clipped")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     return parser.parse_args(argv)
 
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     csv_path = Path(args.csv)
     if not csv_path.is_file():
         raise ValueError(f"CSV file {csv_path} not found")
-    rows = read_media_csv(csv_path)
+    rows = read_media_csv(csv_path, tuple(args.label_range) if args.label_range else None)
     dsd, skipped = build_media_dataset(rows, args.fps, args.max_frames, args.frame_size, args.skip_bad)
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)

@@ -29,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("pickle", metavar="IN.pkl", help="MMSA-layout pickle: {'train'|'valid'|'test': {key: array}}")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (must be empty or absent, see --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument("--label-range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                        help="refuse regression labels outside [LO, HI] (CMU-MOSI/MOSEI: -3 3, CH-SIMS: -1 1, "
+                             "ICT-MMMO: 1 5); labels are never clipped. Non-finite labels are always refused")
     parser.add_argument("--name", default=None, help="dataset name for the card (default: the pickle's file name)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None,
                         help="also upload OUT_DIR to this (private) Hub dataset repo; mind the corpus licence")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
             data = pickle.load(f)
         except Exception as err:  # corrupt or not a pickle
             raise ValueError(f"cannot read {src} as a pickle: {err}") from err
-    dsd, report = mmsa_to_dataset_dict(data)
+    dsd, report = mmsa_to_dataset_dict(data, tuple(args.label_range) if args.label_range else None)
     out = save_prepared(dsd, args.out_dir, card(args.name or src.stem, src, sha256(src), report),
                         overwrite=args.overwrite)
     for split, r in report["splits"].items():

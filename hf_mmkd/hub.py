@@ -37,6 +37,7 @@ __all__ = [
     "build_release_dir",
     "default_template_path",
     "eval_results",
+    "publish",
     "upload",
 ]
 
@@ -193,7 +194,8 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
         tags=_DEFAULT_TAGS + [t for t in tags if t not in _DEFAULT_TAGS],
         datasets=datasets,
         base_model=base_model,
-        eval_results=eval_results(results_list, checkpoint, dataset_types=dataset_types),
+        # no results: no model-index at all (an empty `results: []` block is not a valid model-index)
+        eval_results=eval_results(results_list, checkpoint, dataset_types=dataset_types) or None,
     )
     task = config.get("task", "regression")
     tables = "\n".join(markdown_table(r) for r in results_list)
@@ -325,3 +327,45 @@ def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = Non
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     return api.upload_folder(repo_id=repo_id, folder_path=str(release), repo_type="model",
                              commit_message=commit_message)
+
+
+# --------------------------------------------------------------------------------------------- publish
+
+
+def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
+            results: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+            checkpoint_name: str | None = None, plot: str | os.PathLike | None = None,
+            extra_files: Iterable[str | os.PathLike] = (), release_dir: str | os.PathLike | None = None,
+            overwrite: bool = False, dry_run: bool = False, private: bool | None = False, token: str | None = None,
+            commit_message: str = "Upload hf_mmkd model", **card_kwargs: Any) -> tuple[Path | None, Any]:
+    """The whole release path, shared by `hf-mmkd publish` and `train.py --push_to_hub`.
+
+    Renders the card (`build_card`; a `model-index` from `results` when given, the robustness `plot` embedded when
+    given), assembles the release folder (`build_release_dir`: weights, config, code, processor files, card, plot,
+    `extra_files`) and uploads it (`upload`) unless `dry_run`. `checkpoint_name` is the checkpoint's key in
+    `results["checkpoints"]` (default: the only one). `release_dir` keeps the folder (required for a dry run);
+    without it a temporary folder is used and removed after the upload. Returns `(release folder or None,
+    commit info or None)`.
+    """
+    ckpt = Path(checkpoint_dir)
+    if dry_run and release_dir is None:
+        raise ValueError("a dry run needs a release folder to write (release_dir / --out)")
+    results_list = [] if results is None else _as_list(results)
+    if results_list and checkpoint_name is None:
+        names = sorted({n for r in results_list for n in r.get("checkpoints", {})})
+        if len(names) != 1:
+            raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
+        checkpoint_name = names[0]
+    _, config = _check_checkpoint(ckpt)  # fail on an incomplete checkpoint before rendering anything
+    extras = {Path(p).name: Path(p) for p in extra_files}
+    if plot is not None:
+        extras[Path(plot).name] = Path(plot)
+    card = build_card(results_list, checkpoint_name or ckpt.name, repo_id=repo_id, config=config,
+                      plot_filename=Path(plot).name if plot is not None else None, **card_kwargs)
+    if release_dir is not None:
+        out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite)
+        return out, (None if dry_run else upload(out, repo_id, token=token, private=private,
+                                                 commit_message=commit_message))
+    with tempfile.TemporaryDirectory(prefix="hf_mmkd_release_") as tmp:
+        out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras)
+        return None, upload(out, repo_id, token=token, private=private, commit_message=commit_message)

@@ -52,8 +52,9 @@ class MMKDTrainingArguments(TrainingArguments):
         temperatures, margin, ...); see `hf_mmkd.distillation`.
     teacher_name_or_path (`str`): the trained teacher checkpoint (frozen and online methods).
     teacher_loss_weight (`float`): weight of the teacher's own task loss when it trains online or shared.
-    backbone_learning_rate (`float`): learning rate of the pretrained backbones (BERT / wav2vec2 / ViT);
-        `learning_rate` then applies to everything else (MITR-DNet uses 5e-5 for BERT, 1e-3 for the rest).
+    backbone_learning_rate (`float`): learning rate of the pretrained backbones (BERT / wav2vec2 / ViT), 5e-5 by
+        default (MITR-DNet's BERT rate; a 1e-3 rate makes MiniLM collapse to a constant); `learning_rate`
+        applies to everything else. None: one rate for all.
     students (`str`): MM-CKD only: `shared` (one student with a pattern embedding, one view per availability
         pattern) or `per_pattern` (one student per pattern).
     auxiliary_modality (`str`): cross-modal KD only: the modality whose teacher-side representation is the
@@ -77,7 +78,7 @@ class MMKDTrainingArguments(TrainingArguments):
     method_kwargs: dict | str | None = field(default=None, metadata={"help": "loss-module kwargs (dict or JSON)"})
     teacher_name_or_path: str | None = field(default=None, metadata={"help": "trained teacher checkpoint"})
     teacher_loss_weight: float = field(default=1.0, metadata={"help": "teacher task-loss weight (online/shared)"})
-    backbone_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of pretrained backbones"})
+    backbone_learning_rate: float | None = field(default=5e-5, metadata={"help": "learning rate of pretrained backbones (None: learning_rate)"})
     students: str = field(default="shared", metadata={"help": "MM-CKD: shared or per_pattern"})
     auxiliary_modality: str | None = field(default=None, metadata={"help": "cross-modal KD: the auxiliary modality"})
     cache_teacher_outputs: bool = field(default=True, metadata={"help": "cache a frozen teacher's outputs"})
@@ -306,6 +307,27 @@ class MMKDTrainer(Trainer):
         self._draw = (step, self._draw[1] + 1 if self._draw[0] == step else 0)
         seed = None if self.args.missing_protocol == "p1" else (self.args.seed * 1_000_003 + step) * 64 + self._draw[1]
         return [self._train_simulator(seed)(inputs)]
+
+    def fill_teacher_cache(self) -> None:
+        """Run the frozen teacher once over the training set, in order, before training.
+
+        The cached values then do not depend on which batch a row first appeared in (the last bits of a forward
+        pass depend on the batch's shape), so a resumed run, which refills the cache, matches exactly.
+        """
+        if self._teacher_cache is None or self.train_dataset is None or self._teacher_cache.rows:
+            return
+        loader = torch.utils.data.DataLoader(self.train_dataset, batch_size=self.args.per_device_eval_batch_size,
+                                             shuffle=False, collate_fn=self.data_collator)
+        for batch in loader:
+            if "row_key" not in batch:
+                raise ValueError("cache_teacher_outputs needs row keys: build the collator with return_row_keys=True")
+            batch = self._prepare_inputs(batch)
+            with torch.no_grad():
+                self._teacher_cache.store(batch["row_key"], self._frozen_teacher(**model_inputs(batch)))
+
+    def train(self, *args, **kwargs):
+        self.fill_teacher_cache()
+        return super().train(*args, **kwargs)
 
     def _frozen_teacher_outputs(self, inputs: dict, train: bool):
         index = inputs.get("row_key")

@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None):
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         cli += [f"--{key}", str(value)]
-    return HfArgumentParser(PARSER_TYPES).parse_args_into_dataclasses(args=cli + argv)
+    return HfArgumentParser(PARSER_TYPES, allow_abbrev=False).parse_args_into_dataclasses(args=cli + argv)
 
 
 def load_splits(data_args: DataArguments, seed: int):
@@ -416,5 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
-    run(model_args, data_args, stage, args)
+    try:
+        run(model_args, data_args, stage, args)
+    except ValueError as err:  # bad data, a missing teacher, ...: one line that names the problem
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -16,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Tiny test models run fastest on one thread (and a busy machine slows multi-threaded kernels a lot).
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
 MOSI_PKL = SHARED_DATA / "mosi" / "mosi_text_audio.pkl"

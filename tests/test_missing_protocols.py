@@ -299,3 +299,16 @@ def test_protocol_argument_errors():
     none = MissingModalitySimulator("none")(feature_batch(n=3))
     assert not none["text_dropped"].any()
     np.testing.assert_array_equal(none["modality_mask"].numpy(), np.ones((3, 3), bool))
+
+
+def test_modalities_sharing_one_seed_drop_independent_steps():
+    """With one integer seed, text and audio must not drop the same step positions (independent streams)."""
+    batch = {
+        "text_features": torch.ones(64, 40, 3), "text_lengths": torch.full((64,), 40),
+        "audio_features": torch.ones(64, 40, 2), "audio_lengths": torch.full((64,), 40),
+        "modality_mask": torch.tensor([[True, True, False]] * 64),
+        "row_key": torch.arange(64),
+    }
+    out = MissingModalitySimulator("p1", 0.5, seed=1111)(batch)
+    agree = (out["text_dropped"] == out["audio_dropped"]).float().mean().item()
+    assert 0.4 < agree < 0.6  # independent Bernoulli(0.5) masks agree about half the time

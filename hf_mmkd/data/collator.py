@@ -21,12 +21,16 @@ the collator needs columns (`raw_text`, `has_*`, `id`) that `forward` does not t
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from hf_mmkd.data.media import SAMPLING_RATE, decode_wav
 from hf_mmkd.data.missing import MODALITIES, row_key
 from hf_mmkd.data.standardize import FeatureStandardizer
+
+logger = logging.getLogger(__name__)
 
 
 def _present(row: dict, m: str, value) -> bool:
@@ -35,6 +39,8 @@ def _present(row: dict, m: str, value) -> bool:
         return False
     if isinstance(value, float) and np.isnan(value):  # a null Array2D reads back as nan
         return False
+    if isinstance(value, str):  # empty or whitespace-only text is missing text
+        return bool(value.strip())
     return len(value) > 0 if hasattr(value, "__len__") else True
 
 
@@ -61,6 +67,7 @@ class MMKDDataCollator:
         self.label_column, self.return_row_keys = label_column, return_row_keys
         self.kinds = {m: config.encoder_kind(m) for m in MODALITIES}
         self.standardizer = FeatureStandardizer(getattr(config, "feature_standardization", None))
+        self._warned_truncation = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -111,6 +118,8 @@ class MMKDDataCollator:
                         f"row {row.get('id', n)!r}: {col} has shape {x.shape}, but the model expects (steps, {dim}) "
                         f"({m}_feature_dim={dim})"
                     )
+                if not np.isfinite(x).all():
+                    raise ValueError(f"row {row.get('id', n)!r}: {col} contains NaN or inf values")
                 x = self.standardizer(m, x)
             else:
                 x = np.zeros((0, dim), np.float32)
@@ -133,11 +142,22 @@ class MMKDDataCollator:
                 enc = self.tokenizer(list(texts.values()), truncation=True, max_length=self.max_text_length)
                 for (n, _), row_ids in zip(texts.items(), enc["input_ids"]):
                     ids[n], present[n] = list(row_ids), True
+                at_limit = [n for n, _ in texts.items() if len(ids[n]) >= self.max_text_length]
+                if at_limit and not self._warned_truncation:  # only rows at the limit can have been cut
+                    full = self.tokenizer([texts[n] for n in at_limit], truncation=False)["input_ids"]
+                    cut = [(n, len(x)) for n, x in zip(at_limit, full) if len(x) > self.max_text_length]
+                    if cut:
+                        self._warn_truncation(rows, cut)
             pad_id = self.tokenizer.pad_token_id or 0
         elif any("text_input_ids" in r for r in rows):
+            cut = []
             for n, r in enumerate(rows):
                 if _present(r, "text", r.get("text_input_ids")):
                     ids[n], present[n] = list(r["text_input_ids"])[: self.max_text_length], True
+                    if len(r["text_input_ids"]) > self.max_text_length:
+                        cut.append((n, len(r["text_input_ids"])))
+            if cut and not self._warned_truncation:
+                self._warn_truncation(rows, cut)
             pad_id = 0
         else:
             raise ValueError(
@@ -151,6 +171,14 @@ class MMKDDataCollator:
             input_ids[n, : len(x)] = torch.tensor(x, dtype=torch.long)
             attention_mask[n, : len(x)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}, present
+
+    def _warn_truncation(self, rows, cut):
+        """Over-long text is truncated to `max_text_length` (as MMSA does), with one warning per collator."""
+        self._warned_truncation = True
+        n, length = cut[0]
+        logger.warning(
+            "text of row %r has %d tokens; truncated to max_text_length=%d (%d row(s) of this batch; further "
+            "truncations are not reported)", rows[n].get("id", n), length, self.max_text_length, len(cut))
 
     # ---- audio ----------------------------------------------------------------------------------------------
     def _waveforms(self, rows):

@@ -49,6 +49,8 @@ def load_audio(path, start: float | None = None, end: float | None = None) -> np
         except av.error.FFmpegError as err:
             raise MediaError(f"cannot decode the audio of {path}: {err}") from err
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if not len(wave):
+        raise MediaError(f"{path}: the audio stream has no samples (zero-length audio)")
     lo = 0 if start is None else int(round(start * SAMPLING_RATE))
     hi = len(wave) if end is None else int(round(end * SAMPLING_RATE))
     if lo >= len(wave) or hi <= lo:
@@ -98,7 +100,8 @@ def load_frames(path, start: float | None = None, end: float | None = None, fps:
         except av.error.FFmpegError as err:
             raise MediaError(f"cannot decode the video of {path}: {err}") from err
     if not images:
-        raise MediaError(f"{path}: no video frame found in [{start}, {end}) s")
+        span = "" if start is None and end is None else f" in [{start}, {end}) s"
+        raise MediaError(f"{path}: no decodable video frame{span}")
     return images, times
 
 
@@ -118,9 +121,15 @@ def decode_wav(value) -> np.ndarray:
     data = value.get("bytes") if isinstance(value, dict) else value
     if data is None and isinstance(value, dict) and value.get("path"):
         data = Path(value["path"]).read_bytes()
-    wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    name = value.get("path") if isinstance(value, dict) else None
+    if not data:
+        raise ValueError(f"audio cell {name!r} holds no bytes")
+    try:
+        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile.LibsndfileError: truncated or not a wav
+        raise ValueError(f"audio cell {name!r} is not readable audio (corrupt or truncated): {err}") from err
     if sr != SAMPLING_RATE:
-        raise ValueError(f"audio cell {value.get('path') if isinstance(value, dict) else ''!r} is at {sr} Hz, expected 16000")
+        raise ValueError(f"audio cell {name!r} is at {sr} Hz, expected 16000")
     return wave.mean(1)  # (samples, channels) -> (samples,)
 
 
@@ -137,9 +146,10 @@ def probe(path) -> tuple[bool, bool]:
 MEDIA_CSV_COLUMNS = ("id", "media", "start", "end", "text", "label", "split")
 
 
-def read_media_csv(csv_path) -> list[dict]:
+def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> list[dict]:
     """Rows of a media CSV: id, media (path, relative to the CSV's folder or absolute), optional start/end
-    seconds (empty = whole file), text, label, split (train / validation / test)."""
+    seconds (empty = whole file), text, label, split (train / validation / test). A label that is not a finite
+    number, or lies outside `label_range` (e.g. (-3, 3) for MOSI), is an error naming the line."""
     import csv
 
     csv_path = Path(csv_path)
@@ -163,6 +173,12 @@ def read_media_csv(csv_path) -> list[dict]:
                 })
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{csv_path}, line {line} (id {row.get('id')!r}): {err}") from err
+            label = rows[-1]["label"]
+            if not np.isfinite(label):
+                raise ValueError(f"{csv_path}, line {line} (id {row['id']!r}): label {label} is not a finite number")
+            if label_range is not None and not label_range[0] <= label <= label_range[1]:
+                raise ValueError(f"{csv_path}, line {line} (id {row['id']!r}): label {label:g} lies outside the "
+                                 f"label range [{label_range[0]:g}, {label_range[1]:g}]")
             if rows[-1]["split"] not in ("train", "validation", "test"):
                 raise ValueError(f"{csv_path}, line {line}: split {row['split']!r} is not train/validation/test")
     ids = [r["id"] for r in rows]

@@ -211,7 +211,8 @@ class MissingModalitySimulator:
                     continue
                 if rates[b, i] <= 0:
                     continue
-                u = self._gen(self.seeds[i], 0, keys[b]).random(n)  # one uniform per valid step
+                # One uniform per valid step; stream 3 + i keeps modalities independent when they share a seed.
+                u = self._gen(self.seeds[i], 3 + i, keys[b]).random(n)
                 drop = torch.from_numpy(u <= rates[b, i])
                 if kind == "tokens" and n >= 1:
                     drop[0] = False  # [CLS]

@@ -81,11 +81,35 @@ def _lengths(arrays: dict, m: str) -> np.ndarray:
     return np.full(len(x), x.shape[1], dtype=np.int64)
 
 
-def convert_mmsa(data: dict) -> tuple[dict, dict]:
+def _check_labels(split: str, arrays: dict, n: int, label_range: tuple[float, float] | None) -> None:
+    """Labels must be finite, classes whole and >= 0, and regression scores inside `label_range` if given."""
+    ids = [str(x) for x in arrays["id"]] if "id" in arrays else None
+    for key in ("regression_labels", "regression_labels_T", "regression_labels_A", "regression_labels_V",
+                "classification_labels"):
+        if arrays.get(key) is None:
+            continue
+        y = np.asarray(arrays[key], dtype=np.float64).reshape(n)
+        problems = [(~np.isfinite(y), "is not finite")]
+        if key == "classification_labels":
+            problems.append((np.isfinite(y) & ((y < 0) | (y != np.round(y))), "is not a class index (a whole number >= 0)"))
+        elif label_range is not None:
+            lo, hi = label_range
+            problems.append((np.isfinite(y) & ((y < lo) | (y > hi)), f"lies outside the label range [{lo:g}, {hi:g}]"))
+        for bad, what in problems:
+            if bad.any():
+                i = int(np.nonzero(bad)[0][0])
+                row = f"row {i}" + (f" (id {ids[i]!r})" if ids else "")
+                _fail(split, key, f"{row}: label {y[i]:g} {what} ({int(bad.sum())} such row(s))")
+
+
+def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None) -> tuple[dict, dict]:
     """Convert a loaded MMSA pickle to `{split: {column: list}}` plus a report of what was done.
 
     Raises ValueError naming the split and key for unknown keys, row-count mismatches, bad shapes or lengths,
-    and feature widths that differ between splits.
+    feature widths that differ between splits, and bad labels: non-finite labels, classification labels that
+    are not whole numbers >= 0, and (with `label_range=(lo, hi)`, e.g. (-3, 3) for CMU-MOSI/MOSEI, (-1, 1) for
+    CH-SIMS, (1, 5) for ICT-MMMO) regression labels outside the range. Labels are never clipped: a score
+    outside its corpus's annotation scale means a broken file, not a value to repair.
     """
     if not isinstance(data, dict) or not data:
         raise ValueError(f"MMSA pickle must hold a dict of splits, got {type(data).__name__}")
@@ -93,6 +117,8 @@ def convert_mmsa(data: dict) -> tuple[dict, dict]:
     if unknown:
         raise ValueError(f"MMSA pickle: unknown split key(s) {unknown}; expected 'train', 'valid', 'test'")
     sizes = {s: _check_split(s, arrays) for s, arrays in data.items()}
+    for s, arrays in data.items():
+        _check_labels(s, arrays, sizes[s], label_range)
 
     # Feature widths must agree across splits (one Array2D feature per column).
     dims: dict[str, int] = {}
@@ -156,8 +182,6 @@ def convert_mmsa(data: dict) -> tuple[dict, dict]:
                 cols["classification_label"] = [None] * n
             else:
                 y = np.asarray(y, dtype=np.float64).reshape(n)
-                if not np.all(y == np.round(y)):
-                    _fail(split, "classification_labels", "values must be whole class indices")
                 cols["classification_label"] = y.astype(np.int64).tolist()
         for u in "TAV":
             key = f"regression_labels_{u}"
@@ -186,11 +210,11 @@ def mmsa_features(columns: dict, dims: dict):
     return Features({k: v for k, v in spec.items() if k in columns})
 
 
-def mmsa_to_dataset_dict(data: dict):
-    """Loaded MMSA pickle -> (`DatasetDict` with train/validation/test, report dict)."""
+def mmsa_to_dataset_dict(data: dict, label_range: tuple[float, float] | None = None):
+    """Loaded MMSA pickle -> (`DatasetDict` with train/validation/test, report dict); see `convert_mmsa`."""
     from datasets import Dataset, DatasetDict
 
-    columns, report = convert_mmsa(data)
+    columns, report = convert_mmsa(data, label_range)
     first = next(iter(columns.values()))
     features = mmsa_features(first, report["feature_dims"])
     dsd = DatasetDict({split: Dataset.from_dict(cols, features=features) for split, cols in columns.items()})

@@ -124,7 +124,13 @@ def load_prepared(path_or_repo_id: str | os.PathLike, **load_kwargs):
                 files.setdefault(p.name.split("-")[0], []).append(str(p))
         if not files:
             raise ValueError(f"{folder} holds no prepared dataset (no README configs and no data/*.parquet)")
-        return datasets.load_dataset("parquet", data_files=files, **load_kwargs)
+        try:
+            return datasets.load_dataset("parquet", data_files=files, **load_kwargs)
+        except Exception as err:  # pyarrow.ArrowInvalid on a truncated/corrupt shard, FileNotFoundError, ...
+            cause = err.__cause__ or err.__context__  # datasets wraps the real error in DatasetGenerationError
+            detail = f"{type(err).__name__}: {err}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+            raise ValueError(f"cannot read the prepared dataset in {folder} (corrupt, truncated or missing "
+                             f"parquet file?): {detail}") from err
     name = str(path_or_repo_id)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ValueError(f"{name} is not a folder (and does not look like a Hub dataset id 'owner/name')")

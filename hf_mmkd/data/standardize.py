@@ -33,12 +33,16 @@ class FeatureStandardizer:
             if col not in train_split.column_names:
                 continue
             total, total_sq, count = None, None, 0
-            view = train_split.select_columns([col, f"has_{m}"]).with_format("numpy")
-            for row in view:
+            has_id = "id" in train_split.column_names
+            view = train_split.select_columns([col, f"has_{m}"] + (["id"] if has_id else [])).with_format("numpy")
+            for n, row in enumerate(view):
                 x = row[col]
                 if not row[f"has_{m}"] or x is None or np.ndim(x) != 2 or len(x) == 0:
                     continue
                 x = x.astype(np.float64)  # (len, D)
+                if not np.isfinite(x).all():
+                    raise ValueError(f"train row {str(row['id']) if has_id else n!r}: {col} contains NaN or inf values "
+                                     "(prepare_mmsa.py sets them to 0; fix the dataset)")
                 total = x.sum(0) if total is None else total + x.sum(0)
                 total_sq = (x ** 2).sum(0) if total_sq is None else total_sq + (x ** 2).sum(0)
                 count += len(x)

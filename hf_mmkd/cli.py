@@ -1,0 +1,263 @@
+"""`hf-mmkd`: the command line of hf_mmkd.
+
+    hf-mmkd evaluate CKPT [CKPT ...] --dataset D --protocol p2 [--seeds 1111 1112 1113] --out DIR [--names ...]
+    hf-mmkd publish CKPT --repo-id ORG/NAME [--results DIR/mosi_p2.json] [--private] [--dry-run --out DIR]
+    hf-mmkd predict CKPT [--text ...] [--audio WAV] [--video MP4] [--features X.npz]   (hf_mmkd.inference)
+    hf-mmkd predict CKPT --dataset D [--split test] [--out predictions.jsonl]
+
+`evaluate` writes `<dataset>_<protocol>.json/.md/.png` (hf_mmkd.report) into DIR and prints the Markdown table.
+`publish` builds the Hub release folder (card with a model-index from the evaluation JSON, the plot next to it,
+weights, code, processor files) and uploads it; `--dry-run` only builds the folder.
+
+Every error ends the command with a message naming the problem on stderr and exit status 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "hf-mmkd"
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError, OSError)
+
+
+class CLIError(Exception):
+    """A problem with the command's inputs; printed as `hf-mmkd <command>: error: <message>`."""
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+def _add_evaluate(sub) -> None:
+    from hf_mmkd.evaluation import DEFAULT_SEEDS
+
+    p = sub.add_parser("evaluate", help="robustness evaluation of checkpoints under a missing-modality protocol",
+                       description="Evaluate checkpoints under every condition of a protocol and every mask seed; "
+                                   "write JSON + Markdown + PNG and print the Markdown table.")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="save_pretrained folders (teacher, student, ...)")
+    p.add_argument("--dataset", required=True, help="prepared folder (dataset_scripts/), Hub dataset id, or 'demo'")
+    p.add_argument("--protocol", required=True, type=str.lower, metavar="{p1,p2,p3,p5}",
+                   help="p1: rates 0.0-1.0, AUILC; p2: rates 0.0-0.9, mean; p3: six sets + {l,a,v}; p5: 7 patterns")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="mask seeds of the simulator")
+    p.add_argument("--rates", nargs="+", type=float, default=None, help="p1/p2: override the missing rates")
+    p.add_argument("--sets", nargs="+", default=None, help="p3/p5: override the availability sets, e.g. l la lav")
+    p.add_argument("--names", nargs="+", default=None, help="display names, one per checkpoint")
+    p.add_argument("--dataset-name", default=None,
+                   help="dataset key for titles and metric set (mosi, mosei, sims, mmmo, iemocap; default: inferred)")
+    p.add_argument("--label-shift", type=float, default=None,
+                   help="added to regression labels and predictions before the metrics (default: -3 for mmmo, else 0)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-text-length", type=int, default=None, help="token limit (default: train.py's)")
+    p.add_argument("--out", required=True, help="output folder for the JSON, Markdown and PNG files")
+    p.add_argument("--stem", default=None, help="file name stem (default: <dataset>_<protocol>)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run `evaluate_checkpoints`, write the report, print the Markdown (with its notes) and the file paths."""
+    from hf_mmkd.evaluation import checkpoint_names, evaluate_checkpoints, report_markdown, write_evaluation_report
+
+    names = checkpoint_names(args.checkpoints, args.names)
+    results = evaluate_checkpoints(
+        dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
+        rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
+        label_shift=args.label_shift, max_text_length=args.max_text_length,
+        progress=lambda line: print(f"[{PROG}] {line}", file=sys.stderr),
+    )
+    paths = write_evaluation_report(results, args.out, stem=args.stem)
+    print(report_markdown(results))
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- publish
+
+
+def _add_publish(sub) -> None:
+    p = sub.add_parser("publish", help="build the Hub release folder of a checkpoint and upload it",
+                       description="Card (model-index from evaluation results) + weights + code + processor files "
+                                   "+ plot, uploaded with huggingface_hub.")
+    p.add_argument("checkpoint", metavar="CKPT", help="save_pretrained folder to publish")
+    p.add_argument("--repo-id", required=True, help="Hub model repository, ORG/NAME")
+    p.add_argument("--results", nargs="+", default=None, metavar="JSON",
+                   help="evaluation JSON(s) written by 'hf-mmkd evaluate'; the PNG of the same name is shipped too")
+    p.add_argument("--checkpoint-name", default=None,
+                   help="the checkpoint's name in the results (default: the one whose path is CKPT, or the only one)")
+    p.add_argument("--plot", default=None, help="robustness plot to embed (default: the PNG next to the first JSON)")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    p.add_argument("--dry-run", action="store_true", help="build the release folder in --out, do not upload")
+    p.add_argument("--out", default=None, help="release folder to keep (required with --dry-run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_publish)
+
+
+def _read_results(path: str) -> list[dict[str, Any]]:
+    """Results structures from an evaluation JSON: the report payload (`{"results", "summary"}`), a bare results
+    structure, or a list of either."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"results file {file} does not exist")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"results file {file} is not valid JSON: {err}") from None
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        res = item.get("results", item) if isinstance(item, dict) else None
+        if not isinstance(res, dict) or "checkpoints" not in res:
+            raise ValueError(f"results file {file} holds no evaluation results (no 'checkpoints'); "
+                             f"write it with '{PROG} evaluate'")
+        out.append(res)
+    return out
+
+
+def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str | None) -> str | None:
+    """Which results entry describes `checkpoint`: the given name, the entry whose recorded path is the checkpoint,
+    the folder's name, or the only checkpoint of the results."""
+    if not results:
+        return given
+    names = list(dict.fromkeys(n for r in results for n in r["checkpoints"]))
+    if given is not None:
+        missing = [f"{r['dataset']}/{r['protocol']}" for r in results if given not in r["checkpoints"]]
+        if missing:
+            raise CLIError(f"checkpoint name {given!r} is not in the results {missing}; they hold {names}")
+        return given
+    target = Path(checkpoint).resolve()
+    by_path = {n for r in results for n, p in (r.get("checkpoint_paths") or {}).items() if Path(p).resolve() == target}
+    if len(by_path) == 1:
+        return by_path.pop()
+    if len(names) == 1:
+        return names[0]
+    if Path(checkpoint).name in names:
+        return Path(checkpoint).name
+    raise CLIError(f"the results hold several checkpoints {names}; say which one {checkpoint} is with "
+                   "--checkpoint-name")
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
+    from hf_mmkd.evaluation import check_checkpoint_dir
+    from hf_mmkd.hub import publish
+
+    check_checkpoint_dir(args.checkpoint)
+    if args.dry_run and args.out is None:
+        raise CLIError("--dry-run builds the release folder only, so it needs --out DIR")
+    if args.repo_id.count("/") > 1 or not args.repo_id.strip("/") or " " in args.repo_id:
+        raise CLIError(f"--repo-id {args.repo_id!r} is not a Hub repository id (ORG/NAME)")
+    results = [r for path in (args.results or []) for r in _read_results(path)]
+    name = _checkpoint_name(results, args.checkpoint, args.checkpoint_name)
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None and not plot.is_file():
+        raise FileNotFoundError(f"plot {plot} does not exist")
+    extra = []
+    for path in args.results or []:
+        extra.append(Path(path))
+        sibling = Path(path).with_suffix(".png")
+        if plot is None and sibling.is_file():
+            plot = sibling
+        elif sibling.is_file() and sibling != plot:
+            extra.append(sibling)
+    release, commit = publish(args.checkpoint, args.repo_id, results=results or None, checkpoint_name=name,
+                              plot=plot, extra_files=extra, release_dir=args.out, overwrite=args.overwrite,
+                              dry_run=args.dry_run, private=args.private, token=args.token)
+    if release is not None:
+        print(f"release folder: {release}")
+        for f in sorted(p.relative_to(release) for p in Path(release).rglob("*") if p.is_file()):
+            print(f"  {f}")
+    if args.dry_run:
+        print("dry run: nothing uploaded")
+    else:
+        print(f"uploaded to https://huggingface.co/{args.repo_id}" + (f" ({commit})" if commit is not None else ""))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- predict
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="sentiment of one example or of a dataset split (hf_mmkd.inference)",
+                       description="Predict with a checkpoint from whichever modalities are given; the others are "
+                                   "treated as missing.")
+    p.add_argument("checkpoint", metavar="CKPT", help="save_pretrained folder or Hub model id")
+    p.add_argument("--text", default=None, help="transcript")
+    p.add_argument("--audio", default=None, help="audio file")
+    p.add_argument("--video", default=None, help="video file (its audio track is used when --audio is not given)")
+    p.add_argument("--features", default=None,
+                   help=".npz with text/audio/vision arrays (steps, D), for modalities the model takes as features")
+    p.add_argument("--start", type=float, default=None, help="segment start in the media files (seconds)")
+    p.add_argument("--end", type=float, default=None, help="segment end in the media files (seconds)")
+    p.add_argument("--neutral-threshold", type=float, default=0.0, help="|score| <= this is 'neutral'")
+    p.add_argument("--dataset", default=None, help="predict every row of a prepared dataset split instead")
+    p.add_argument("--split", default="test", help="with --dataset: the split (default: test)")
+    p.add_argument("--batch-size", type=int, default=32, help="with --dataset: rows per batch")
+    p.add_argument("--out", default="predictions.json",
+                   help="with --dataset: output file, .json / .jsonl / .csv (default: predictions.json)")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`hf_mmkd.inference.predict` (prints the result as JSON) or `predict_dataset` (prints the file written)."""
+    try:
+        from hf_mmkd import inference
+    except ImportError as err:
+        raise CLIError(f"prediction is not available in this installation (hf_mmkd.inference: {err})") from None
+    raw = {"text": args.text, "audio": args.audio, "video": args.video, "features": args.features}
+    given = [f"--{k}" for k, v in raw.items() if v is not None]
+    if args.dataset is not None:
+        if given:
+            raise CLIError(f"give either --dataset or single-example inputs, not both (got --dataset and "
+                           f"{', '.join(given)})")
+        path = inference.predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=args.out,
+                                         batch_size=args.batch_size, neutral_threshold=args.neutral_threshold)
+        print(f"wrote predictions: {path}")
+        return 0
+    if not given:
+        raise CLIError("nothing to predict from: give --text, --audio, --video and/or --features (or --dataset)")
+    for flag in ("audio", "video", "features"):
+        if raw[flag] is not None and not Path(raw[flag]).is_file():
+            raise FileNotFoundError(f"--{flag} file {raw[flag]} does not exist")
+    result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end,
+                               neutral_threshold=args.neutral_threshold)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hf-mmkd` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="{evaluate,publish,predict}")
+    sub.required = True
+    _add_evaluate(sub)
+    _add_publish(sub)
+    _add_predict(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hf-mmkd` console script; returns the exit status (0 ok, 1 error, 2 bad usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:  # argparse has printed its usage message
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except (CLIError, *USER_ERRORS) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,599 @@
+"""Robustness evaluation: checkpoints x missing-modality conditions x mask seeds -> a `hf_mmkd.report` structure.
+
+`evaluate_checkpoints({"teacher": path, "student": path}, "/tmp/mosi_prepared", "p2")` loads each checkpoint with
+`MMKDForSentiment.from_pretrained` (with its saved processor's tokenizer / feature extractor / image processor, or
+its tokenizer, when it ships them), collates the split ONCE per input layout (tokenising included), and then, for every seed and every condition of the protocol, only re-runs the
+`MissingModalitySimulator` on the cached tensors and the model in eval mode under `torch.inference_mode`.
+
+Conditions per protocol (docs/methods-and-results.md §1.3):
+
+| protocol | conditions | summary (done by `hf_mmkd.report`) |
+|---|---|---|
+| p1 | token/frame drop rate r = 0.0, 0.1, ..., 1.0 | AUILC over r |
+| p2 | the same r for every modality, r = 0.0, ..., 0.9 | mean over r = 0.0-0.9 |
+| p3 | the six sets {l}, {a}, {v}, {l,a}, {l,v}, {a,v} plus {l,a,v} | mean of the six; {l,a,v} on its own |
+| p5 | the seven CMAD patterns (the six sets and {l,a,v}) | mean over the patterns |
+
+Sets only use the modalities that both the model and the split have: on the MMSA MOSI copy (text + audio, no
+vision) P3/P5 evaluate {l}, {a} and {l,a}. P4 (IMDer) varies the missing rate at training time and has no
+evaluation of its own here; it is refused with a message saying so.
+
+Seeds are the simulator's mask seeds (LNLN: mask seed = run seed, 1111-1113). The simulator draws per row from
+(seed, row id), so results do not depend on the batch size. Conditions that draw nothing (r = 0, fixed sets) give
+the same numbers for every seed; they are computed once and copied to each seed.
+
+Metric sets follow the dataset (see `metric_scheme`): MOSI/MOSEI (and the synthetic demo) MMSA regression
+metrics, SIMS its own, IEMOCAP / classification checkpoints classification metrics, and ICT-MMMO the MOSI metrics
+after shifting its 1..5 ratings by -3 (rating 3 = neutral 0), a choice recorded in the results' `notes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.missing import PATTERNS, MissingModalitySimulator, model_inputs
+from hf_mmkd.metrics import (
+    COMPLETE_SET,
+    P2_RATES,
+    P3_SETS,
+    P5_SETS,
+    classification_metrics,
+    parse_condition,
+    rate_condition,
+    regression_metrics,
+    set_condition,
+    sims_metrics,
+)
+from hf_mmkd.report import PROTOCOLS, atomic_write, markdown_table, write_report
+
+__all__ = [
+    "DEFAULT_SEEDS",
+    "EVAL_PROTOCOLS",
+    "MMMO_RATING_RANGE",
+    "P1_RATES",
+    "MetricScheme",
+    "check_checkpoint_dir",
+    "checkpoint_names",
+    "condition_plan",
+    "evaluate_checkpoints",
+    "infer_dataset_name",
+    "load_checkpoint",
+    "load_eval_split",
+    "metric_scheme",
+    "publish_training_run",
+    "report_markdown",
+    "write_evaluation_report",
+]
+
+EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1, p2, p3, p5: the protocols hf_mmkd.report can summarise
+DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (§1.3 P2)
+P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (§1.3 P1)
+MMMO_RATING_RANGE = (1.0, 5.0)  # ICT-MMMO review ratings; the midpoint is the neutral score
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+_KNOWN_DATASETS = ("mosei", "mosi", "sims", "mmmo", "iemocap", "demo")  # mosei before mosi: name matching
+_LETTER = {"text": "l", "audio": "a", "vision": "v"}
+
+
+# ------------------------------------------------------------------------------------------- metric sets
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricScheme:
+    """How predictions and labels of one dataset become metrics.
+
+    `fn(predictions, labels)` is a `hf_mmkd.metrics` metric set; `label_shift` is added to regression predictions
+    and labels first (ICT-MMMO); `label_column` is the prepared-dataset column holding the target; `note` says in
+    words what was done, for the report.
+    """
+
+    dataset: str
+    fn: Callable[..., dict[str, float]]
+    label_shift: float = 0.0
+    label_column: str = "label"
+    note: str = ""
+
+    def __call__(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        if self.fn is classification_metrics:
+            return self.fn(predictions, labels)
+        shift = np.float32(self.label_shift)
+        return self.fn(predictions.astype(np.float32) + shift, labels.astype(np.float32) + shift)
+
+
+def metric_scheme(dataset: str, task: str = "regression", label_shift: float | None = None) -> MetricScheme:
+    """The metric set of a dataset key (`infer_dataset_name`) and the checkpoints' task.
+
+    - classification checkpoints (or `iemocap`): `classification_metrics` on `classification_label`;
+    - `sims`: `sims_metrics`;
+    - `mmmo`: MOSI metrics after shifting ratings 1..5 by -3, so that 3 (neutral) maps to 0: Has0/Non0 Acc-2 is
+      "rating above 3 or not", Acc-5 the exact rating, Acc-7 clips to [-3, 3] (same as Acc-5 here), MAE in rating
+      units; `label_shift` overrides the shift (0 keeps raw ratings, then Acc-2 is meaningless);
+    - anything else (mosi, mosei, demo, unknown names): MOSI/MOSEI regression metrics on raw labels.
+    """
+    key = dataset.lower()
+    if task == "classification" or key == "iemocap":
+        if task != "classification":
+            raise ValueError(f"dataset {dataset!r} needs a classification checkpoint, got task={task!r}")
+        if label_shift:
+            raise ValueError("label_shift only applies to regression")
+        return MetricScheme(key, classification_metrics, label_column="classification_label",
+                            note="Classification metrics (accuracy, weighted F1, per-class F1, WA, UA) on "
+                                 "`classification_label`.")
+    if key == "sims":
+        shift = 0.0 if label_shift is None else float(label_shift)
+        return MetricScheme(key, sims_metrics, shift, note="CH-SIMS metrics (MMSA `__eval_sims_regression`).")
+    if key == "mmmo":
+        lo, hi = MMMO_RATING_RANGE
+        shift = -(lo + hi) / 2 if label_shift is None else float(label_shift)
+        return MetricScheme(key, regression_metrics, shift,
+                            note=f"ICT-MMMO labels are ratings {lo:g}..{hi:g}: predictions and labels were shifted "
+                                 f"by {shift:+g} before the MOSI metrics (rating {-shift:g} = neutral 0), so Acc-2 "
+                                 f"is 'above vs below {-shift:g}', Acc-5 the exact rating and MAE is in rating units.")
+    shift = 0.0 if label_shift is None else float(label_shift)
+    note = "MOSI/MOSEI regression metrics (MMSA `utils/metricsTop.py`)"
+    return MetricScheme(key, regression_metrics, shift,
+                        note=note + (f", labels and predictions shifted by {shift:+g}." if shift else "."))
+
+
+def infer_dataset_name(dataset: str | os.PathLike, card_text: str | None = None) -> str:
+    """A dataset key for titles and metric sets: a known name (mosei, mosi, sims, mmmo, iemocap, demo) found in
+    the folder/Hub id or in the title of its README, else the folder's name (then MOSI metrics are used)."""
+    text = str(dataset).lower()
+    title = ""
+    if card_text:
+        lines = [ln for ln in card_text.splitlines() if ln.startswith("# ")]
+        title = lines[0].lower() if lines else ""
+    for source in (Path(text).name, title, text):
+        for key in _KNOWN_DATASETS:
+            if key in source:
+                return key
+    return Path(text.rstrip("/")).name or text
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def check_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """Refuse anything but a `save_pretrained` folder of an hf_mmkd model; the error names what is missing."""
+    ckpt = Path(path)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"checkpoint folder {ckpt} does not exist")
+    if not ckpt.is_dir():
+        raise NotADirectoryError(f"checkpoint {ckpt} is not a folder (expected a save_pretrained folder)")
+    config_path = ckpt / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} has no config.json (not a save_pretrained folder)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    if config.get("model_type") != "mmkd":
+        raise ValueError(f"checkpoint {ckpt} is not an hf_mmkd model (model_type {config.get('model_type')!r}, "
+                         "expected 'mmkd')")
+    if not any((ckpt / f).is_file() for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"checkpoint {ckpt} has no weights (none of {', '.join(WEIGHT_FILES)})")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None):
+    """(model in eval mode on `device`, collator keyword arguments) of a checkpoint folder.
+
+    A checkpoint with a saved processor (`processor_config.json`) is loaded with `hf_mmkd.inference.load_checkpoint`
+    and its sub-processors (tokenizer, feature extractor, image processor) and limits (max_text_length,
+    max_audio_seconds) are what the collator uses, as in training. Otherwise the tokenizer is loaded with
+    `AutoTokenizer` when the model has a text backbone and the folder ships tokenizer files. `device` defaults to
+    CUDA when available.
+    """
+    from transformers import AutoTokenizer
+
+    from hf_mmkd import MMKDForSentiment
+
+    ckpt = check_checkpoint_dir(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (ckpt / "processor_config.json").is_file():
+        from hf_mmkd.inference import load_checkpoint as load_with_processor
+
+        model, proc = load_with_processor(ckpt, device)
+        return model.eval(), {"tokenizer": proc.tokenizer, "feature_extractor": proc.feature_extractor,
+                              "image_processor": proc.image_processor, "max_text_length": proc.max_text_length,
+                              "max_audio_seconds": proc.max_audio_seconds}
+    model = MMKDForSentiment.from_pretrained(ckpt).to(device).eval()
+    tokenizer = None
+    if model.config.encoder_kind("text") == "backbone" and (ckpt / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    return model, {"tokenizer": tokenizer}
+
+
+def load_eval_split(dataset: Any, split: str = "test"):
+    """`(Dataset, dataset key)`: `dataset` is "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`."""
+    from datasets import DatasetDict
+
+    from hf_mmkd.data.demo import make_demo_dataset
+    from hf_mmkd.data.prepared import load_prepared
+
+    if isinstance(dataset, DatasetDict):
+        splits, name = dataset, "dataset"
+    elif str(dataset) == "demo":
+        splits, name = make_demo_dataset(seed=0), "demo"  # the split train.py trains the demo on
+    else:
+        folder = Path(dataset)
+        if str(dataset).startswith((".", "/", "~")) and not folder.is_dir():
+            raise FileNotFoundError(f"dataset folder {folder} does not exist")
+        splits = load_prepared(dataset)
+        readme = folder / "README.md"
+        name = infer_dataset_name(dataset, readme.read_text(encoding="utf-8") if readme.is_file() else None)
+    if split not in splits:
+        raise ValueError(f"dataset {dataset if isinstance(dataset, (str, os.PathLike)) else name!r} has no "
+                         f"{split!r} split (splits: {', '.join(splits)})")
+    if len(splits[split]) == 0:
+        raise ValueError(f"the {split!r} split of {name!r} is empty")
+    return splits[split], name
+
+
+def checkpoint_names(paths: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[str]:
+    """Display names: `names` if given (one per checkpoint, unique), else each folder's name, with parent folders
+    prepended until they differ (`mosi_logit/student` vs `mosi_corrkd/student`)."""
+    if names is not None:
+        names = list(names)
+        if len(names) != len(paths):
+            raise ValueError(f"{len(names)} names for {len(paths)} checkpoints")
+        if len(set(names)) != len(names):
+            raise ValueError(f"checkpoint names must be unique, got {names}")
+        return names
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        out = ["/".join(p[-depth:]) for p in parts]
+        if len(set(out)) == len(out):
+            return out
+    raise ValueError(f"the same checkpoint is listed twice: {[str(p) for p in paths]}")
+
+
+# --------------------------------------------------------------------------------------------- conditions
+
+
+def _available_letters(modalities: Sequence[str]) -> str:
+    return "".join(_LETTER[m] for m in ("text", "audio", "vision") if m in modalities)
+
+
+def condition_plan(protocol: str, modalities: Sequence[str], rates: Sequence[float] | None = None,
+                   sets: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """`[(condition, simulator kwargs)]` of a protocol, in report order.
+
+    `modalities` are those both the model and the data have; P3/P5 keep the sets inside them (at least one set
+    must remain). `rates` overrides P1/P2's rates; `sets` (e.g. "{l,a}" or "la") overrides P3/P5's sets.
+    """
+    protocol = protocol.lower()
+    if protocol == "p4":
+        raise ValueError("protocol p4 (IMDer) varies the missing rate at training time and has no evaluation "
+                         f"conditions of its own; evaluate with one of {', '.join(EVAL_PROTOCOLS)}")
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(EVAL_PROTOCOLS)}")
+    if PROTOCOLS[protocol]["kind"] == "rate":
+        if sets:
+            raise ValueError(f"protocol {protocol} varies a missing rate; availability sets apply to p3/p5")
+        rates = list(P1_RATES if protocol == "p1" else P2_RATES) if rates is None else [float(r) for r in rates]
+        if not rates:
+            raise ValueError("no missing rates given")
+        plan = {rate_condition(r): {"rate": float(r)} for r in rates}  # rate_condition checks 0 <= r <= 1
+        return list(plan.items())
+    if rates:
+        raise ValueError(f"protocol {protocol} evaluates fixed availability sets; missing rates apply to p1/p2")
+    have = set(_available_letters(modalities))
+    if sets is None:
+        default = P3_SETS + (COMPLETE_SET,) if protocol == "p3" else P5_SETS
+        wanted = [s for s in default if set(parse_condition(s)[1][1:-1].split(",")) <= have]
+    else:
+        wanted = []
+        for s in sets:
+            text = s if s.startswith("{") else "{" + ",".join(s) + "}"
+            cond = parse_condition(text)[1]
+            if not set(cond[1:-1].split(",")) <= have:
+                raise ValueError(f"availability set {cond} needs a modality that the model or the data lack "
+                                 f"(they share {set_condition(sorted(have))})")
+            wanted.append(cond)
+    if not wanted:
+        raise ValueError(f"no availability set of {protocol} fits the modalities {list(modalities)}")
+    return [(c, {"availability": c[1:-1].replace(",", "")}) for c in dict.fromkeys(wanted)]
+
+
+def _draws_nothing(protocol: str, kwargs: Mapping[str, Any]) -> bool:
+    """The simulator makes no random draw for this condition, so every seed gives the same numbers."""
+    if protocol in ("p1", "p2"):
+        return kwargs["rate"] <= 0.0
+    return not kwargs.get("rate")
+
+
+# ---------------------------------------------------------------------------------------- collation cache
+
+
+def _input_signature(config, collate_kwargs: Mapping[str, Any], checkpoint: Path) -> str:
+    """What determines the collated tensors: encoder kinds, feature widths, standardisation, limits, tokenizer and
+    processor files."""
+    sig = {m: (config.encoder_kind(m), getattr(config, f"{m}_feature_dim")) for m in ("text", "audio", "vision")}
+    sig["standardization"] = config.feature_standardization
+    sig["task"] = config.task
+    sig["limits"] = {k: v for k, v in collate_kwargs.items() if k.startswith("max_")}
+    if any(v is not None for k, v in collate_kwargs.items() if not k.startswith("max_")):
+        h = hashlib.sha256()
+        for f in sorted(checkpoint.glob("*")):
+            if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens", "added_tokens", "preprocessor",
+                                  "processor", "feature_extractor")):
+                h.update(f.name.encode() + f.read_bytes())
+        sig["processors"] = h.hexdigest()
+    return json.dumps(sig, sort_keys=True, default=str)
+
+
+def _collate(split, config, collate_kwargs: Mapping[str, Any], scheme: MetricScheme, batch_size: int) -> list[dict]:
+    """The split as a list of collated batches (in dataset order), with `row_key` for the simulator."""
+    if scheme.label_column not in split.column_names:
+        raise ValueError(f"the split has no {scheme.label_column!r} column, which the {scheme.dataset} metrics need "
+                         f"(columns: {', '.join(split.column_names)})")
+    collator = MMKDDataCollator(config, label_column=scheme.label_column, return_row_keys=True, **collate_kwargs)
+    rows = [split[i] for i in range(len(split))]
+    order = np.argsort(_row_lengths(collator(rows)), kind="stable")
+    return [collator([rows[i] for i in order[start:start + batch_size]]) for start in range(0, len(rows), batch_size)]
+
+
+_STEP_MASKS = ("attention_mask", "audio_attention_mask", "frame_mask")
+_LENGTHS = ("text_lengths", "audio_lengths", "vision_lengths")
+
+
+def _row_lengths(batch: dict) -> np.ndarray:
+    """Valid steps per row over all modalities. Batching rows of similar length pads less (MOSI transcripts
+    average ~15 tokens, the longest are cut at 50): a several-fold saving for text backbones. Order does not
+    change any number: the simulator draws per row id and the metrics do not depend on the row order."""
+    total = torch.zeros(batch["modality_mask"].shape[0], dtype=torch.long)
+    for k in _STEP_MASKS:
+        if batch.get(k) is not None:
+            total += batch[k].long().sum(1)
+    for k in _LENGTHS:
+        if batch.get(k) is not None:
+            total += batch[k].long()
+    return total.numpy()
+
+
+def _present_modalities(batches: list[dict], config) -> list[str]:
+    """Modalities of the model that at least one row of the split has."""
+    mask = torch.cat([b["modality_mask"] for b in batches]).any(0)
+    return [m for i, m in enumerate(("text", "audio", "vision")) if mask[i] and m in config.modalities]
+
+
+def _select_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The rows `rows` (bool (B,)) of a collated batch; every tensor is batch-first."""
+    return {k: v[rows] if torch.is_tensor(v) and v.ndim > 0 else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+@torch.inference_mode()
+def _predict(model, batches: list[dict], simulator: MissingModalitySimulator) -> tuple[np.ndarray, np.ndarray, int]:
+    """(predictions, labels, rows left out): the model on every batch's degraded view.
+
+    With a fixed availability set, rows that keep no modality (e.g. an ICT-MMMO row without audio under {a}) cannot
+    be predicted and are left out of the condition; their number is returned.
+    """
+    preds, labels, skipped = [], [], 0
+    fixed = simulator.fixed_pattern
+    for batch in batches:
+        if fixed is not None:
+            keeps = (batch["modality_mask"] & torch.tensor(fixed, dtype=torch.bool)).any(1)
+            if not keeps.all():
+                skipped += int((~keeps).sum())
+                if not keeps.any():
+                    continue
+                batch = _select_rows(batch, keeps)
+        inputs = model_inputs(simulator(batch))
+        y = inputs.pop("labels")
+        logits = model(**{k: v.to(model.device) for k, v in inputs.items()}).logits
+        preds.append(logits[:, 0] if logits.shape[-1] == 1 and model.config.task == "regression" else logits)
+        labels.append(y)
+    if not preds:
+        raise ValueError(f"{simulator} leaves no row with a modality to predict from")
+    return torch.cat(preds).float().cpu().numpy(), torch.cat(labels).cpu().numpy(), skipped
+
+
+def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: Any, protocol: str,
+                         split: str = "test", seeds: Sequence[int] = DEFAULT_SEEDS,
+                         rates: Sequence[float] | None = None, batch_size: int = 64, *,
+                         sets: Sequence[str] | None = None, dataset_name: str | None = None,
+                         label_shift: float | None = None, max_text_length: int | None = None,
+                         device: str | torch.device | None = None,
+                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate each checkpoint under every condition of `protocol` and every mask seed.
+
+    Args:
+        checkpoints: `{name: save_pretrained folder}`.
+        dataset: "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`.
+        protocol: p1 | p2 | p3 | p5 (see the module docstring); split: the split to evaluate.
+        seeds: mask seeds of the simulator; rates / sets: override the protocol's rates (p1/p2) or sets (p3/p5).
+        dataset_name: dataset key for titles and the metric set (default: inferred, see `infer_dataset_name`).
+        label_shift: added to regression labels and predictions before the metrics (default: per dataset,
+            -3 for ICT-MMMO, else 0).
+        max_text_length: token limit of the collator (default: the saved processor's, else `train.py`'s
+            `--max_text_length`).
+        device: where the model runs (default: CUDA when available); the masks are drawn on the CPU.
+        progress: called with one line per finished (checkpoint, seed).
+
+    Returns the `hf_mmkd.report` structure, plus `dataset_path`, `metric_set`, `label_shift`, `seeds`,
+    `modalities` (those evaluated), `n_rows`, `checkpoint_paths`, `rows_left_out` (P3/P5 rows that keep no
+    modality under a set, per checkpoint and condition; only when there are any) and `notes`.
+    """
+    if not checkpoints:
+        raise ValueError("no checkpoints to evaluate")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    protocol = protocol.lower()
+    condition_plan(protocol, ("text", "audio", "vision"), rates, None)  # fail on a bad protocol/rates early
+    paths = {name: check_checkpoint_dir(p) for name, p in checkpoints.items()}
+    data, inferred = load_eval_split(dataset, split)
+    name = (dataset_name or inferred).lower()
+    from hf_mmkd.training import DataArguments
+
+    default_text_length = DataArguments.max_text_length  # what train.py tokenises with (MMSA: 50)
+
+    results: dict[str, Any] = {"dataset": name, "protocol": protocol, "split": split, "checkpoints": {}}
+    cache: dict[str, tuple[list[dict], list[str]]] = {}
+    schemes, notes, left_out, evaluated_modalities = set(), [], {}, {}
+    for ckpt_name, path in paths.items():
+        model, collate_kwargs = load_checkpoint(path, device)
+        if max_text_length is not None:
+            collate_kwargs["max_text_length"] = max_text_length
+        collate_kwargs.setdefault("max_text_length", default_text_length)
+        tokenizer = collate_kwargs.get("tokenizer")
+        scheme = metric_scheme(name, model.config.task, label_shift)
+        schemes.add((scheme.fn.__name__, scheme.label_shift))
+        if len(schemes) > 1:
+            raise ValueError(f"checkpoint {ckpt_name!r} needs a different metric set than the others "
+                             f"({sorted(schemes)}); evaluate regression and classification checkpoints separately")
+        if scheme.note not in notes:
+            notes.append(scheme.note)
+        key = _input_signature(model.config, collate_kwargs, path)
+        if key not in cache:
+            batches = _collate(data, model.config, collate_kwargs, scheme, batch_size)
+            cache[key] = (batches, _present_modalities(batches, model.config))
+        batches, modalities = cache[key]
+        if not modalities:
+            raise ValueError(f"the {split!r} split has none of the modalities of checkpoint {ckpt_name!r} "
+                             f"({', '.join(model.config.modalities)})")
+        evaluated_modalities[ckpt_name] = modalities
+        plan = condition_plan(protocol, modalities, rates, sets)
+        # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
+        unk = {"unk_token_id": tokenizer.unk_token_id} if getattr(tokenizer, "unk_token_id", None) is not None else {}
+        per_seed, fixed_rows = {}, {}
+        for seed in seeds:
+            rows = {}
+            for cond, kwargs in plan:
+                if _draws_nothing(protocol, kwargs) and cond in fixed_rows:
+                    rows[cond] = dict(fixed_rows[cond])
+                    continue
+                sim = MissingModalitySimulator(protocol, training=False, seed=seed, **unk, **kwargs)
+                preds, labels, skipped = _predict(model, batches, sim)
+                rows[cond] = scheme(preds, labels)
+                if skipped:
+                    left_out.setdefault(ckpt_name, {})[cond] = skipped
+                if _draws_nothing(protocol, kwargs):
+                    fixed_rows[cond] = rows[cond]
+            per_seed[str(seed)] = rows
+            if progress:
+                progress(f"{ckpt_name} seed {seed}: {len(rows)} conditions")
+        results["checkpoints"][ckpt_name] = per_seed
+        del model
+
+    all_mods = sorted({m for ms in evaluated_modalities.values() for m in ms}, key=("text", "audio", "vision").index)
+    if PROTOCOLS[protocol]["kind"] == "set" and len(all_mods) < len(PATTERNS[-1]):
+        notes.append(f"The {split} split and the models share only {set_condition(all_mods)}: the "
+                     f"availability sets are restricted to those modalities.")
+    if left_out:
+        notes.append("Rows that keep no modality under an availability set were left out of that condition: "
+                     + "; ".join(f"{c}: {n} rows ({k})" for k, d in left_out.items() for c, n in d.items()) + ".")
+        results["rows_left_out"] = left_out
+    results.update(dataset_path=str(dataset) if isinstance(dataset, (str, os.PathLike)) else None,
+                   metric_set=next(iter(schemes))[0], label_shift=next(iter(schemes))[1], seeds=seeds,
+                   modalities=evaluated_modalities, n_rows=len(data),
+                   checkpoint_paths={k: str(p) for k, p in paths.items()}, notes=notes)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- reports
+
+
+def _report_view(results: dict[str, Any]) -> dict[str, Any]:
+    """The structure handed to `hf_mmkd.report`.
+
+    `report` summarises P3 by the mean of all six incomplete sets, which does not exist when the data lack a
+    modality (MOSI without vision). Such P3 results are reported as fixed availability patterns (the P5 summary:
+    the plain mean over the sets shown), with `requested_protocol` and a note saying so.
+    """
+    if str(results["protocol"]).lower() != "p3":
+        return results
+    conds = {c for seeds in results["checkpoints"].values() for conds in seeds.values() for c in conds}
+    if all(s in conds for s in P3_SETS):
+        return results
+    view = dict(results, protocol="p5", requested_protocol="p3")
+    view["notes"] = list(results.get("notes", [])) + [
+        "Protocol P3 was requested, but its summary (the mean of the six sets {l}, {a}, {v}, {l,a}, {l,v}, {a,v}) "
+        "needs all three modalities; the sets that exist here are reported with the fixed-pattern (P5) summary, "
+        "the plain mean over the sets shown."]
+    return view
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """The report's Markdown table followed by the results' notes (metric set, label shift, restrictions)."""
+    view = _report_view(results)
+    notes = view.get("notes") or []
+    text = markdown_table(view)
+    if notes:
+        text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    return text
+
+
+def write_evaluation_report(results: dict[str, Any], out_dir: str | os.PathLike, stem: str | None = None,
+                            ) -> dict[str, Path]:
+    """`report.write_report` (JSON + Markdown + PNG) with the notes appended to the Markdown file.
+
+    The stem defaults to `<dataset>_<requested protocol>`; returns `{"json", "markdown", "plot"}` paths.
+    """
+    view = _report_view(results)
+    stem = stem or f"{results['dataset']}_{str(results['protocol']).lower()}".replace("/", "_")
+    paths = write_report(view, out_dir, stem=stem)
+    if view.get("notes"):
+        atomic_write(paths["markdown"], report_markdown(results))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def publish_training_run(output_dir: str | os.PathLike, dataset: Any, repo_id: str, *, protocol: str = "p2",
+                         seeds: Sequence[int] = (DEFAULT_SEEDS[0],), private: bool | None = None,
+                         token: str | None = None, max_text_length: int | None = None,
+                         hyperparameters: Mapping[str, Any] | None = None) -> Path:
+    """`train.py --push_to_hub`: evaluate the run's student (and teacher, for comparison), then publish the student.
+
+    Evaluates `OUTPUT/student` and `OUTPUT/teacher` (when present) on the test split (validation if the data have
+    no test split) under `protocol` (p1/p2/p3/p5; anything else falls back to p2), writes the report to
+    `OUTPUT/evaluation/`, builds the release folder `OUTPUT/release/` (replaced if present) with the card, the
+    plot and the results JSON, and uploads it with `hf_mmkd.hub.upload`. Returns the release folder.
+    """
+    from hf_mmkd.hub import publish
+
+    root = Path(output_dir)
+    student = root / "student"
+    if not (student / "config.json").is_file():
+        found = sorted(p.name for p in root.glob("student_*") if (p / "config.json").is_file())
+        raise ValueError(f"no single student checkpoint at {student} to publish"
+                         + (f" (found per-pattern students {found}; publish one with 'hf-mmkd publish')" if found
+                            else ""))
+    checkpoints = {"student": student}
+    if (root / "teacher" / "config.json").is_file():
+        checkpoints = {"teacher": root / "teacher", "student": student}
+    split = "test"
+    try:
+        load_eval_split(dataset, split)
+    except ValueError as err:
+        if f"has no {split!r} split" not in str(err):
+            raise
+        split = "validation"
+    protocol = protocol.lower() if protocol.lower() in EVAL_PROTOCOLS else "p2"
+    results = evaluate_checkpoints(checkpoints, dataset, protocol, split=split, seeds=seeds,
+                                   max_text_length=max_text_length)
+    paths = write_evaluation_report(results, root / "evaluation")
+    view = json.loads(paths["json"].read_text(encoding="utf-8"))["results"]
+    release, _ = publish(student, repo_id, results=view, checkpoint_name="student", plot=paths["plot"],
+                         extra_files=[paths["json"]], release_dir=root / "release", overwrite=True,
+                         private=private, token=token, hyperparameters=hyperparameters)
+    return release

@@ -1,0 +1,812 @@
+"""Bad inputs across the public surface: ONE table, one test per row, each asserting the message.
+
+Each row names a surface, a situation, the outcome and the text the user sees:
+- `error`: a Python call raises; the exception text must contain `expect` ("…" stands for a path or a value).
+- `exit`: a command (dataset_scripts/*.py, train.py) ends with a non-zero exit status and `expect` on stderr,
+  and leaves no output folder and no temporary files behind. The commands run in-process through their real
+  `if __name__ == "__main__"` blocks (runpy, with sys.argv set): this is what `python script.py` runs, without
+  paying an interpreter start per row; `test_commands_really_exit_nonzero_in_a_subprocess` runs one row of
+  each command as a real subprocess.
+- `warning`: the call succeeds and logs `expect`.
+- `recovered`: the call succeeds and does what `expect` documents (the row's function asserts it).
+
+`render_errors_markdown()` renders the table as the README's "Errors you may see" section (between
+`<!-- errors:start -->` and `<!-- errors:end -->`); `python tests/test_bad_inputs.py` prints it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+import os
+import pickle
+import runpy
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT
+from tiny import feature_batch, feature_config_kwargs, tiny_bert_config, tiny_wav2vec2_config
+
+from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, make_demo_dataset, save_prepared
+from hf_mmkd.data.media import encode_wav
+
+START, END = "<!-- errors:start -->", "<!-- errors:end -->"
+PREPARE_MMSA = "dataset_scripts/prepare_mmsa.py"
+PREPARE_MEDIA = "dataset_scripts/prepare_media.py"
+TRAIN = "train.py"
+HF_MMKD = "hf-mmkd"  # the console script: hf_mmkd.cli.main
+EVALUATE, PREDICT, PUBLISH = "hf-mmkd evaluate", "hf-mmkd predict", "hf-mmkd publish"
+# Small, fast train.py runs (they fail before or at the first batch anyway).
+TINY_TRAIN = ["--num_train_epochs", "1", "--max_train_samples", "8", "--per_device_train_batch_size", "8",
+              "--hidden_size", "8", "--num_attention_heads", "2", "--eval_strategy", "no", "--save_strategy", "no",
+              "--report_rates", ""]
+
+
+@dataclass(frozen=True)
+class Row:
+    surface: str
+    case: str
+    outcome: str  # "error" | "exit" | "warning" | "recovered"
+    expect: str  # the error/warning text (a fragment that must appear), or the documented recovery
+    run: Callable  # error/warning/recovered: f(tmp) runs the case; exit: f(tmp) writes inputs, returns argv
+    script: str | None = None  # exit rows: the command, relative to the repository root
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def feature_model(**overrides):
+    return MMKDForSentiment(MMKDConfig(**{**feature_config_kwargs(), **overrides}))
+
+
+def forward(batch, **overrides):
+    return feature_model(**overrides)(**batch)
+
+
+def with_(batch, **changes):
+    return {**batch, **changes}
+
+
+def nan_at(x, value=float("nan")):
+    x = x.clone()
+    x[0, 0, 0] = value
+    return x
+
+
+def feature_rows(n=2, **changes):
+    """Collator rows for the `feature_config_kwargs()` model (text 7, audio 5, vision 6)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        row = {"id": f"r{i}", "label": 0.5, "has_text": True, "has_audio": True, "has_vision": True}
+        for m, d in (("text", 7), ("audio", 5), ("vision", 6)):
+            row[f"{m}_features"] = rng.standard_normal((3, d)).astype(np.float32)
+        rows.append(row)
+    rows[0].update(changes)
+    return rows
+
+
+def feature_collator(**kwargs):
+    return MMKDDataCollator(MMKDConfig(**feature_config_kwargs()), return_row_keys=True, **kwargs)
+
+
+@functools.cache
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from hf_mmkd.training import minilm_path
+
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+def text_collator(**kwargs):
+    config = MMKDConfig(text_config=tiny_bert_config(), audio_feature_dim=5, hidden_size=16, num_attention_heads=2)
+    return MMKDDataCollator(config, tokenizer=tokenizer(), **kwargs)
+
+
+def text_rows(text, other=True):
+    return [{"id": "a", "raw_text": text, "audio_features": np.ones((2, 5), np.float32), "label": 1.0,
+             "has_text": True, "has_audio": other, "has_vision": False},
+            {"id": "b", "raw_text": "fine", "audio_features": np.ones((2, 5), np.float32), "label": 1.0,
+             "has_text": True, "has_audio": True, "has_vision": False}]
+
+
+def audio_collator():
+    config = MMKDConfig(audio_config=tiny_wav2vec2_config(), text_feature_dim=7, hidden_size=16, num_attention_heads=2)
+    return MMKDDataCollator(config)
+
+
+def audio_rows(cell):
+    return [{"id": "a", "audio": cell, "text_features": np.ones((2, 7), np.float32), "label": 0.0,
+             "has_text": True, "has_audio": True, "has_vision": False}]
+
+
+def vision_collator():
+    from tiny import tiny_vit_config
+
+    return MMKDDataCollator(MMKDConfig(vision_config=tiny_vit_config(), hidden_size=16, num_attention_heads=2))
+
+
+# ---- the rows' functions: model forward ----------------------------------------------------------------
+
+
+def zero_length_audio_backbone(tmp):
+    config = MMKDConfig(audio_config=tiny_wav2vec2_config(), text_feature_dim=7, hidden_size=16, num_attention_heads=2)
+    mask = torch.ones(2, 1024, dtype=torch.long)
+    mask[0] = 0  # row 0: zero-length audio
+    out = MMKDForSentiment(config)(input_values=torch.randn(2, 1024), audio_attention_mask=mask,
+                                   text_features=torch.randn(2, 4, 7), labels=torch.zeros(2))
+    assert out.modality_mask[:, 1].tolist() == [False, True] and torch.isfinite(out.loss)
+
+
+def empty_text_tokens(tmp):
+    config = MMKDConfig(text_config=tiny_bert_config(), audio_feature_dim=5, hidden_size=16, num_attention_heads=2)
+    attention = torch.ones(2, 6, dtype=torch.long)
+    attention[1] = 0  # row 1: no token at all
+    out = MMKDForSentiment(config)(input_ids=torch.randint(5, 99, (2, 6)), attention_mask=attention,
+                                   audio_features=torch.randn(2, 3, 5))
+    assert out.modality_mask[:, 0].tolist() == [True, False]
+
+
+# ---- collator --------------------------------------------------------------------------------------------
+
+
+def collate_text(text, other=True):
+    return text_collator()(text_rows(text, other))
+
+
+def empty_text_is_missing(text):
+    def run(tmp):
+        batch = collate_text(text)
+        assert batch["modality_mask"][:, 0].tolist() == [False, True]
+        assert batch["attention_mask"][0].sum() == 0
+    return run
+
+
+def overlong_text(caplog):
+    def run(tmp):
+        with caplog.at_level(logging.WARNING, logger="hf_mmkd"):
+            batch = text_collator(max_text_length=8)(text_rows("word " * 40))
+        assert batch["input_ids"].shape[1] == 8 and batch["modality_mask"][0, 0]
+        return caplog.text
+    return run
+
+
+def overlong_token_ids(caplog):
+    def run(tmp):
+        config = MMKDConfig(text_config=tiny_bert_config(), hidden_size=16, num_attention_heads=2)
+        rows = [{"id": "a", "text_input_ids": list(range(2, 30)), "label": 0.0, "has_text": True}]
+        with caplog.at_level(logging.WARNING, logger="hf_mmkd"):
+            batch = MMKDDataCollator(config, max_text_length=10)(rows)
+        assert batch["input_ids"].shape == (1, 10)
+        return caplog.text
+    return run
+
+
+def zero_length_audio_cell(tmp):
+    batch = audio_collator()(audio_rows({"bytes": encode_wav(np.zeros(0, np.float32)), "path": "a.wav"}))
+    assert batch["modality_mask"][0].tolist() == [True, False, False]
+
+
+def frames_of_two_sizes(tmp):
+    from PIL import Image
+
+    rows = [{"id": "a", "frames": [Image.new("RGB", (12, 12)), Image.new("RGB", (8, 8))], "label": 0.0}]
+    vision_collator()(rows)
+
+
+# ---- dataset_scripts/prepare_mmsa.py -----------------------------------------------------------------------
+
+
+def mmsa_data(n=(4, 3, 3)):
+    """A small MMSA-layout pickle: audio + vision features with lengths, raw text, MOSI-scale labels."""
+    rng = np.random.default_rng(0)
+    data = {}
+    for split, size in zip(("train", "valid", "test"), n):
+        data[split] = {
+            "id": np.array([f"{split}_{i}" for i in range(size)], dtype=object),
+            "raw_text": np.array([f"utterance {i}" for i in range(size)], dtype=object),
+            "audio": rng.standard_normal((size, 6, 5)).astype(np.float32), "audio_lengths": np.full(size, 6),
+            "vision": rng.standard_normal((size, 6, 4)).astype(np.float32), "vision_lengths": np.full(size, 6),
+            "regression_labels": rng.uniform(-3, 3, size).astype(np.float32),
+        }
+    return data
+
+
+def inputs(tmp) -> Path:
+    folder = tmp / "in"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def mmsa(mutate=None, *extra):
+    """An `exit` row's function: write the (mutated) pickle, return prepare_mmsa.py's argv."""
+    def setup(tmp):
+        data = mmsa_data()
+        if mutate is not None:
+            mutate(data)
+        src = inputs(tmp) / "in.pkl"
+        src.write_bytes(pickle.dumps(data))
+        return [str(src), str(tmp / "out"), *extra]
+    return setup
+
+
+def mmsa_raw(payload: bytes):
+    def setup(tmp):
+        src = inputs(tmp) / "in.pkl"
+        src.write_bytes(payload)
+        return [str(src), str(tmp / "out")]
+    return setup
+
+
+def set_item(split, key, value):
+    def mutate(data):
+        data[split][key] = value(data) if callable(value) else value
+    return mutate
+
+
+def mmsa_non_finite_features_recovered(tmp):
+    data = mmsa_data()
+    data["train"]["vision"][1, 2, 3] = np.nan
+    data["train"]["audio"][0, 0, 0] = -np.inf
+    src = inputs(tmp) / "in.pkl"
+    src.write_bytes(pickle.dumps(data))
+    code, err = run_command(PREPARE_MMSA, [str(src), str(tmp / "out")])
+    assert code == 0, err
+    card = (tmp / "out" / "README.md").read_text()
+    assert "1 audio values of -inf were set to 0" in card and "1 other non-finite values in train/vision" in card
+    from hf_mmkd.data import load_prepared
+
+    vision = np.asarray(load_prepared(tmp / "out")["train"][1]["vision_features"])
+    assert vision[2, 3] == 0.0 and np.isfinite(vision).all()
+
+
+# ---- dataset_scripts/prepare_media.py ------------------------------------------------------------------------
+
+
+def write_wav(path, seconds=0.3):
+    import soundfile as sf
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    return path
+
+
+def write_video_without_decodable_frames(path):
+    """A Matroska file whose header declares a video stream, cut before its first frame's data."""
+    import av
+
+    full = path.with_name("full.mkv")
+    with av.open(str(full), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    path.write_bytes(full.read_bytes()[:600])
+    full.unlink()
+    return path
+
+
+def media(make_media=None, label="0.5", split="train", text="a sentence", columns=None, *extra):
+    """An `exit` row's function: write a one-row CSV (+ its media file), return prepare_media.py's argv."""
+    def setup(tmp):
+        folder = inputs(tmp)
+        name = make_media(folder) if make_media is not None else write_wav(folder / "ok.wav").name
+        table = folder / "rows.csv"
+        with open(table, "w", newline="") as f:
+            writer = csv.writer(f)
+            header = columns or ["id", "media", "start", "end", "text", "label", "split"]
+            writer.writerow(header)
+            values = {"id": "u1", "media": name, "start": "", "end": "", "text": text, "label": label, "split": split}
+            writer.writerow([values[c] for c in header])
+        return [str(table), str(tmp / "out"), "--max-frames", "2", "--frame-size", "16", *extra]
+    return setup
+
+
+def media_whitespace_text_recovered(tmp):
+    argv = media(text="   ")(tmp)
+    code, err = run_command(PREPARE_MEDIA, argv)
+    assert code == 0, err
+    from hf_mmkd.data import load_prepared
+
+    train = load_prepared(tmp / "out")["train"]
+    assert train["has_text"] == [False] and train["raw_text"] == [None] and train["has_audio"] == [True]
+
+
+def media_skip_bad_recovered(tmp):
+    folder = inputs(tmp)
+    write_wav(folder / "ok.wav")
+    (folder / "broken.mp4").write_bytes(b"not a video" * 20)
+    table = folder / "rows.csv"
+    table.write_text("id,media,start,end,text,label,split\ngood,ok.wav,,,hi,1,train\nbad,broken.mp4,,,x,0,train\n")
+    code, err = run_command(PREPARE_MEDIA, [str(table), str(tmp / "out"), "--skip-bad"])
+    assert code == 0, err
+    assert "skipped bad: cannot open media file" in err
+    assert "skipped bad: cannot open media file" in (tmp / "out" / "README.md").read_text()
+
+
+# ---- train.py ----------------------------------------------------------------------------------------------
+
+
+def train(*argv, dataset=None, teacher=None, resume=None):
+    """An `exit` row's function: (optionally) write a dataset, a teacher or a checkpoint, return train.py's argv."""
+    def setup(tmp):
+        extra = []
+        if resume is not None:
+            extra += ["--resume_from_checkpoint", resume(inputs(tmp))]
+        if dataset is not None:
+            extra += ["--dataset", dataset(inputs(tmp))]
+        if teacher is not None:
+            extra += ["--stage", "student", "--teacher_name_or_path", teacher(inputs(tmp))]
+        return ["--output_dir", str(tmp / "out"), *TINY_TRAIN, *extra, *argv]
+    return setup
+
+
+def small_demo(folder, name="ds", mutate=None):
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+    if mutate is not None:
+        dsd = mutate(dsd)
+    save_prepared(dsd, folder / name, "test data")
+    return str(folder / name)
+
+
+def corrupt_parquet(folder):
+    path = small_demo(folder)
+    shard = next((Path(path) / "data").glob("train-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    return path
+
+
+def no_validation_split(folder):
+    return small_demo(folder, mutate=lambda d: d.__class__({"train": d["train"]}))
+
+
+def nan_features(folder):
+    def mutate(dsd):
+        from datasets import Dataset
+
+        columns = dsd["train"].to_dict()
+        columns["audio_features"][3][0][0] = float("nan")
+        dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
+        return dsd
+    return small_demo(folder, mutate=mutate)
+
+
+@functools.cache
+def _checkpoint(kind: str = "features") -> Path:
+    """An (untrained) checkpoint folder as train.py saves it: weights, config, code, processor; made once.
+
+    "features": demo-width feature inputs (text 16, audio 8, vision 8); "backbones": tiny BERT + wav2vec2 + ViT.
+    """
+    import tempfile
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from hf_mmkd.inference import build_processor
+
+    folder = Path(tempfile.mkdtemp(prefix="hf_mmkd_bad_inputs_")) / kind
+    torch.manual_seed(0)
+    if kind == "features":
+        config = MMKDConfig(text_feature_dim=16, audio_feature_dim=8, vision_feature_dim=8, hidden_size=8,
+                            num_attention_heads=2)
+        processor = build_processor(config)
+    else:
+        from test_processing import tiny_image_processor, tiny_tokenizer
+        from tiny import backbone_config_kwargs
+
+        config = MMKDConfig(**backbone_config_kwargs())
+        processor = build_processor(config, tokenizer=tiny_tokenizer(), feature_extractor=Wav2Vec2FeatureExtractor(),
+                                    image_processor=tiny_image_processor(), max_frames=3)
+    MMKDForSentiment(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def checkpoint_without(filename, kind="features", name="teacher"):
+    def make(folder):
+        target = folder / name
+        shutil.copytree(_checkpoint(kind), target)
+        (target / filename).unlink()
+        return str(target)
+    return make
+
+
+# ---- hf-mmkd evaluate / predict / publish -------------------------------------------------------------------
+
+
+def hf_mmkd(command, *argv, checkpoint=None, dataset=None, files=None):
+    """An `exit` row's function: prepare a checkpoint / dataset / files, return the `hf-mmkd` argv."""
+    def setup(tmp):
+        folder = inputs(tmp)
+        args = [command]
+        if checkpoint is not None:
+            args.append(checkpoint(folder))
+        if dataset is not None:
+            args += ["--dataset", dataset(folder)]
+        if files is not None:
+            files(folder)
+        return args + [a.replace("{in}", str(folder)).replace("{out}", str(tmp / "out")) for a in argv]
+    return setup
+
+
+def whole_checkpoint(kind="features"):
+    def make(folder):
+        return str(_checkpoint(kind))
+    return make
+
+
+def demo_with_test_split(folder, broken_split=None):
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4, "test": 4}, seed=0)
+    save_prepared(dsd, folder / "ds", "test data")
+    if broken_split is not None:
+        shard = next((folder / "ds" / "data").glob(f"{broken_split}-*.parquet"))
+        shard.write_bytes(shard.read_bytes()[:100])
+    return str(folder / "ds")
+
+
+def incomplete_checkpoint(folder):
+    ckpt = folder / "student_run" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"cut")
+    return str(ckpt)
+
+
+# ---- the table ---------------------------------------------------------------------------------------------
+
+
+def rows(caplog=None) -> list[Row]:
+    fb = feature_batch  # (4 rows, 6 steps, dims 7/5/6, labels in [-3, 3])
+    return [
+        # model forward
+        Row("model forward", "every modality of a row missing (modality_mask all False)", "error",
+            "have no modality present", lambda t: forward(fb(modality_mask=[[0, 0, 0]] + [[1, 1, 1]] * 3))),
+        Row("model forward", "every modality of a row has length 0", "error", "have no modality present",
+            lambda t: forward(with_(fb(), **{f"{m}_lengths": torch.tensor([0, 2, 3, 4])
+                                             for m in ("text", "audio", "vision")}))),
+        Row("model forward", "no inputs at all", "error", "no inputs given", lambda t: feature_model()()),
+        Row("model forward", "NaN in a feature sequence", "error", "text_features contains NaN or inf values",
+            lambda t: forward(with_(fb(), text_features=nan_at(fb()["text_features"])))),
+        Row("model forward", "inf in a feature sequence", "error", "audio_features contains NaN or inf values",
+            lambda t: forward(with_(fb(), audio_features=nan_at(fb()["audio_features"], float("inf"))))),
+        Row("model forward", "wrong feature width", "error", "vision_features must be (batch, steps, 6)",
+            lambda t: forward(fb(dims=(7, 5, 9)))),
+        Row("model forward", "feature lengths longer than the sequence", "error", "text_lengths must lie in [0, 6]",
+            lambda t: forward(with_(fb(), text_lengths=torch.tensor([9, 1, 1, 1])))),
+        Row("model forward", "inputs of different batch sizes", "error", "inputs disagree on the batch size",
+            lambda t: forward(with_(fb(), audio_features=torch.randn(3, 6, 5), audio_lengths=None))),
+        Row("model forward", "modality_mask of the wrong shape", "error", "modality_mask must have shape (4, 3)",
+            lambda t: forward(with_(fb(), modality_mask=torch.ones(4, 2, dtype=torch.bool)))),
+        Row("model forward", "features given to a model with a text backbone", "error",
+            "but this model takes text as backbone",
+            lambda t: MMKDForSentiment(MMKDConfig(text_config=tiny_bert_config(), audio_feature_dim=5, hidden_size=16,
+                                                  num_attention_heads=2))(**fb(dims=(7, 5, 6)))),
+        Row("model forward", "classification label outside [0, num_labels)", "error",
+            "classification labels must lie in [0, 2]",
+            lambda t: forward(with_(fb(), labels=torch.tensor([0, 1, 2, 3])), task="classification", num_labels=3)),
+        Row("model forward", "NaN regression label", "error", "labels contain NaN or inf values",
+            lambda t: forward(with_(fb(), labels=torch.tensor([0.0, float("nan"), 1.0, 2.0])))),
+        Row("model forward", "zero-length audio (audio_attention_mask all 0)", "recovered",
+            "the row's audio counts as missing (modality_mask False; the learned missing embedding stands in)",
+            zero_length_audio_backbone),
+        Row("model forward", "empty text (attention_mask all 0)", "recovered",
+            "the row's text counts as missing (modality_mask False)", empty_text_tokens),
+        # collator
+        Row("collator", "empty list of rows", "error", "cannot collate an empty list of rows",
+            lambda t: feature_collator()([])),
+        Row("collator", "wrong feature width", "error", "row 'r0': audio_features has shape (3, 9), but the model "
+            "expects (steps, 5)", lambda t: feature_collator()(feature_rows(audio_features=np.ones((3, 9))))),
+        Row("collator", "NaN or inf in a feature sequence", "error", "row 'r0': vision_features contains NaN or inf",
+            lambda t: feature_collator()(feature_rows(vision_features=np.full((3, 6), np.inf)))),
+        Row("collator", "a row without its label", "error", "rows ['r0'] have no 'label'",
+            lambda t: feature_collator()(feature_rows(label=None))),
+        Row("collator", "return_row_keys without an id column", "error", "return_row_keys needs an 'id' column",
+            lambda t: feature_collator()(feature_rows(id=None))),
+        Row("collator", "text backbone without a tokenizer or token ids", "error",
+            "the model has a text backbone: the rows need 'raw_text' and the collator a tokenizer",
+            lambda t: MMKDDataCollator(MMKDConfig(text_config=tiny_bert_config()))([{"id": "a", "label": 0.0}])),
+        Row("collator", "empty text", "recovered", "the row's text counts as missing (modality_mask False)",
+            empty_text_is_missing("")),
+        Row("collator", "whitespace-only text", "recovered", "the row's text counts as missing (modality_mask False)",
+            empty_text_is_missing(" \t\n ")),
+        Row("collator", "text longer than max_text_length", "warning", "truncated to max_text_length=8",
+            overlong_text(caplog)),
+        Row("collator", "token ids longer than max_text_length", "warning", "truncated to max_text_length=10",
+            overlong_token_ids(caplog)),
+        Row("collator", "zero-length audio", "recovered", "the row's audio counts as missing (modality_mask False)",
+            zero_length_audio_cell),
+        Row("collator", "corrupt audio bytes", "error", "audio cell 'a.wav' is not readable audio (corrupt or truncated)",
+            lambda t: audio_collator()(audio_rows({"bytes": b"RIFF" + b"\x00" * 40, "path": "a.wav"}))),
+        Row("collator", "frames of different sizes without an image processor", "error",
+            "frames differ in size; pass an image_processor", frames_of_two_sizes),
+        # missing-modality simulator
+        Row("simulator", "unknown protocol", "error", "unknown protocol 'p9'",
+            lambda t: MissingModalitySimulator("p9")),
+        Row("simulator", "rate outside [0, 1]", "error", "rate must lie in [0, 1], got 1.5",
+            lambda t: MissingModalitySimulator("p1", rate=1.5)),
+        Row("simulator", "evaluation draws without row keys", "error", "build the collator with return_row_keys=True",
+            lambda t: MissingModalitySimulator("p2", rate=0.5)(fb())),
+        Row("simulator", "availability set that empties a row", "error", "leaves row(s) [0] with no modality",
+            lambda t: MissingModalitySimulator("p3", availability="v")(fb(modality_mask=[[1, 1, 0]] + [[1, 1, 1]] * 3))),
+        # prepare_mmsa.py
+        Row(PREPARE_MMSA, "input pickle not found", "exit", "input pickle … not found", lambda t: [str(t / "in.pkl"), str(t / "out")],
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "truncated pickle", "exit", "cannot read … as a pickle: pickle data was truncated", mmsa_raw(pickle.dumps(mmsa_data())[:500]),
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "not a pickle at all", "exit", "cannot read … as a pickle", mmsa_raw(b"PK\x03\x04 a zip file?"),
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "a pickle that is not a dict of splits", "exit", "MMSA pickle must hold a dict of splits, got list",
+            mmsa_raw(pickle.dumps([1, 2])), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "unknown split", "exit", "unknown split key(s) ['dev2']",
+            mmsa(lambda d: d.__setitem__("dev2", d["test"])), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "unknown key", "exit", "split 'train': unknown key(s) ['speaker']",
+            mmsa(set_item("train", "speaker", np.zeros(4))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "arrays of one split disagree on the row count", "exit",
+            "key 'vision': has 2 rows but regression_labels has 3 (length mismatch between arrays)",
+            mmsa(set_item("valid", "vision", np.zeros((2, 6, 4), np.float32))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "lengths given without their modality", "exit", "key 'vision_lengths': given without 'vision'",
+            mmsa(lambda d: d["test"].pop("vision")), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "feature width differs between splits", "exit",
+            "split 'test', key 'audio': has feature width 6 but another split has 5",
+            mmsa(set_item("test", "audio", np.zeros((3, 6, 6), np.float32))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "features not (N, steps, dim)", "exit", "key 'audio': must be (N, steps, dim), got shape (4, 6)",
+            mmsa(set_item("train", "audio", np.zeros((4, 6), np.float32))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "a length longer than its sequence", "exit", "row 2 has length 9 outside [0, 6]",
+            mmsa(lambda d: d["train"]["audio_lengths"].__setitem__(2, 9)), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "no labels in a split", "exit", "key 'regression_labels': missing",
+            mmsa(lambda d: d["valid"].pop("regression_labels")), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "duplicate ids", "exit", "id 'train_0' occurs more than once",
+            mmsa(lambda d: d["train"]["id"].__setitem__(1, "train_0")), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "NaN label", "exit", "row 1 (id 'train_1'): label nan is not finite",
+            mmsa(lambda d: d["train"]["regression_labels"].__setitem__(1, np.nan)), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "regression label outside --label-range (MOSI: -3 3)", "exit",
+            "row 2 (id 'test_2'): label 4.5 lies outside the label range [-3, 3]",
+            mmsa(lambda d: d["test"]["regression_labels"].__setitem__(2, 4.5), "--label-range", "-3", "3"),
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "negative or fractional class label", "exit", "is not a class index (a whole number >= 0)",
+            mmsa(set_item("train", "classification_labels", np.array([0, 1, -1, 2]))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "OUT_DIR not empty", "exit", "is not empty; pass --overwrite",
+            lambda t: (inputs(t) / "x").write_text("x") and mmsa()(t)[:1] + [str(inputs(t))], PREPARE_MMSA),
+        Row(PREPARE_MMSA, "NaN/inf features", "recovered",
+            "set to 0 (audio -inf as MMSA's loader does) and counted in the dataset card",
+            mmsa_non_finite_features_recovered),
+        # prepare_media.py
+        Row(PREPARE_MEDIA, "CSV not found", "exit", "CSV file … not found", lambda t: [str(t / "rows.csv"), str(t / "out")],
+            PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "CSV without a required column", "exit", "missing column(s) ['label']",
+            media(columns=["id", "media", "text", "split"]), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "a label that is not a number", "exit", "line 2 (id 'u1'): could not convert string to float",
+            media(label="positive"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "NaN label", "exit", "line 2 (id 'u1'): label nan is not a finite number",
+            media(label="nan"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "label outside --label-range", "exit", "label 7 lies outside the label range [-3, 3]",
+            media(None, "7", "train", "hi", None, "--label-range", "-3", "3"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "unknown split", "exit", "split 'training' is not train/validation/test",
+            media(split="training"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "media file missing", "exit", "row 'u1': media file not found",
+            media(lambda f: "gone.wav"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "corrupt media file", "exit", "row 'u1': cannot open media file",
+            media(lambda f: (f / "bad.mp4").write_bytes(b"not a video" * 20) and "bad.mp4"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "zero-length audio", "exit", "the audio stream has no samples (zero-length audio)",
+            media(lambda f: write_wav(f / "empty.wav", seconds=0).name), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "video with no decodable frame", "exit", "no decodable video frame",
+            media(lambda f: write_video_without_decodable_frames(f / "cut.mkv").name), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "empty or whitespace-only transcript", "recovered",
+            "stored with has_text False (raw_text null)", media_whitespace_text_recovered),
+        Row(PREPARE_MEDIA, "missing/corrupt media with --skip-bad", "recovered",
+            "the row is skipped, listed on stderr and in the dataset card", media_skip_bad_recovered),
+        # train.py
+        Row(TRAIN, "unknown flag", "exit", "arguments are not used by the HfArgumentParser: ['--bogus_flag'", train("--bogus_flag", "1"), TRAIN),
+        Row(TRAIN, "unknown stage", "exit", "stage must be teacher, student or both", train("--stage", "teachers"), TRAIN),
+        Row(TRAIN, "unknown method", "exit", "unknown distillation method 'distill'", train("--method", "distill"), TRAIN),
+        Row(TRAIN, "--config file not found", "exit", "config file not found: nope.yaml", train("--config", "nope.yaml"),
+            TRAIN),
+        Row(TRAIN, "dataset folder not found", "exit",
+            "is not a folder (and does not look like a Hub dataset id 'owner/name')",
+            train(dataset=lambda f: str(f / "nowhere")), TRAIN),
+        Row(TRAIN, "corrupt (truncated) parquet shard", "exit",
+            "cannot read the prepared dataset in … (corrupt, truncated or missing parquet file?)",
+            train(dataset=corrupt_parquet), TRAIN),
+        Row(TRAIN, "dataset without a validation split", "exit", "has no 'validation' split",
+            train(dataset=no_validation_split), TRAIN),
+        Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
+            train("--stage", "teacher", dataset=nan_features), TRAIN),
+        Row(TRAIN, "teacher folder without config.json", "exit",
+            "method 'corrkd' needs a trained teacher; … has no config.json",
+            train(teacher=checkpoint_without("config.json")), TRAIN),
+        Row(TRAIN, "teacher folder without its weights", "exit", "no file named model.safetensors",
+            train(teacher=checkpoint_without("model.safetensors")), TRAIN),
+        Row(TRAIN, "resume_from_checkpoint is an incomplete checkpoint", "exit",
+            "resume_from_checkpoint … is not a complete Trainer checkpoint (no readable trainer_state.json)",
+            train("--stage", "teacher", resume=incomplete_checkpoint), TRAIN),
+        # hf-mmkd evaluate / predict / publish
+        Row(EVALUATE, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_without("config.json"),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_without("model.safetensors"),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "corrupt (truncated) parquet shard", "exit",
+            "cannot read the prepared dataset in … (corrupt, truncated or missing parquet file?)",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=lambda f: demo_with_test_split(f, broken_split="test")), HF_MMKD),
+        Row(EVALUATE, "unknown protocol", "exit", "unknown protocol 'p7'",
+            hf_mmkd("evaluate", "--protocol", "p7", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(PREDICT, "checkpoint folder without its weights", "exit", "no file named model.safetensors",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("model.safetensors"),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "checkpoint folder without config.json", "exit", "is not a checkpoint folder (no config.json)",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("config.json"),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "media file not found", "exit", "--audio file … does not exist",
+            hf_mmkd("predict", "--audio", "{in}/gone.wav", checkpoint=whole_checkpoint("backbones")), HF_MMKD),
+        Row(PREDICT, "corrupt media file", "exit", "cannot open media file",
+            hf_mmkd("predict", "--video", "{in}/bad.mp4", checkpoint=whole_checkpoint("backbones"),
+                    files=lambda f: (f / "bad.mp4").write_bytes(b"not a video" * 20)), HF_MMKD),
+        Row(PREDICT, "zero-length audio", "exit", "the audio stream has no samples (zero-length audio)",
+            hf_mmkd("predict", "--audio", "{in}/empty.wav", checkpoint=whole_checkpoint("backbones"),
+                    files=lambda f: write_wav(f / "empty.wav", seconds=0)), HF_MMKD),
+        Row(PREDICT, "empty or whitespace-only text", "exit", "text is empty",
+            hf_mmkd("predict", "--text", "  ", checkpoint=whole_checkpoint("backbones")), HF_MMKD),
+        Row(PREDICT, "no input at all", "exit", "nothing to predict from",
+            hf_mmkd("predict", checkpoint=whole_checkpoint()), HF_MMKD),
+        Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
+        Row(PUBLISH, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=checkpoint_without("config.json")), HF_MMKD),
+    ]
+
+
+# Rows whose function needs pytest's caplog get it through `rows(caplog)`; ids come from a caplog-free build.
+ROWS = rows()
+IDS = [f"{r.surface.split('/')[-1]}: {r.case}" for r in ROWS]
+assert len(set(IDS)) == len(IDS), "two rows share a surface and a situation"
+
+
+def shows(text: str, expect: str) -> bool:
+    """`expect` appears in `text`; "…" in `expect` stands for any text (a path, say) between its parts."""
+    at = 0
+    for part in expect.split("…"):
+        at = text.find(part.strip(" "), at)
+        if at < 0:
+            return False
+        at += len(part.strip(" "))
+    return True
+
+
+def run_command(script: str, argv: list[str]) -> tuple[int, str]:
+    """Run `python script argv` in this process through its `__main__` block; return (exit status, stderr).
+
+    As the interpreter does: SystemExit(str) prints the text and exits 1, SystemExit(int) exits with it, an
+    uncaught exception prints its traceback and exits 1.
+    """
+    err, out = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = [script if script == HF_MMKD else str(REPO_ROOT / script), *map(str, argv)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    code = 0
+    try:
+        with redirect_stderr(err), redirect_stdout(out):
+            try:
+                if script == HF_MMKD:
+                    from hf_mmkd.cli import main
+
+                    sys.exit(main(list(map(str, argv))))
+                runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
+            except SystemExit as exit_:
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+                    code = 1
+                else:
+                    code = exit_.code or 0
+            except Exception:  # noqa: BLE001 - what an uncaught exception does to `python script.py`
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved
+        torch.set_num_threads(threads)
+    return code, err.getvalue()
+
+
+def leftovers(tmp: Path) -> list[str]:
+    """Everything in tmp except the inputs folder: an output folder, temp folders, files."""
+    return sorted(p.name for p in tmp.iterdir() if p.name != "in")
+
+
+@pytest.mark.parametrize("index", range(len(ROWS)), ids=IDS)
+def test_bad_input(index, tmp_path, caplog):
+    row = rows(caplog)[index]
+    tmp = tmp_path / "case"
+    tmp.mkdir()
+    if row.outcome == "error":
+        with pytest.raises((ValueError, OSError)) as info:
+            row.run(tmp)
+        assert shows(str(info.value), row.expect), str(info.value)
+    elif row.outcome == "exit":
+        code, stderr = run_command(row.script, row.run(tmp))
+        assert code != 0, stderr[-2000:]
+        assert shows(stderr, row.expect), stderr[-2000:]
+        if row.script == TRAIN:  # nothing that looks like a finished result
+            out = tmp / "out"
+            assert not any((out / name).exists() for name in ("teacher", "student", "results.json")), leftovers(out)
+        else:
+            assert leftovers(tmp) == []
+    elif row.outcome == "warning":
+        assert shows(row.run(tmp), row.expect)
+    else:
+        assert row.run(tmp) is None  # the row's function asserts the documented recovery
+
+
+def test_commands_really_exit_nonzero_in_a_subprocess(tmp_path):
+    """One row of each command, run as `python script ...` in real processes (concurrently, to save time)."""
+    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", TRAIN: "unknown stage"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = {}
+    for script, case in picks.items():
+        row = next(r for r in ROWS if r.script == script and r.case == case)
+        tmp = tmp_path / Path(script).stem
+        tmp.mkdir()
+        procs[script] = (row, tmp, subprocess.Popen([sys.executable, script, *row.run(tmp)], cwd=REPO_ROOT, env=env,
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for script, (row, tmp, proc) in procs.items():
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and shows(stderr, row.expect), (script, proc.returncode, stderr[-2000:])
+        if script != TRAIN:
+            assert leftovers(tmp) == []
+
+
+# ---------------------------------------------------------------------------------------- README section
+
+
+def render_errors_markdown(table: list[Row] | None = None) -> str:
+    """The README's "Errors you may see" section, markers included, rendered from the table."""
+    outcome = {"error": "raises", "exit": "exits non-zero", "warning": "warns", "recovered": "recovers"}
+    lines = [
+        START,
+        "## Errors you may see",
+        "",
+        "Generated from `tests/test_bad_inputs.py` (one test per line; `python tests/test_bad_inputs.py` prints "
+        "this section). Errors name the problem (file, split, key, row); commands exit with a non-zero status and "
+        "leave no partial output.",
+        "",
+        "| where | situation | outcome | message / behaviour |",
+        "|---|---|---|---|",
+    ]
+    for row in table or ROWS:
+        shown = row.expect if row.outcome == "recovered" else f"`{row.expect}`"
+        where = f"`{row.surface}`" if row.surface.endswith(".py") or row.surface.startswith("hf-mmkd") else row.surface
+        lines.append(f"| {where} | {row.case} | {outcome[row.outcome]} | {shown} |")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_errors_section_matches_the_table():
+    """README.md must hold the rendered section verbatim. If this fails, paste `python tests/test_bad_inputs.py`'s
+    output into README.md (replacing the old section between the markers)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert START in readme and END in readme, "README.md lacks the errors section: paste `python tests/test_bad_inputs.py`"
+    section = readme[readme.index(START): readme.index(END) + len(END)] + "\n"
+    assert section == render_errors_markdown(), "README errors section is stale: paste `python tests/test_bad_inputs.py`"
+
+
+if __name__ == "__main__":
+    print(render_errors_markdown(), end="")

@@ -1,0 +1,204 @@
+"""hf_mmkd.evaluation: conditions per protocol, seeds, metric sets, consistency with a direct evaluation, errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.missing import model_inputs
+from hf_mmkd.data.prepared import load_prepared, save_prepared
+from hf_mmkd.evaluation import (
+    P1_RATES,
+    checkpoint_names,
+    condition_plan,
+    evaluate_checkpoints,
+    infer_dataset_name,
+    metric_scheme,
+    report_markdown,
+    write_evaluation_report,
+)
+from hf_mmkd.metrics import COMPLETE_SET, P2_RATES, P3_SETS, P5_SETS, rate_condition, regression_metrics
+from hf_mmkd.report import summarize
+
+DIMS = {"text": 6, "audio": 4, "vision": 3}
+SIZES = {"train": 4, "validation": 4, "test": 24}
+MOSI_KEYS = set(regression_metrics(np.array([0.5, -1.0, 2.0]), np.array([1.0, -2.0, 0.0])))
+
+
+def make_dataset(tmp_path_factory, name="mosi_tiny", dims=DIMS):
+    """A small prepared folder (synthetic demo rows in the prepared layout)."""
+    out = tmp_path_factory.mktemp("data") / name
+    card = f"# {name} (SYNTHETIC test data, hf_mmkd.data.demo)\n"
+    return save_prepared(make_demo_dataset(sizes=SIZES, dims=dims, seed=3), out, card)
+
+
+def make_checkpoint(folder, dims=DIMS, seed=0, role="teacher"):
+    """A tiny feature-input model saved with save_pretrained (auto_map + code files)."""
+    torch.manual_seed(seed)
+    config = MMKDConfig(**{f"{m}_feature_dim": d for m, d in dims.items()}, hidden_size=8, num_attention_heads=2,
+                        role=role, initializer_range=0.5)
+    model = MMKDForSentiment(config).eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(prepared dataset folder, {name: checkpoint folder}) shared by the tests of this module."""
+    data = make_dataset(tmp_path_factory)
+    root = tmp_path_factory.mktemp("ckpts")
+    ckpts = {"teacher": make_checkpoint(root / "teacher", seed=0),
+             "student": make_checkpoint(root / "student", seed=1, role="student")}
+    return data, ckpts
+
+
+def direct_predictions(ckpt, split):
+    """The reference: the whole split in one batch, complete inputs, no simulator."""
+    model = MMKDForSentiment.from_pretrained(ckpt).eval()
+    batch = MMKDDataCollator(model.config, max_text_length=50, return_row_keys=True)([split[i] for i in range(len(split))])
+    with torch.no_grad():
+        inputs = model_inputs(batch)
+        labels = inputs.pop("labels")
+        return model(**inputs).logits[:, 0].numpy(), labels.numpy()
+
+
+def test_p2_conditions_metrics_and_complete_rate_matches_direct_evaluation(tiny):
+    data, ckpts = tiny
+    res = evaluate_checkpoints(ckpts, data, "p2", seeds=(1111, 1112))
+    assert res["dataset"] == "mosi" and res["protocol"] == "p2" and res["split"] == "test"
+    assert list(res["checkpoints"]) == ["teacher", "student"]
+    for per_seed in res["checkpoints"].values():
+        assert list(per_seed) == ["1111", "1112"]
+        for conds in per_seed.values():
+            assert list(conds) == [rate_condition(r) for r in P2_RATES]
+            assert all(set(m) == MOSI_KEYS for m in conds.values())
+    test = load_prepared(data)["test"]
+    for name, ckpt in ckpts.items():
+        preds, labels = direct_predictions(ckpt, test)
+        expected = regression_metrics(preds, labels)
+        got = res["checkpoints"][name]["1111"]["r=0.0"]
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # r = 0 draws nothing: identical for every seed; r > 0 differs between seeds
+    t = res["checkpoints"]["teacher"]
+    assert t["1111"]["r=0.0"] == t["1112"]["r=0.0"]
+    assert t["1111"]["r=0.5"]["MAE"] != t["1112"]["r=0.5"]["MAE"]
+    assert res["n_rows"] == SIZES["test"] and res["modalities"]["teacher"] == ["text", "audio", "vision"]
+    summary = summarize(res)
+    assert set(summary["student"]["summary"]) == {"mean r=0.0-0.9"}
+
+
+def test_same_seed_same_numbers_and_batch_size_invariance(tiny):
+    data, ckpts = tiny
+    one = {"student": ckpts["student"]}
+    a = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7))
+    b = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7))
+    c = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7), batch_size=7)
+    assert a["checkpoints"] == b["checkpoints"]
+    for cond in ("r=0.3", "r=0.7"):
+        assert c["checkpoints"]["student"]["1111"][cond] == pytest.approx(a["checkpoints"]["student"]["1111"][cond],
+                                                                         rel=1e-5, abs=1e-6)
+
+
+def test_checkpoint_with_a_saved_processor(tiny, tmp_path):
+    from hf_mmkd.inference import build_processor
+
+    data, ckpts = tiny
+    folder = tmp_path / "with_processor"
+    shutil.copytree(ckpts["student"], folder)
+    model = MMKDForSentiment.from_pretrained(folder)
+    build_processor(model.config).save_pretrained(folder)
+    assert (folder / "processor_config.json").is_file()
+    a = evaluate_checkpoints({"s": ckpts["student"]}, data, "p2", seeds=(1111,), rates=(0.0, 0.6))
+    b = evaluate_checkpoints({"s": folder}, data, "p2", seeds=(1111,), rates=(0.0, 0.6))
+    assert a["checkpoints"] == b["checkpoints"]
+
+
+def test_p1_p3_p5_conditions(tiny):
+    data, ckpts = tiny
+    one = {"teacher": ckpts["teacher"]}
+    p1 = evaluate_checkpoints(one, data, "p1", seeds=(1111,))
+    assert list(p1["checkpoints"]["teacher"]["1111"]) == [rate_condition(r) for r in P1_RATES]
+    assert "AUILC" in summarize(p1)["teacher"]["summary"]
+    p3 = evaluate_checkpoints(one, data, "p3", seeds=(1111, 1112))
+    conds = p3["checkpoints"]["teacher"]["1111"]
+    assert list(conds) == list(P3_SETS) + [COMPLETE_SET]
+    assert conds == p3["checkpoints"]["teacher"]["1112"]  # fixed sets draw nothing
+    full = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.0,))
+    assert conds[COMPLETE_SET] == pytest.approx(full["checkpoints"]["teacher"]["1111"]["r=0.0"])
+    assert set(summarize(p3)["teacher"]["summary"]) == {"Avg. (6 sets)"}
+    p5 = evaluate_checkpoints(one, data, "p5", seeds=(1111,), sets=["l", "{a,v}"])
+    assert list(p5["checkpoints"]["teacher"]["1111"]) == ["{l}", "{a,v}"]
+    assert condition_plan("p5", ["text", "audio", "vision"]) == [(s, {"availability": s[1:-1].replace(",", "")})
+                                                                 for s in P5_SETS]
+
+
+def test_two_modality_data_restrict_the_sets(tmp_path_factory, tmp_path):
+    dims = {"text": 5, "audio": 4}  # like the MMSA MOSI copy: no vision at all
+    data = make_dataset(tmp_path_factory, "mosi_text_audio", dims)
+    ckpt = make_checkpoint(tmp_path / "la", dims)
+    res = evaluate_checkpoints({"la": ckpt}, data, "p3", seeds=(1111,))
+    assert list(res["checkpoints"]["la"]["1111"]) == ["{l}", "{a}", "{l,a}"]
+    assert any("share only {l,a}" in n for n in res["notes"])
+    paths = write_evaluation_report(res, tmp_path / "report")
+    payload = json.loads(paths["json"].read_text())
+    assert payload["results"]["requested_protocol"] == "p3"  # summarised as fixed patterns, and said so
+    md = paths["markdown"].read_text()
+    assert "Protocol P3 was requested" in md and "{l,a}" in md and paths["plot"].stat().st_size > 0
+    with pytest.raises(ValueError, match=r"needs a modality that the model or the data lack"):
+        evaluate_checkpoints({"la": ckpt}, data, "p5", seeds=(1111,), sets=["lv"])
+
+
+def test_rows_without_the_kept_modality_are_left_out(tmp_path):
+    dsd = make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)
+    no_audio = set(range(0, SIZES["test"], 4))
+    dsd["test"] = dsd["test"].map(lambda row, i: {"has_audio": i not in no_audio}, with_indices=True)
+    ckpt = make_checkpoint(tmp_path / "m")
+    res = evaluate_checkpoints({"m": ckpt}, dsd, "p5", seeds=(1111,), sets=["a", "la"], dataset_name="mosi")
+    assert res["rows_left_out"] == {"m": {"{a}": len(no_audio)}}
+    assert "left out" in report_markdown(res)
+
+
+def test_metric_schemes():
+    preds = np.array([4.2, 1.0, 3.0, 2.5], dtype=np.float32)
+    labels = np.array([5.0, 1.4, 3.0, 4.0], dtype=np.float32)
+    mmmo = metric_scheme("mmmo")
+    assert mmmo.label_shift == -3.0 and "shifted by -3" in mmmo.note
+    assert mmmo(preds, labels) == regression_metrics(preds - 3, labels - 3)
+    assert metric_scheme("mmmo", label_shift=0.0)(preds, labels) == regression_metrics(preds, labels)
+    assert metric_scheme("mosi").label_shift == 0.0 and metric_scheme("sims").fn.__name__ == "sims_metrics"
+    assert metric_scheme("iemocap", task="classification").label_column == "classification_label"
+    with pytest.raises(ValueError, match="needs a classification checkpoint"):
+        metric_scheme("iemocap")
+    assert infer_dataset_name("/tmp/mosi_prepared") == "mosi"
+    assert infer_dataset_name("/x/prepared", "---\nconfigs: []\n---\n# mmmo_features (prepared for hf_mmkd)") == "mmmo"
+    assert infer_dataset_name("/x/mosei_aligned") == "mosei" and infer_dataset_name("/x/other/") == "other"
+    assert checkpoint_names(["/a/run1/student", "/a/run2/student"]) == ["run1/student", "run2/student"]
+    assert checkpoint_names(["/a/teacher", "/a/student"]) == ["teacher", "student"]
+
+
+def test_errors_name_the_problem(tiny, tmp_path):
+    data, ckpts = tiny
+    one = {"t": ckpts["teacher"]}
+    with pytest.raises(ValueError, match="unknown protocol 'p9'"):
+        evaluate_checkpoints(one, data, "p9")
+    with pytest.raises(ValueError, match="p4 .* no evaluation"):
+        evaluate_checkpoints(one, data, "p4")
+    with pytest.raises(ValueError, match="has no 'dev' split"):
+        evaluate_checkpoints(one, data, "p2", split="dev")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_checkpoints({"x": tmp_path / "nope"}, data, "p2")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        evaluate_checkpoints({"x": tmp_path / "empty"}, data, "p2")
+    (tmp_path / "empty" / "config.json").write_text(json.dumps({"model_type": "mmkd"}))
+    with pytest.raises(FileNotFoundError, match="has no weights"):
+        evaluate_checkpoints({"x": tmp_path / "empty"}, data, "p2")
+    with pytest.raises(ValueError, match="availability sets apply to p3/p5"):
+        evaluate_checkpoints(one, data, "p2", sets=["l"])
+    with pytest.raises(ValueError, match="missing rate must be in"):
+        evaluate_checkpoints(one, data, "p2", rates=[1.5])

@@ -1,0 +1,201 @@
+"""Kill-and-resume: `train.py` killed with SIGKILL in the middle of the student stage, then rerun with
+`--resume_from_checkpoint true`, ends with the weights and metrics of an uninterrupted run with the same seed.
+
+Tolerance: none, with and without the teacher-output cache. On the CPU, with one thread, the resumed run is
+bit-identical (torch.equal on every tensor, == on every metric): a checkpoint holds the model, optimiser,
+scheduler and RNG states; the Trainer skips the batches already seen; the student's missing-modality masks are
+seeded by (seed, global step, micro-batch); the frozen teacher runs in eval mode, and its cache is filled in one
+ordered pass before training (`MMKDTrainer.fill_teacher_cache`), so a resumed run refills it with the same bits.
+Timing entries (`*_runtime`, `*_per_second`) are left out of the metric comparison. Both runs use one thread,
+because the summation order of a multi-threaded CPU kernel may depend on the thread count.
+
+Also here: atomic writes. A prepared dataset folder and train.py's final teacher/ and student/ folders are
+written to a temporary sibling and renamed, so a failure midway leaves the previous result (or nothing).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+
+from hf_mmkd import MMKDForSentiment
+from hf_mmkd.training import main
+
+# 32 demo rows in batches of 8: 4 steps per epoch, 2 epochs = 8 student steps, a checkpoint every 2 steps.
+COMMON = ["--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "8",
+          "--hidden_size", "8", "--num_attention_heads", "2", "--logging_steps", "100", "--seed", "5"]
+STUDENT = ["--stage", "student", "--method", "corrkd", "--missing_protocol", "p2", "--num_train_epochs", "2",
+           "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "10",
+           "--report_rates", "0.0,0.5"]
+HOLD_AT_STEP = 5  # the killed run stops inside step 5 (of 8), after checkpoint-4 was written
+
+# train.py's main job, plus a hold point: entering step HOLD_AT_STEP it writes a marker and waits to be killed,
+# so that the SIGKILL lands mid-stage at a known place whatever the machine's load.
+LAUNCHER = """
+import os, pathlib, sys, time
+from hf_mmkd.trainer import MMKDTrainer
+from hf_mmkd.training import main
+
+hold, marker = int(os.environ["HOLD_AT_STEP"]), pathlib.Path(os.environ["HOLD_MARKER"])
+step = MMKDTrainer.training_step
+
+def training_step(self, *args, **kwargs):
+    if self.state.global_step + 1 >= hold:
+        marker.write_text(str(self.state.global_step))
+        time.sleep(600)
+    return step(self, *args, **kwargs)
+
+MMKDTrainer.training_step = training_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def metrics(out):
+    results = json.loads((out / "results.json").read_text())["student"]
+    return {k: v for k, v in results.items() if not k.endswith(("_runtime", "_per_second"))}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume") / "teacher_root"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["--output_dir", str(root), "--stage", "teacher", "--num_train_epochs", "1",
+                     "--eval_strategy", "no", "--save_strategy", "no", "--report_rates", "", *COMMON]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root / "teacher"
+
+
+def kill_mid_stage(out, argv, marker):
+    """Run the launcher in a subprocess and SIGKILL it once it holds inside step HOLD_AT_STEP."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLD_AT_STEP": str(HOLD_AT_STEP), "HOLD_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "--output_dir", str(out), *argv],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, f"the run ended before the kill:\n{proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the run never reached the hold point"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    return proc.returncode
+
+
+@pytest.mark.parametrize("cache, atol", [("false", 0.0), ("true", 0.0)], ids=["exact-no-cache", "cached-teacher"])
+def test_sigkill_mid_student_stage_then_resume_matches_an_uninterrupted_run(tmp_path, teacher, cache, atol):
+    student_args = [*STUDENT, "--teacher_name_or_path", str(teacher), "--cache_teacher_outputs", cache, *COMMON]
+    reference = tmp_path / "reference"
+    assert main(["--output_dir", str(reference), *student_args]) == 0
+
+    out = tmp_path / "killed"
+    assert kill_mid_stage(out, student_args, tmp_path / "hold.marker") == -signal.SIGKILL
+    run_dir = out / "student_run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert not (out / "student").exists() and not (out / "results.json").exists()  # nothing looks finished
+    before = {n: load_file(run_dir / n / "student" / "model.safetensors") for n in ("checkpoint-2", "checkpoint-4")}
+    # A save cut short by a kill leaves a checkpoint without trainer_state.json: resume must skip it.
+    (run_dir / "checkpoint-5").mkdir()
+    (run_dir / "checkpoint-5" / "model.safetensors").write_bytes(b"half a file")
+
+    assert main(["--output_dir", str(out), *student_args, "--resume_from_checkpoint", "true"]) == 0
+    assert json.loads((run_dir / "checkpoint-8" / "trainer_state.json").read_text())["global_step"] == 8
+
+    resumed = load_file(out / "student" / "model.safetensors")
+    expected = load_file(reference / "student" / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    for name in expected:
+        if atol == 0.0:
+            assert torch.equal(resumed[name], expected[name]), name
+        else:
+            torch.testing.assert_close(resumed[name], expected[name], rtol=0.0, atol=atol, msg=name)
+    got, want = metrics(out), metrics(reference)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == (want[key] if atol == 0.0 else pytest.approx(want[key], abs=1e-4)), key
+    # The checkpoints written before the kill are untouched and still load.
+    for name, tensors in before.items():
+        model = MMKDForSentiment.from_pretrained(run_dir / name / "student")
+        assert model.config.role == "student"
+        for key, value in load_file(run_dir / name / "student" / "model.safetensors").items():
+            assert torch.equal(value, tensors[key]), (name, key)
+
+
+# ---- atomic writes: an interruption never leaves a half-written result that looks complete -----------------
+
+
+def test_prepared_dataset_failing_mid_write_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkeypatch):
+    import datasets
+
+    from hf_mmkd.data import load_prepared, make_demo_dataset, save_prepared
+
+    dsd = make_demo_dataset(sizes={"train": 6, "validation": 3}, seed=0)
+    out = tmp_path / "ds"
+    write = datasets.Dataset.to_parquet
+    calls = []
+
+    def fail_on_second_split(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", fail_on_second_split)
+    with pytest.raises(OSError, match="disk full"):
+        save_prepared(dsd, out, "card")
+    assert list(tmp_path.iterdir()) == []  # neither OUT_DIR nor its temporary sibling
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", write)
+    save_prepared(dsd, out, "first")
+    calls.clear()
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", fail_on_second_split)
+    with pytest.raises(OSError, match="disk full"):
+        save_prepared(make_demo_dataset(sizes={"train": 4, "validation": 2}, seed=1), out, "second", overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+    assert "first" in (out / "README.md").read_text() and len(load_prepared(out)["train"]) == 6
+
+
+def test_final_checkpoint_save_failing_midway_keeps_the_previous_one(tmp_path, monkeypatch):
+    """train.py writes teacher/ and student/ to a temporary sibling and renames it into place."""
+    out = tmp_path / "run"
+    tiny = ["--output_dir", str(out), "--num_train_epochs", "1", "--max_train_samples", "8",
+            "--per_device_train_batch_size", "8", "--hidden_size", "8", "--num_attention_heads", "2",
+            "--eval_strategy", "no", "--save_strategy", "no", "--report_rates", "", "--method", "logit"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(tiny) == 0
+        before = {p.name: p.read_bytes() for p in (out / "student").iterdir()}
+        save = MMKDForSentiment.save_pretrained
+
+        def save_then_crash(self, folder, *args, **kwargs):
+            save(self, folder, *args, **kwargs)  # the weights are on disk, the processor files are not yet
+            raise KeyboardInterrupt("interrupted mid-save (simulated)")
+
+        monkeypatch.setattr(MMKDForSentiment, "save_pretrained", save_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            main([*tiny, "--stage", "student", "--seed", "3"])
+    finally:
+        torch.set_num_threads(threads)
+    assert {p.name: p.read_bytes() for p in (out / "student").iterdir()} == before  # the old one, whole
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "student", "student_run", "teacher", "teacher_run"]
