@@ -440,3 +440,13 @@ def test_losses_run_on_the_real_model_outputs():
             model.zero_grad()
             sum(terms.values()).backward(retain_graph=True)
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), method
+
+
+def test_simsiam_on_a_batch_of_one_is_zero_not_a_batchnorm_error():
+    from hf_mmkd.distillation.mitr import SimSiamHead, simsiam_loss
+
+    head = SimSiamHead(8).train()
+    x = torch.randn(1, 8, requires_grad=True)
+    loss = simsiam_loss(head, x, x)
+    assert loss.item() == 0.0
+    loss.backward()  # still on the graph

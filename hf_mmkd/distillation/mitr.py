@@ -36,6 +36,8 @@ def simsiam_loss(head: SimSiamHead, x_teacher: Tensor, x_student: Tensor) -> Ten
 
         L = -1/2 [ cos(p^s, sg(z^t)) + cos(p^t, sg(z^s)) ],   averaged over the batch; sg = stop-gradient.
     """
+    if x_teacher.shape[0] < 2:  # BatchNorm needs two samples; a last batch of one row adds no attraction term
+        return 0.0 * (x_teacher.sum() + x_student.sum())
     z_t, p_t = head(x_teacher)
     z_s, p_s = head(x_student)
     return -0.5 * (F.cosine_similarity(p_s, z_t.detach(), dim=-1).mean()
