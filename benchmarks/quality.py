@@ -118,7 +118,8 @@ def main(argv=None) -> int:
               "../shared/data/mosi/mosi_text_audio.pkl data_prepared/mosi", file=sys.stderr)
         return 2
     from hf_mmkd.evaluation import evaluate_checkpoints, write_evaluation_report
-    from hf_mmkd.report import atomic_write, summarize
+    from hf_mmkd.io import atomic_write
+    from hf_mmkd.report import summarize
 
     extra = ["--dataset", args.dataset, *args.train_args.split()]
     started = time.time()

@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from hf_mmkd.report import atomic_write
+    from hf_mmkd.io import atomic_write
     atomic_write(out / "speed.json", json.dumps(report, indent=2))
     atomic_write(out / "speed.md", markdown(report))
     print(markdown(report))

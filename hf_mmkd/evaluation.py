@@ -54,7 +54,8 @@ from hf_mmkd.metrics import (
     set_condition,
     sims_metrics,
 )
-from hf_mmkd.report import PROTOCOLS, atomic_write, markdown_table, write_report
+from hf_mmkd.io import atomic_write
+from hf_mmkd.report import PROTOCOLS, markdown_table, write_report
 
 __all__ = [
     "DEFAULT_SEEDS",

@@ -27,6 +27,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from hf_mmkd.io import atomic_folder
 from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
 
@@ -292,24 +293,11 @@ def build_release_dir(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathL
         raise FileNotFoundError(f"the card embeds {missing}, which are not among the release files; "
                                 f"pass them in extra_files")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_folder(out) as tmp:
         for name, src in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / name)
         (tmp / "README.md").write_text(card_text, encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hf_mmkd.io import atomic_write
 from hf_mmkd.metrics import (
     P2_RATES,
     P5_SETS,
@@ -279,28 +279,6 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequ
         atomic_write(path, save)
     finally:
         plt.close(fig)
-    return path
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes | Any) -> Path:
-    """Write `data` (text, bytes, or a callable taking a binary file object) to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the report the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -17,9 +17,7 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from hf_mmkd.data.prepared import load_prepared
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES
 from hf_mmkd.inference import build_processor
+from hf_mmkd.io import atomic_folder
 from hf_mmkd.metrics import make_compute_metrics
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
@@ -234,17 +233,6 @@ def stage_args(args: MMKDTrainingArguments, stage_dir: Path, **changes) -> MMKDT
     return dataclasses.replace(args, output_dir=str(stage_dir), push_to_hub=False, **changes)
 
 
-def replace_folder(tmp: Path, folder: Path) -> None:
-    """Move the complete folder `tmp` to `folder`, replacing an older `folder` only now (two renames)."""
-    if folder.exists():
-        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-        folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(folder)
-
-
 def checkpoint_is_complete(folder: Path) -> bool:
     """The Trainer writes `trainer_state.json` last into checkpoint-N; a save cut short lacks it (or has it cut)."""
     try:
@@ -329,18 +317,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         if args.process_index == 0:
             # Written to a temporary sibling and renamed into place: an interrupted save never leaves a
             # half-written teacher/ or student/ that looks complete (an older one is replaced only at the end).
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-            try:
+            with atomic_folder(folder) as tmp:
                 model.save_pretrained(tmp)
                 # The checkpoint's own preprocessing (tokenizer, feature extractor, image processor, standardisation).
                 build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
                                 image_processor=image_processor, max_text_length=data_args.max_text_length,
                                 ).save_pretrained(tmp)
-                replace_folder(tmp, folder)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
 
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hf_mmkd.metrics import COMPLETE_SET, P3_SETS, rate_condition
-from hf_mmkd.report import atomic_write, markdown_table, plot_results, summarize, validate_results, write_report
+from hf_mmkd.io import atomic_write
+from hf_mmkd.report import markdown_table, plot_results, summarize, validate_results, write_report
 
 
 def rate_results(protocol="p2", rates=np.arange(10) / 10):

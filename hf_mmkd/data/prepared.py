@@ -24,11 +24,11 @@ Column schema (every column optional except `id`, `label` and the three `has_*` 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import yaml
+
+from hf_mmkd.io import atomic_folder
 
 SPLITS = ("train", "validation", "test")
 MODALITIES = ("text", "audio", "vision")
@@ -67,24 +67,13 @@ def save_prepared(dataset_dict, out_dir: str | os.PathLike, card_body: str, over
     """
     out = check_out_dir(out_dir, overwrite).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_folder(out) as tmp:
         (tmp / "data").mkdir(parents=True)
         splits = [s for s in SPLITS if s in dataset_dict] + [s for s in dataset_dict if s not in SPLITS]
         for split in splits:
             dataset_dict[split].to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
         (tmp / "README.md").write_text(card_front_matter(splits, card_metadata) + "\n" + card_body.strip() + "\n")
         check_out_dir(out, overwrite)  # re-check: someone may have written there meanwhile
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
