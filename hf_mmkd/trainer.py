@@ -292,13 +292,13 @@ class MMKDTrainer(Trainer):
 
     def _student_batches(self, inputs: dict, train: bool) -> list[dict]:
         wrapper = self.accelerator.unwrap_model(self.model)
-        if self.mmkd_method == "mmckd":  # MVSC: one view per availability pattern (MM-CKD's students)
-            patterns = availability_patterns(wrapper.student.config.modalities)
-            if len(wrapper.students) > 1:
-                patterns = [tuple(s.config.student_modalities) for s in wrapper.students]
+        per_pattern = [tuple(s.config.student_modalities) for s in wrapper.students] if len(wrapper.students) > 1 else None
+        if not train:  # the evaluation protocol's view (one view; each per-pattern student sees its part of it)
+            view = self.eval_simulator(inputs)
+            return [restrict_to_pattern(view, p) for p in per_pattern] if per_pattern else [view]
+        if self.mmkd_method == "mmckd":  # MVSC in training: one view per availability pattern (MM-CKD's students)
+            patterns = per_pattern or availability_patterns(wrapper.student.config.modalities)
             return [restrict_to_pattern(inputs, p) for p in patterns]
-        if not train:
-            return [self.eval_simulator(inputs)]
         if self.args.missing_protocol == "none":
             return [inputs]
         # New masks at every call (so every epoch), from a seed fixed by (seed, step, micro-batch): a resumed

@@ -151,3 +151,14 @@ def test_backbone_learning_rate_gets_its_own_groups(tmp_path):
     assert backbone and all(lr_of[id(named[n])] == 5e-5 for n in backbone)
     assert all(lr_of[id(p)] == 1e-3 for n, p in named.items() if ".backbone." not in n)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+
+
+def test_mmckd_evaluates_on_the_protocol_view_not_on_its_training_patterns(tmp_path):
+    trainer, _ = make_trainer(tmp_path, "mmckd")
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
+    train_views = trainer._student_batches(batch, train=True)
+    assert len(train_views) == 6  # the six incomplete patterns of three modalities
+    (eval_view,) = trainer._student_batches(batch, train=False)
+    expected = trainer.eval_simulator(batch)
+    assert torch.equal(eval_view["modality_mask"], expected["modality_mask"])
+    assert torch.equal(eval_view["audio_features"], expected["audio_features"])
