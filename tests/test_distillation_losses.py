@@ -450,3 +450,13 @@ def test_simsiam_on_a_batch_of_one_is_zero_not_a_batchnorm_error():
     loss = simsiam_loss(head, x, x)
     assert loss.item() == 0.0
     loss.backward()  # still on the graph
+
+
+def test_unknown_method_kwargs_are_named():
+    from hf_mmkd import MMKDConfig
+
+    config = MMKDConfig(text_feature_dim=4, hidden_size=8, num_attention_heads=2)
+    with pytest.raises(ValueError, match=r"method_kwargs \['kd_weight'\] are not arguments of method 'none'"):
+        build_distillation_loss("none", config, kd_weight=0.3)
+    with pytest.raises(ValueError, match=r"method_kwargs \['margn'\] are not arguments of method 'corrkd'"):
+        build_distillation_loss("corrkd", config, margn=1.0)

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from hf_mmkd.distillation.base import TEACHER_MODES, DistillationLoss
 from hf_mmkd.distillation.baselines import LogitKD, NoDistillation
 from hf_mmkd.distillation.corrkd import CorrKDLoss
@@ -47,6 +49,11 @@ def build_distillation_loss(method: str | None, config=None, **kwargs) -> Distil
     cls = DISTILLATION_LOSSES[canonical_method(method)]
     if config is None and cls is not NoDistillation:
         raise ValueError(f"distillation method {cls.method!r} needs the model config")
+    accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"method_kwargs {unknown} are not arguments of method {cls.method!r} "
+                         f"(it takes {accepted or 'none'})")
     return cls(config, **kwargs)
 
 
