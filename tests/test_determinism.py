@@ -16,13 +16,6 @@ TINY = ["--num_train_epochs", "1", "--max_train_samples", "24", "--max_eval_samp
         "--method", "corrkd", "--missing_protocol", "p2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on shared, busy cores two spin-waiting threads are ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def weights(folder):

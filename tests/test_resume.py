@@ -6,7 +6,8 @@ bit-identical (torch.equal on every tensor, == on every metric): a checkpoint ho
 scheduler and RNG states; the Trainer skips the batches already seen; the student's missing-modality masks are
 seeded by (seed, global step, micro-batch); the frozen teacher runs in eval mode, and its cache is filled in one
 ordered pass before training (`MMKDTrainer.fill_teacher_cache`), so a resumed run refills it with the same bits.
-Timing entries (`*_runtime`, `*_per_second`) are left out of the metric comparison. Both runs use one thread,
+Timing entries (`*_runtime`, `*_per_second`) are left out of the metric comparison. Both runs use one thread
+(tests/conftest.py; OMP_NUM_THREADS=1 for the subprocess),
 because the summation order of a multi-threaded CPU kernel may depend on the thread count.
 
 Also here: atomic writes. A prepared dataset folder and train.py's final teacher/ and student/ folders are
@@ -56,12 +57,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def metrics(out):
@@ -72,13 +67,8 @@ def metrics(out):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume") / "teacher_root"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["--output_dir", str(root), "--stage", "teacher", "--num_train_epochs", "1",
-                     "--eval_strategy", "no", "--save_strategy", "no", "--report_rates", "", *COMMON]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["--output_dir", str(root), "--stage", "teacher", "--num_train_epochs", "1",
+                 "--eval_strategy", "no", "--save_strategy", "no", "--report_rates", "", *COMMON]) == 0
     return root / "teacher"
 
 
@@ -181,21 +171,16 @@ def test_final_checkpoint_save_failing_midway_keeps_the_previous_one(tmp_path, m
     tiny = ["--output_dir", str(out), "--num_train_epochs", "1", "--max_train_samples", "8",
             "--per_device_train_batch_size", "8", "--hidden_size", "8", "--num_attention_heads", "2",
             "--eval_strategy", "no", "--save_strategy", "no", "--report_rates", "", "--method", "logit"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(tiny) == 0
-        before = {p.name: p.read_bytes() for p in (out / "student").iterdir()}
-        save = MMKDForSentiment.save_pretrained
+    assert main(tiny) == 0
+    before = {p.name: p.read_bytes() for p in (out / "student").iterdir()}
+    save = MMKDForSentiment.save_pretrained
 
-        def save_then_crash(self, folder, *args, **kwargs):
-            save(self, folder, *args, **kwargs)  # the weights are on disk, the processor files are not yet
-            raise KeyboardInterrupt("interrupted mid-save (simulated)")
+    def save_then_crash(self, folder, *args, **kwargs):
+        save(self, folder, *args, **kwargs)  # the weights are on disk, the processor files are not yet
+        raise KeyboardInterrupt("interrupted mid-save (simulated)")
 
-        monkeypatch.setattr(MMKDForSentiment, "save_pretrained", save_then_crash)
-        with pytest.raises(KeyboardInterrupt):
-            main([*tiny, "--stage", "student", "--seed", "3"])
-    finally:
-        torch.set_num_threads(threads)
+    monkeypatch.setattr(MMKDForSentiment, "save_pretrained", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        main([*tiny, "--stage", "student", "--seed", "3"])
     assert {p.name: p.read_bytes() for p in (out / "student").iterdir()} == before  # the old one, whole
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "student", "student_run", "teacher", "teacher_run"]
