@@ -701,8 +701,6 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
     err, out = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = [script if script == HF_MMKD else str(REPO_ROOT / script), *map(str, argv)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     code = 0
     try:
         with redirect_stderr(err), redirect_stdout(out):
@@ -723,7 +721,6 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
                 code = 1
     finally:
         sys.argv = saved
-        torch.set_num_threads(threads)
     return code, err.getvalue()
 
 
