@@ -56,11 +56,17 @@ class MMKDTrainingArguments(TrainingArguments):
         default (MITR-DNet's BERT rate; a 1e-3 rate makes MiniLM collapse to a constant); `learning_rate`
         applies to everything else. None: one rate for all.
     students (`str`): MM-CKD only: `shared` (one student with a pattern embedding, one view per availability
-        pattern) or `per_pattern` (one student per pattern).
+        pattern, plus the training protocol's own view when `missing_protocol` is not `none`) or `per_pattern`
+        (one student per pattern). The views carry the training protocol's drops.
     auxiliary_modality (`str`): cross-modal KD only: the modality whose teacher-side representation is the
         auxiliary model A (default: the last modality of the model).
     cache_teacher_outputs (`bool`): cache a frozen teacher's outputs per training row (valid because its
         inputs are complete and it never changes).
+    distillation_start_step / distillation_warmup_steps (`int`): in training, the method's terms are scaled by
+        clip((step - start) / warmup, 0, 1) (by 0 before `start` and 1 after it when warmup is 0); the task losses
+        never are. Both 0 (default): the papers' setting, full weight from the first step. Not from the papers:
+        MITR-DNet trains from scratch and starts at a constant prediction; on CMU-MOSI its terms, even at a tenth
+        of their weights, keep it there for good, while the task loss alone leaves it within the first epoch.
 
     > Parameters that control the missing-modality simulation (`hf_mmkd.data.missing`)
 
@@ -82,6 +88,8 @@ class MMKDTrainingArguments(TrainingArguments):
     students: str = field(default="shared", metadata={"help": "MM-CKD: shared or per_pattern"})
     auxiliary_modality: str | None = field(default=None, metadata={"help": "cross-modal KD: the auxiliary modality"})
     cache_teacher_outputs: bool = field(default=True, metadata={"help": "cache a frozen teacher's outputs"})
+    distillation_start_step: int = field(default=0, metadata={"help": "training steps before the distillation terms join the loss"})
+    distillation_warmup_steps: int = field(default=0, metadata={"help": "steps over which the distillation terms then ramp from 0 to their weights"})
     missing_protocol: str = field(default="p2", metadata={"help": "student training view: none, p1..p5"})
     missing_rate: float | None = field(default=None, metadata={"help": "P1/P3 drop rate or P4 missing rate"})
     eval_missing_protocol: str = field(default="p2", metadata={"help": "student view at evaluation"})
@@ -102,6 +110,9 @@ class MMKDTrainingArguments(TrainingArguments):
             except json.JSONDecodeError as err:
                 raise ValueError(f"method_kwargs is not valid JSON: {err}") from None
         self.method_kwargs = dict(self.method_kwargs or {})
+        for name in ("distillation_start_step", "distillation_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
@@ -146,8 +157,9 @@ def restrict_to_pattern(batch: dict, pattern: tuple[str, ...]) -> dict:
 class MMKDDistillationModel(nn.Module):
     """What the Trainer optimises: student(s), the online teacher if any, and the method's parameters.
 
-    `forward(teacher_batch, student_batches, teacher_out=None)` returns `(loss, terms, first_student_output)`
-    where `terms` holds the task loss(es) and the method's weighted terms, each a scalar.
+    `forward(teacher_batch, student_batches, teacher_out=None, term_scale=1.0)` returns
+    `(loss, terms, first_student_output)` where `terms` holds the task loss(es) and the method's weighted terms,
+    each a scalar (as logged), and loss = task losses + term_scale * method terms.
     """
 
     def __init__(self, students: list[nn.Module], method: nn.Module, teacher: nn.Module | None = None,
@@ -169,7 +181,7 @@ class MMKDDistillationModel(nn.Module):
             return [model(**model_inputs(batches[0]))]
         return split_output(model(**model_inputs(concat_batches(batches))), len(batches))
 
-    def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None):
+    def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None, term_scale: float = 1.0):
         mode = self.method.teacher_mode
         terms = {}
         if mode == "shared":  # MITR-DNet: one weight-shared network over [complete; masked]
@@ -190,9 +202,12 @@ class MMKDDistillationModel(nn.Module):
         aux = None
         if self.method.needs_aux_features:
             aux = getattr(teacher_out, f"{self.auxiliary_modality}_pooled")
-        terms.update(self.method(teacher_out, student_outs, teacher_batch.get("labels"),
-                                 teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux))
+        method_terms = self.method(teacher_out, student_outs, teacher_batch.get("labels"),
+                                   teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux)
         loss = torch.stack(list(terms.values())).sum()
+        if method_terms:
+            loss = loss + term_scale * torch.stack(list(method_terms.values())).sum()
+        terms.update(method_terms)
         return loss, terms, student_outs[0]
 
 
@@ -296,17 +311,24 @@ class MMKDTrainer(Trainer):
         if not train:  # the evaluation protocol's view (one view; each per-pattern student sees its part of it)
             view = self.eval_simulator(inputs)
             return [restrict_to_pattern(view, p) for p in per_pattern] if per_pattern else [view]
-        if self.mmkd_method == "mmckd":  # MVSC in training: one view per availability pattern (MM-CKD's students)
-            patterns = per_pattern or availability_patterns(wrapper.student.config.modalities)
-            return [restrict_to_pattern(inputs, p) for p in patterns]
         if self.args.missing_protocol == "none":
-            return [inputs]
-        # New masks at every call (so every epoch), from a seed fixed by (seed, step, micro-batch): a resumed
-        # run draws exactly what the uninterrupted one drew. P1 keeps MMSA's fixed per-modality seeds.
-        step = self.state.global_step
-        self._draw = (step, self._draw[1] + 1 if self._draw[0] == step else 0)
-        seed = None if self.args.missing_protocol == "p1" else (self.args.seed * 1_000_003 + step) * 64 + self._draw[1]
-        return [self._train_simulator(seed)(inputs)]
+            view = inputs
+        else:
+            # New masks at every call (so every epoch), from a seed fixed by (seed, step, micro-batch): a resumed
+            # run draws exactly what the uninterrupted one drew. P1 keeps MMSA's fixed per-modality seeds.
+            step = self.state.global_step
+            self._draw = (step, self._draw[1] + 1 if self._draw[0] == step else 0)
+            seed = None if self.args.missing_protocol == "p1" else (self.args.seed * 1_000_003 + step) * 64 + self._draw[1]
+            view = self._train_simulator(seed)(inputs)
+        if self.mmkd_method != "mmckd":
+            return [view]
+        # MVSC in training: one student view per availability pattern (MM-CKD's students), each with the training
+        # protocol's drops; plus the protocol's own view when it has one, so that the pattern the evaluation
+        # mostly sees (all modalities, some steps dropped, e.g. P2) is trained too.
+        if per_pattern:
+            return [restrict_to_pattern(view, p) for p in per_pattern]
+        views = [restrict_to_pattern(view, p) for p in availability_patterns(wrapper.student.config.modalities)]
+        return views if view is inputs else [*views, view]
 
     def fill_teacher_cache(self) -> None:
         """Run the frozen teacher once over the training set, in order, before training.
@@ -350,12 +372,20 @@ class MMKDTrainer(Trainer):
         teacher_out = None
         if self._frozen_teacher is not None:
             teacher_out = self._frozen_teacher_outputs(inputs, train)
+        term_scale = self.distillation_scale() if train else 1.0
         loss, terms, student_out = model(teacher_batch=inputs, student_batches=student_batches,
-                                         teacher_out=teacher_out)
+                                         teacher_out=teacher_out, term_scale=term_scale)
         split = "train" if train else "eval"
         for name, value in terms.items():
             self._metrics[split][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
         return (loss, student_out) if return_outputs else loss
+
+    def distillation_scale(self) -> float:
+        """Weight of the method's terms at the current training step (see `distillation_start_step`)."""
+        step = self.state.global_step - self.args.distillation_start_step
+        if self.args.distillation_warmup_steps == 0:
+            return float(step >= 0)
+        return min(1.0, max(0.0, step / self.args.distillation_warmup_steps))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -157,8 +157,44 @@ def test_mmckd_evaluates_on_the_protocol_view_not_on_its_training_patterns(tmp_p
     trainer, _ = make_trainer(tmp_path, "mmckd")
     batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
     train_views = trainer._student_batches(batch, train=True)
-    assert len(train_views) == 6  # the six incomplete patterns of three modalities
+    # The six incomplete patterns of three modalities, then the P2 training view itself (all modalities, steps
+    # dropped): each pattern view is that same P2 view restricted to the pattern.
+    assert len(train_views) == 7
+    p2_view = train_views[-1]
+    assert p2_view["audio_dropped"].any() and not torch.equal(p2_view["audio_features"], batch["audio_features"])
+    for view, pattern in zip(train_views[:6], [("text",), ("audio",), ("vision",), ("text", "audio"),
+                                                ("text", "vision"), ("audio", "vision")]):
+        keep = torch.tensor([m in pattern for m in ("text", "audio", "vision")])
+        assert torch.equal(view["modality_mask"], p2_view["modality_mask"] & keep)
+        assert torch.equal(view["audio_features"], p2_view["audio_features"])
+    trainer.args.missing_protocol = "none"  # no training protocol: the six pattern views of the batch itself
+    assert len(trainer._student_batches(batch, train=True)) == 6
     (eval_view,) = trainer._student_batches(batch, train=False)
     expected = trainer.eval_simulator(batch)
     assert torch.equal(eval_view["modality_mask"], expected["modality_mask"])
     assert torch.equal(eval_view["audio_features"], expected["audio_features"])
+
+
+def test_distillation_start_and_warmup_scale_the_method_terms_only(tmp_path):
+    """start 2, warmup 4: loss = task + clip((step - 2) / 4, 0, 1) * method terms; logged terms stay unscaled."""
+    trainer, _ = make_trainer(tmp_path, "mitr", distillation_start_step=2, distillation_warmup_steps=4,
+                              missing_protocol="none")
+    trainer.model.eval()  # no dropout; the method terms stay as they are (BatchNorm uses running stats)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(4)])
+    for step, scale in ((0, 0.0), (2, 0.0), (3, 0.25), (4, 0.5), (6, 1.0), (11, 1.0)):
+        trainer.state.global_step = step
+        trainer.model.train()
+        trainer.model.students[0].eval()
+        trainer.model.method.eval()
+        loss = trainer.compute_loss(trainer.model, batch)
+        terms = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        task = terms["loss_task"] + terms["loss_task_teacher"]
+        method = sum(v for k, v in terms.items() if not k.startswith("loss_task"))
+        assert method != 0.0
+        assert loss.item() == pytest.approx(task + scale * method, rel=1e-5, abs=1e-6), step
+    trainer.args.distillation_warmup_steps = 0  # no ramp: off before the start step, full weight from it
+    for step, scale in ((1, 0.0), (2, 1.0)):
+        trainer.state.global_step = step
+        assert trainer.distillation_scale() == scale
+    with pytest.raises(ValueError, match="distillation_warmup_steps must be >= 0"):
+        MMKDTrainingArguments(output_dir=str(tmp_path), distillation_warmup_steps=-1, use_cpu=True)
