@@ -15,8 +15,10 @@ Conditions per protocol (docs/methods-and-results.md §1.3):
 | p5 | the seven CMAD patterns (the six sets and {l,a,v}) | mean over the patterns |
 
 Sets only use the modalities that both the model and the split have: on the MMSA MOSI copy (text + audio, no
-vision) P3/P5 evaluate {l}, {a} and {l,a}. P4 (IMDer) varies the missing rate at training time and has no
-evaluation of its own here; it is refused with a message saying so.
+vision) P3/P5 evaluate {l}, {a} and {l,a}; on ICT-MMMO, whose train split has no text (so `train.py` builds no
+text encoder), {a}, {v} and {a,v}. A note then names what each side lacks and the sets left out. P4 (IMDer)
+varies the missing rate at training time and has no evaluation of its own here; it is refused with a message
+saying so.
 
 Seeds are the simulator's mask seeds (LNLN: mask seed = run seed, 1111-1113). The simulator draws per row from
 (seed, row id), so results do not depend on the batch size. Conditions that draw nothing (r = 0, fixed sets) give
@@ -84,6 +86,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 _KNOWN_DATASETS = ("mosei", "mosi", "sims", "mmmo", "iemocap", "demo")  # mosei before mosi: name matching
 _LETTER = {"text": "l", "audio": "a", "vision": "v"}
+_MODALITY_COLUMNS = {"text": ("text_features", "raw_text", "text_input_ids"), "audio": ("audio_features", "audio"),
+                     "vision": ("vision_features", "frames")}
 
 
 # ------------------------------------------------------------------------------------------- metric sets
@@ -448,7 +452,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
 
     results: dict[str, Any] = {"dataset": name, "protocol": protocol, "split": split, "checkpoints": {}}
     cache: dict[str, tuple[list[dict], list[str]]] = {}
-    schemes, notes, left_out, evaluated_modalities = set(), [], {}, {}
+    schemes, notes, left_out, evaluated_modalities, model_modalities = set(), [], {}, {}, set()
     for ckpt_name, path in paths.items():
         model, collate_kwargs = load_checkpoint(path, device)
         if max_text_length is not None:
@@ -471,6 +475,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
             raise ValueError(f"the {split!r} split has none of the modalities of checkpoint {ckpt_name!r} "
                              f"({', '.join(model.config.modalities)})")
         evaluated_modalities[ckpt_name] = modalities
+        model_modalities.update(model.config.modalities)
         plan = condition_plan(protocol, modalities, rates, sets)
         # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
         unk = {"unk_token_id": tokenizer.unk_token_id} if getattr(tokenizer, "unk_token_id", None) is not None else {}
@@ -496,8 +501,8 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
 
     all_mods = sorted({m for ms in evaluated_modalities.values() for m in ms}, key=("text", "audio", "vision").index)
     if PROTOCOLS[protocol]["kind"] == "set" and len(all_mods) < len(PATTERNS[-1]):
-        notes.append(f"The {split} split and the models share only {set_condition(all_mods)}: the "
-                     f"availability sets are restricted to those modalities.")
+        notes.append(_restriction_note(protocol, split, data, all_mods, model_modalities, results["checkpoints"],
+                                       sets))
     if left_out:
         notes.append("Rows that keep no modality under an availability set were left out of that condition: "
                      + "; ".join(f"{c}: {n} rows ({k})" for k, d in left_out.items() for c, n in d.items()) + ".")
@@ -507,6 +512,35 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                    modalities=evaluated_modalities, n_rows=len(data),
                    checkpoint_paths={k: str(p) for k, p in paths.items()}, notes=notes)
     return results
+
+
+def _restriction_note(protocol: str, split: str, data, shared: list[str], model_mods: set[str],
+                      per_checkpoint: Mapping[str, Any], sets: Sequence[str] | None) -> str:
+    """Why P3/P5 evaluated fewer sets: which modality the models or the split lack, and the sets left out."""
+    reasons = []
+    for m in ("text", "audio", "vision"):
+        if m in shared:
+            continue
+        flag = f"has_{m}"
+        if flag in data.column_names:
+            in_data = bool(any(data[flag]))
+        else:  # no flag (the column schema requires one): any column of the modality
+            in_data = any(c in data.column_names for c in _MODALITY_COLUMNS[m])
+        if in_data and m not in model_mods:
+            reasons.append(f"the models have no {m} encoder")
+        elif m in model_mods:
+            reasons.append(f"the {split} split has no {m}")
+        else:
+            reasons.append(f"neither the models nor the {split} split have {m}")
+    note = (f"The {split} split and the models share only {set_condition(shared)} ({'; '.join(reasons)}): the "
+            "availability sets are restricted to those modalities")
+    if sets is None:
+        evaluated = {c for seeds in per_checkpoint.values() for conds in seeds.values() for c in conds}
+        default = P3_SETS + (COMPLETE_SET,) if protocol == "p3" else P5_SETS
+        left = [c for c in default if c not in evaluated]
+        if left:
+            note += f"; left out: {', '.join(left)}"
+    return note + "."
 
 
 # ----------------------------------------------------------------------------------------------- reports

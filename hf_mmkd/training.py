@@ -18,9 +18,12 @@ import json
 import logging
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
@@ -142,7 +145,44 @@ def parse_args(argv: list[str] | None = None):
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         cli += [f"--{key}", str(value)]
-    return HfArgumentParser(PARSER_TYPES, allow_abbrev=False).parse_args_into_dataclasses(args=cli + argv)
+    parser = HfArgumentParser(PARSER_TYPES, allow_abbrev=False)
+    accept_null_for_optional_fields(parser)
+    return parser.parse_args_into_dataclasses(args=cli + argv)
+
+
+NULL_STRINGS = ("None", "null")  # a YAML null reaches the parser as str(None) == "None"
+
+
+def _optional_field_names() -> set[str]:
+    """Names of the fields typed `X | None` (Optional) in the argument dataclasses."""
+    names = set()
+    for t in PARSER_TYPES:
+        hints = typing.get_type_hints(t)
+        for f in dataclasses.fields(t):
+            hint = hints.get(f.name)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+                names.add(f.name)
+    return names
+
+
+def accept_null_for_optional_fields(parser: HfArgumentParser) -> None:
+    """Let `--x None` / `--x null` (and `x: null` in the YAML) set an Optional field to None.
+
+    HfArgumentParser converts an Optional field's value with the inner type only (`float("None")` fails, a str
+    field would get the string "None"). Fields taking several values, and `report_to` (whose own "none" means no
+    integration), are left as they are.
+    """
+    optional = _optional_field_names() - {"report_to"}
+    for action in parser._actions:
+        if action.dest not in optional or action.nargs not in (None, "?"):
+            continue
+        inner = action.type or str
+
+        def convert(value, inner=inner):
+            return None if value in NULL_STRINGS else inner(value)
+
+        convert.__name__ = getattr(inner, "__name__", "value")  # argparse names the type in its errors
+        action.type = convert
 
 
 def load_splits(data_args: DataArguments, seed: int):
@@ -202,18 +242,92 @@ def add_length_column(dataset, tokenizer):
     return dataset.add_column("length", [len(ids) for ids in tokenizer(texts)["input_ids"]])
 
 
+def readable_modalities(model_args: ModelArguments, splits) -> list[str]:
+    """Modalities the model could read: a backbone is set, or some split has the `<m>_features` column."""
+    return [m for m in MODALITIES if getattr(model_args, f"{m}_backbone") is not None
+            or any(f"{m}_features" in split.column_names for split in splits.values())]
+
+
+def untrained_modalities(model_args: ModelArguments, splits) -> dict[str, str]:
+    """`{modality: why}` for each modality the model would read (a backbone is set, or some split has its
+    `<m>_features` column) but no training row has: its `has_<m>` flag is False in every train row, or the train
+    split lacks the feature column. An encoder for such a modality would keep its random initialisation and
+    still be run at evaluation, where the data have it (ICT-MMMO: text is absent from every train row)."""
+    train = splits["train"]
+    reasons = {}
+    for m in readable_modalities(model_args, splits):
+        backbone = getattr(model_args, f"{m}_backbone") is not None
+        col = f"{m}_features"
+        flag = f"has_{m}"
+        if flag in train.column_names and not any(train[flag]):
+            reasons[m] = "no training row has it"
+        elif not backbone and col not in train.column_names:
+            reasons[m] = f"the train split has no {col} column"
+    return reasons
+
+
 def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None) -> dict:
+    """MMKDConfig keyword arguments: feature widths from the data, architecture from `model_args`.
+
+    Encoders are built only for modalities with at least one training row (`untrained_modalities`); each one
+    left out is named in a warning. `run` also drops the backbones of such modalities (`trained_model_args`).
+    """
+    left_out = untrained_modalities(model_args, splits)
+    for m, why in left_out.items():
+        logger.warning("%s: %s; the model will not read it", m, why)
+    if left_out and len(left_out) == len(readable_modalities(model_args, splits)):
+        raise ValueError(f"no modality has a training row ({'; '.join(f'{m}: {w}' for m, w in left_out.items())})")
     dims = {}
     for split in splits.values():
         for m, d in feature_dims(split).items():
             dims.setdefault(m, d)
     kwargs = {f"{m}_feature_dim": d for m, d in dims.items()
-              if getattr(model_args, f"{m}_backbone") is None}
+              if getattr(model_args, f"{m}_backbone") is None and m not in left_out}
     kwargs.update({k: getattr(model_args, k) for k in (
         "hidden_size", "num_encoder_layers", "num_attention_heads", "fusion", "fusion_dim", "temporal_encoder",
         "pattern_embedding", "dropout", "head_dropout", "regression_loss")})
     kwargs["feature_standardization"] = standardization
     return kwargs
+
+
+def trained_model_args(model_args: ModelArguments, splits) -> ModelArguments:
+    """`model_args` without the backbones of modalities that no training row has (see `untrained_modalities`;
+    `model_config_kwargs` warns about them)."""
+    drop = {f"{m}_backbone": None for m in untrained_modalities(model_args, splits)
+            if getattr(model_args, f"{m}_backbone") is not None}
+    return dataclasses.replace(model_args, **drop) if drop else model_args
+
+
+def training_compute_metrics(dataset: str, task: str):
+    """`compute_metrics` for the Trainer's validation: MOSI metrics for regression (classification metrics
+    otherwise), after the dataset's label shift from `hf_mmkd.evaluation.metric_scheme` (ICT-MMMO: ratings 1..5
+    shifted by -3, so that Acc-2 / F1 / Acc-7 during training are on the scale the test reports use; MAE and Corr
+    do not change)."""
+    from hf_mmkd.evaluation import infer_dataset_name, metric_scheme
+
+    if task != "regression":
+        return make_compute_metrics("classification")
+    base = make_compute_metrics("mosi")
+    readme = Path(dataset) / "README.md"
+    card = readme.read_text(encoding="utf-8") if dataset != "demo" and readme.is_file() else None
+    shift = metric_scheme(infer_dataset_name(dataset, card), task).label_shift
+    if not shift:
+        return base
+
+    def compute_metrics(eval_pred):
+        preds, labels = (eval_pred.predictions, eval_pred.label_ids) if hasattr(eval_pred, "predictions") else eval_pred
+        if isinstance(preds, (tuple, list)):
+            preds = preds[0]
+        if isinstance(labels, (tuple, list)):
+            labels = labels[0]
+        if labels is None:
+            return base((preds, labels))  # make_compute_metrics' error
+        shift32 = np.float32(shift)
+        return base((np.asarray(preds, dtype=np.float32) + shift32, np.asarray(labels, dtype=np.float32) + shift32))
+
+    compute_metrics.label_shift = shift
+    compute_metrics.__name__ = f"{base.__name__}_shift{shift:+g}"
+    return compute_metrics
 
 
 def new_model(model_args: ModelArguments, config_kwargs: dict) -> MMKDForSentiment:
@@ -294,10 +408,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     splits = load_splits(data_args, args.seed)
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
     config_kwargs = model_config_kwargs(model_args, splits, standardization)
+    model_args = trained_model_args(model_args, splits)
     rates = [float(r) for r in stage.report_rates.split(",") if r.strip()]
     method_cls = DISTILLATION_LOSSES[args.method]
     needs_teacher = method_cls.teacher_mode in ("frozen", "online")
-    compute_metrics = make_compute_metrics("mosi" if config_kwargs.get("task", "regression") == "regression" else "classification")
+    compute_metrics = training_compute_metrics(data_args.dataset, config_kwargs.get("task", "regression"))
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
@@ -331,6 +446,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         run_dir = root / "teacher_run"
         teacher_args = stage_args(
             args, run_dir, method="none", method_kwargs={}, missing_protocol="none", eval_missing_protocol="none",
+            eval_missing_availability=None,  # the student's P3/P5 evaluation set; the teacher sees complete inputs
             num_train_epochs=stage.teacher_num_train_epochs or args.num_train_epochs,
             learning_rate=stage.teacher_learning_rate or args.learning_rate,
         )

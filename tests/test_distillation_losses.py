@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,7 @@ from hf_mmkd.distillation import (
 from hf_mmkd.distillation.base import StatisticsNetwork
 from hf_mmkd.distillation.corrkd import cpd_loss, scd_loss
 from hf_mmkd.distillation.functional import (
+    class_centres,
     class_targets,
     decouple_response,
     grad_reverse,
@@ -118,6 +120,28 @@ def test_class_targets_bins():
         class_targets(y, "regression", "5class")
 
 
+def test_class_targets_label_shift_hand_bins():
+    # ICT-MMMO ratings with shift -3: y = [-2, -0.5, 1, 2] -> round (-0.5 -> -0, half to even) -> [-2, 0, 1, 2] + 3
+    ratings = torch.tensor([1.0, 2.5, 4.0, 5.0])
+    assert class_targets(ratings, "regression", "7class", label_shift=-3).tolist() == [1, 3, 4, 5]
+    assert class_targets(ratings, "regression", "sign", label_shift=-3).tolist() == [0, 0, 1, 1]
+    # without the shift the raw ratings clip to [1, 2.5, 3, 3] -> [1, 2, 3, 3] + 3: 3 of 7 bins, and one sign class
+    assert class_targets(ratings, "regression", "7class").tolist() == [4, 5, 6, 6]
+    assert class_targets(ratings, "regression", "sign").tolist() == [1, 1, 1, 1]
+    # rating 3.5 -> 0.5 -> 0 (half to even), rating 0.2 -> -2.8 -> -3 -> bin 0
+    assert class_targets(torch.tensor([3.5, 0.2]), "regression", "7class", label_shift=-3).tolist() == [3, 0]
+    with pytest.raises(ValueError, match="only applies to regression"):
+        class_targets(torch.tensor([1, 0]), "classification", label_shift=-3)
+
+
+def test_regression_class_logits_label_shift_moves_the_prediction():
+    centres = class_centres("7class")
+    shifted = regression_class_logits(torch.tensor([[4.0], [1.0]]), centres, sigma=0.5, label_shift=-3)
+    plain = regression_class_logits(torch.tensor([[1.0], [-2.0]]), centres, sigma=0.5)
+    assert torch.equal(shifted, plain)
+    assert shifted.argmax(-1).tolist() == [4, 1]  # rating 4 -> centre 1 (bin 4), rating 1 -> centre -2 (bin 1)
+
+
 def test_decouple_response_hand_values():
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
     binary, non_target = decouple_response(logits, torch.tensor([0]))
@@ -193,6 +217,28 @@ def test_mvsc_per_view_heads_and_no_label_positives():
         MVSCLoss(make_config(), shared_head=False)
 
 
+def shifted(out, shift):
+    """`out` with its regression prediction moved by `shift` (every other field shared)."""
+    return SimpleNamespace(**{**vars(out), "logits": out.logits + shift})
+
+
+@pytest.mark.parametrize("label_bins", ["7class", "sign"])
+def test_mvsc_label_shift_bins_shifted_labels_like_mosi_labels(label_bins):
+    teacher, students = make_output(seed=0), [make_output(seed=1)]
+    labels = regression_labels()  # MOSI scale
+    torch.manual_seed(0)
+    mosi = MVSCLoss(make_config(), label_bins=label_bins)
+    torch.manual_seed(0)
+    mmmo = MVSCLoss(make_config(), label_bins=label_bins, label_shift=-3)
+    unshifted = MVSCLoss(make_config(), label_bins=label_bins)
+    unshifted.load_state_dict(mosi.state_dict())
+    expected = mosi(teacher, students, labels)["loss_mvsc"].item()
+    assert mmmo(teacher, students, labels + 3)["loss_mvsc"].item() == pytest.approx(expected, rel=1e-6)
+    assert unshifted(teacher, students, labels + 3)["loss_mvsc"].item() != pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="only applies to regression"):
+        MVSCLoss(make_config(task="classification", num_labels=3), label_shift=-3)
+
+
 # ----------------------------------------------------------------------------- CorrKD
 
 
@@ -245,6 +291,36 @@ def test_corrkd_terms_and_gradients(task, num_labels, label_bins):
     sum(terms.values()).backward()
     assert all(grads_of(student.fused, student.logits))  # the student's response gets RCD gradients
     assert all(p.grad is not None for p in module.target_mi.parameters())
+
+
+@pytest.mark.parametrize("label_bins", ["7class", "sign"])
+def test_corrkd_label_shift_matches_the_mosi_scale(label_bins):
+    # Labels and predictions on the 1..5 scale with label_shift=-3 give exactly the terms of the same batch on the
+    # MOSI scale: same classes (CPD prototypes, RCD targets) and same soft class responses.
+    teacher, student = make_output(seed=0), make_output(seed=1)
+    labels = regression_labels()
+    torch.manual_seed(0)
+    mosi = CorrKDLoss(make_config(), label_bins=label_bins)
+    torch.manual_seed(0)
+    mmmo = CorrKDLoss(make_config(), label_bins=label_bins, label_shift=-3)
+    assert mmmo.label_shift == -3.0
+    random.seed(0)
+    expected = mosi(teacher, [student], labels)
+    random.seed(0)
+    got = mmmo(shifted(teacher, 3.0), [shifted(student, 3.0)], labels + 3)
+    for name in ("loss_scd", "loss_cpd", "loss_rcd"):
+        assert got[name].item() == pytest.approx(expected[name].item(), rel=1e-5, abs=1e-7), name
+    classes = class_targets(labels + 3, "regression", label_bins, label_shift=-3)
+    assert torch.equal(classes, class_targets(labels, "regression", label_bins))
+    with pytest.raises(ValueError, match="only applies to regression"):
+        CorrKDLoss(make_config(task="classification", num_labels=4), label_shift=-3)
+    with pytest.raises(ValueError, match="must be a number"):
+        CorrKDLoss(make_config(), label_shift="minus three")
+
+
+def test_label_shift_reaches_the_losses_through_method_kwargs():
+    for method in ("corrkd", "mmckd"):
+        assert build_distillation_loss(method, make_config(), label_shift=-3).label_shift == -3.0
 
 
 def test_corrkd_averages_terms_over_students():

@@ -143,7 +143,8 @@ def test_two_modality_data_restrict_the_sets(tmp_path_factory, tmp_path):
     ckpt = make_checkpoint(tmp_path / "la", dims)
     res = evaluate_checkpoints({"la": ckpt}, data, "p3", seeds=(1111,))
     assert list(res["checkpoints"]["la"]["1111"]) == ["{l}", "{a}", "{l,a}"]
-    assert any("share only {l,a}" in n for n in res["notes"])
+    assert any("share only {l,a} (neither the models nor the test split have vision)" in n
+               and "left out: {v}, {l,v}, {a,v}, {l,a,v}" in n for n in res["notes"]), res["notes"]
     paths = write_evaluation_report(res, tmp_path / "report")
     payload = json.loads(paths["json"].read_text())
     assert payload["results"]["requested_protocol"] == "p3"  # summarised as fixed patterns, and said so
@@ -151,6 +152,18 @@ def test_two_modality_data_restrict_the_sets(tmp_path_factory, tmp_path):
     assert "Protocol P3 was requested" in md and "{l,a}" in md and paths["plot"].stat().st_size > 0
     with pytest.raises(ValueError, match=r"needs a modality that the model or the data lack"):
         evaluate_checkpoints({"la": ckpt}, data, "p5", seeds=(1111,), sets=["lv"])
+
+
+def test_model_without_a_modality_of_the_data_restricts_p5_and_says_so(tiny, tmp_path):
+    # Like ICT-MMMO: the data have text, audio and vision, the model (trained without text) reads audio and vision.
+    data, _ = tiny
+    ckpt = make_checkpoint(tmp_path / "av", {"audio": DIMS["audio"], "vision": DIMS["vision"]})
+    res = evaluate_checkpoints({"av": ckpt}, data, "p5", seeds=(1111,))
+    assert list(res["checkpoints"]["av"]["1111"]) == ["{a}", "{v}", "{a,v}"]
+    note = next(n for n in res["notes"] if "share only" in n)
+    assert "share only {a,v} (the models have no text encoder)" in note
+    assert note.endswith("left out: {l}, {l,a}, {l,v}, {l,a,v}.")
+    assert note in report_markdown(res)
 
 
 def test_rows_without_the_kept_modality_are_left_out(tmp_path):

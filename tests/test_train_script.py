@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,57 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert "hf_mmkd: 2 process(es), distributed type DistributedType.MULTI_CPU" in result.stdout
     student = MMKDForSentiment.from_pretrained(tmp_path / "ddp" / "student")
     assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
+def test_null_sets_optional_arguments_to_none(tmp_path):
+    # A YAML null reaches the parser as the string "None"; on the command line "None" and "null" mean None too.
+    config = tmp_path / "c.yaml"
+    config.write_text("eval_missing_rate: null\nteacher_num_train_epochs: null\nfusion_dim: null\n"
+                      "teacher_name_or_path: null\n")
+    model_args, _, stage, args = parse_args(["--config", str(config)])
+    assert args.eval_missing_rate is None and stage.teacher_num_train_epochs is None
+    assert model_args.fusion_dim is None and args.teacher_name_or_path is None
+    _, data_args, _, args = parse_args(["--eval_missing_rate", "None", "--max_train_samples", "null"])
+    assert args.eval_missing_rate is None and data_args.max_train_samples is None
+    _, _, _, args = parse_args(["--eval_missing_rate", "0.25"])
+    assert args.eval_missing_rate == 0.25 and args.report_to == []  # report_to keeps its own "none"
+    with pytest.raises(SystemExit):  # anything else still has to be a number
+        parse_args(["--eval_missing_rate", "nothing"])
+
+
+def mmmo_like_dataset(tmp_path):
+    """Synthetic rows in the prepared layout where, as in ICT-MMMO, no TRAIN row has text (validation/test do),
+    in a folder named like the ICT-MMMO one so that its label shift applies."""
+    from hf_mmkd.data.demo import make_demo_dataset
+    from hf_mmkd.data.prepared import save_prepared
+
+    dsd = make_demo_dataset(sizes={"train": 48, "validation": 16, "test": 16}, dims={"text": 6, "audio": 4,
+                                                                                        "vision": 3}, seed=5)
+    dsd["train"] = dsd["train"].map(lambda row: {"has_text": False})
+    return save_prepared(dsd, tmp_path / "mmmo_tiny", "# mmmo_tiny (SYNTHETIC test data)\n")
+
+
+def test_modalities_without_training_rows_get_no_encoder(tmp_path, caplog):
+    data = mmmo_like_dataset(tmp_path)
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="hf_mmkd"):
+        assert main(["--output_dir", str(out), "--dataset", str(data), "--method", "corrkd",
+                     "--missing_protocol", "p5", "--eval_missing_protocol", "p5",
+                     "--eval_missing_availability", "av", *TINY]) == 0
+    assert "text: no training row has it; the model will not read it" in caplog.text
+    for stage in ("teacher", "student"):
+        config = MMKDForSentiment.from_pretrained(out / stage).config
+        assert config.modalities == ["audio", "vision"] and config.text_feature_dim is None
+
+
+def test_training_validation_metrics_use_the_dataset_label_shift(tmp_path):
+    from hf_mmkd.metrics import regression_metrics
+    from hf_mmkd.training import training_compute_metrics
+
+    preds = np.array([4.2, 1.0, 3.0, 2.5], dtype=np.float32)
+    labels = np.array([5.0, 1.4, 3.0, 4.0], dtype=np.float32)
+    mmmo = training_compute_metrics(str(tmp_path / "mmmo"), "regression")
+    assert mmmo.label_shift == -3.0  # hf_mmkd.evaluation.metric_scheme's ICT-MMMO shift
+    assert mmmo((preds[:, None], labels)) == regression_metrics(preds - 3, labels - 3)
+    demo = training_compute_metrics("demo", "regression")
+    assert demo((preds, labels)) == regression_metrics(preds, labels)

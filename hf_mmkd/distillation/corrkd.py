@@ -13,6 +13,7 @@ from torch import Tensor
 
 from hf_mmkd.distillation.base import DistillationLoss, StatisticsNetwork, config_task
 from hf_mmkd.distillation.functional import (
+    check_label_shift,
     class_centres,
     class_targets,
     decouple_response,
@@ -72,6 +73,12 @@ class CorrKDLoss(DistillationLoss):
     p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)) (`regression_class_logits`), which is differentiable in y_hat.
     With 2 classes the non-target part is a single constant and is skipped.
 
+    `label_shift` (regression only, default 0) is added to the labels before binning and to the predictions
+    before they are compared with the class centres. The bins assume MOSI's scale [-3, 3]; a dataset on another
+    scale sets the shift that maps it there, e.g. ICT-MMMO's ratings 1..5 with `label_shift=-3` (rating 3 =
+    neutral 0; 7class then uses the bins of -2..2, as Acc-5 does in evaluation). Without it the raw ratings fall
+    into 3 of the 7 bins (everything >= 2.5 in the top one) and the soft responses compare 1..5 with -3..3.
+
     Paper weights: none reported (total = CE + SCD + CPD + RCD), hence all 1. eta is dataset-specific in the
     paper; the default 1.0 is ours. Trainer: teacher_mode "frozen" (stage 1 teacher, run under no_grad); with
     several students the terms are averaged over them.
@@ -91,11 +98,13 @@ class CorrKDLoss(DistillationLoss):
         label_bins: str = "7class",
         sigma: float = 0.5,
         stat_hidden: int = 64,
+        label_shift: float = 0.0,
     ):
         super().__init__()
         self.scd_weight, self.cpd_weight, self.rcd_weight = scd_weight, cpd_weight, rcd_weight
         self.margin, self.label_bins, self.sigma = margin, label_bins, sigma
         self.task = config_task(config)
+        self.label_shift = check_label_shift(label_shift, self.task)
         if self.task == "regression":
             self.register_buffer("centres", class_centres(label_bins), persistent=False)
             num_classes = self.centres.numel()
@@ -109,12 +118,12 @@ class CorrKDLoss(DistillationLoss):
 
     def class_logits(self, out) -> Tensor:  # (B, C)
         if self.task == "regression":
-            return regression_class_logits(out.logits, self.centres, self.sigma)
+            return regression_class_logits(out.logits, self.centres, self.sigma, self.label_shift)
         return out.logits
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
         h_t, h_s = teacher_out.fused, student_out.fused  # (B, fusion_dim)
-        classes = class_targets(labels, self.task, self.label_bins).to(h_s.device)  # (B,)
+        classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)  # (B,)
 
         b_t, p_hat_t = decouple_response(self.class_logits(teacher_out), classes)  # (B, 2), (B, C-1)
         b_s, p_hat_s = decouple_response(self.class_logits(student_out), classes)

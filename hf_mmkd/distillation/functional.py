@@ -6,6 +6,7 @@ Only torch is imported. Doc references (`§n`) point to /work/shared/docs/method
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -105,23 +106,41 @@ def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- labels and responses
 
 
-def class_targets(labels: Tensor, task: str, label_bins: str = "7class") -> Tensor:
+def class_targets(labels: Tensor, task: str, label_bins: str = "7class", label_shift: float = 0.0) -> Tensor:
     """Class index per sample, (B,) long.
 
-    Classification: the labels themselves. Regression (MMSA sentiment in [-3, 3]): label bins,
-    `"sign"` -> 0 for y < 0, 1 for y >= 0 (MMSA's Has0 convention); `"7class"` -> round(clip(y, -3, 3)) + 3
-    (MMSA's Acc-7 classes, 0..6).
+    Classification: the labels themselves. Regression (MMSA sentiment in [-3, 3]): label bins of
+    y = label + `label_shift`, `"sign"` -> 0 for y < 0, 1 for y >= 0 (MMSA's Has0 convention); `"7class"` ->
+    round(clip(y, -3, 3)) + 3 (MMSA's Acc-7 classes, 0..6; torch.round rounds halves to even).
+
+    `label_shift` moves labels on another scale onto MOSI's [-3, 3] before binning: ICT-MMMO ratings 1..5 with
+    shift -3 give the bins of -2..2 (rating 3 = neutral 0). It must not be given for classification.
     """
     if labels is None:
         raise ValueError("this distillation loss needs the labels (class / label-bin information)")
     if task == "classification":
+        if label_shift:
+            raise ValueError("label_shift only applies to regression labels")
         return labels.view(-1).long()
-    y = labels.view(-1).float()
+    y = labels.view(-1).float() + float(label_shift)
     if label_bins == "sign":
         return (y >= 0).long()
     if label_bins == "7class":
         return torch.round(y.clamp(-3.0, 3.0)).long() + 3
     raise ValueError(f"label_bins must be one of {LABEL_BINS}, got {label_bins!r}")
+
+
+def check_label_shift(label_shift, task: str) -> float:
+    """`label_shift` as a finite float; only regression labels can be shifted (class ids cannot)."""
+    try:
+        shift = float(label_shift)
+    except (TypeError, ValueError):
+        raise ValueError(f"label_shift must be a number, got {label_shift!r}") from None
+    if not math.isfinite(shift):
+        raise ValueError(f"label_shift must be finite, got {label_shift!r}")
+    if shift and task != "regression":
+        raise ValueError(f"label_shift only applies to regression labels (task {task!r})")
+    return shift
 
 
 def class_centres(label_bins: str) -> Tensor:
@@ -133,14 +152,16 @@ def class_centres(label_bins: str) -> Tensor:
     raise ValueError(f"label_bins must be one of {LABEL_BINS}, got {label_bins!r}")
 
 
-def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float) -> Tensor:
+def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float, label_shift: float = 0.0) -> Tensor:
     r"""Soft class logits of a scalar prediction (rebuild, for class-response losses on regression models):
 
-        logit_k = -(y_hat - c_k)^2 / (2 sigma^2),   so softmax gives p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)).
+        logit_k = -(y_hat - c_k)^2 / (2 sigma^2),   so softmax gives p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)),
 
-    Differentiable in y_hat. Args: prediction (B, 1) or (B,); centres (C,). Returns (B, C).
+    with y_hat = prediction + `label_shift`: the same shift that `class_targets` adds to the labels, so a model
+    trained on another label scale (ICT-MMMO ratings 1..5, shift -3) is compared with the MOSI class centres on
+    MOSI's scale. Differentiable in y_hat. Args: prediction (B, 1) or (B,); centres (C,). Returns (B, C).
     """
-    y_hat = prediction.reshape(-1, 1)  # (B, 1)
+    y_hat = prediction.reshape(-1, 1) + float(label_shift)  # (B, 1)
     return -((y_hat - centres.to(y_hat)) ** 2) / (2.0 * sigma**2)
 
 
