@@ -1,0 +1,70 @@
+"""benchmarks/quality.py end to end on ICT-MMMO (real data, tiny budget): train, evaluate P5 on test, write reports."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+from conftest import MMMO_PKL, REPO_ROOT
+
+
+def load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mmmo_dir(tmp_path_factory):
+    if not MMMO_PKL.is_file():
+        pytest.fail(f"real ICT-MMMO pickle not found at {MMMO_PKL} (the project reads ../shared/data)")
+    prepare = load_module(REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py", "prepare_mmsa")
+    out = tmp_path_factory.mktemp("prepared") / "mmmo"
+    assert prepare.main([str(MMMO_PKL), str(out), "--label-range", "1", "5"]) == 0
+    return out
+
+
+def finite_numbers(metrics: dict) -> bool:
+    return bool(metrics) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in metrics.values())
+
+
+def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_benchmark")
+    argv = ["--dataset-name", "mmmo", "--dataset", str(mmmo_dir), "--seeds", "1111", "--methods", "none", "logit",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--train-args=--num_train_epochs 1 --teacher_num_train_epochs 1 --max_train_samples 64"]
+    assert quality.main(argv) == 0
+
+    out = tmp_path / "out"
+    record = json.loads((out / "quality_mmmo.json").read_text())
+    assert record["command"] == "python benchmarks/quality.py " + " ".join(argv)
+    assert record["seeds"] == [1111] and record["dataset_name"] == "mmmo" and record["protocols"] == ["p5"]
+    assert isinstance(record["git_commit"], str) and record["git_commit"]
+    assert {"torch", "transformers", "python"} <= set(record["versions"])
+    assert {"cpu_count", "device", "platform"} <= set(record["machine"])
+    # Text is absent from the train split, present in test: found from the data and reported; train.py built no
+    # text encoder, so no checkpoint reads text and P5 keeps the patterns of audio and vision.
+    assert record["modality_rows"]["train"]["text"] == 0 and record["untrained_modalities"] == ["text"]
+    assert record["untrained_modalities_read"] == []
+
+    p5 = record["results"]["p5"]
+    assert p5["dataset"] == "mmmo" and p5["split"] == "test" and p5["label_shift"] == -3.0
+    assert set(p5["checkpoints"]) == {"teacher", "none", "logit"}
+    assert all(mods == ["audio", "vision"] for mods in p5["modalities"].values()), p5["modalities"]
+    for name, seeds in p5["checkpoints"].items():
+        conditions = seeds["1111"]
+        assert list(conditions) == ["{a}", "{v}", "{a,v}"], name  # the CMAD patterns without text
+        assert all(finite_numbers(m) for m in conditions.values()), name
+    for name, s in record["p5_summary"].items():
+        (label, row), = s["summary"].items()
+        assert label == "Avg. (3 patterns)"
+        assert all(math.isfinite(cell["mean"]) and math.isfinite(cell["std"]) for cell in row.values()), name
+    assert not any(k.startswith("p5_summary_without") for k in record)  # nothing untrained left to take out
+
+    summary = (out / "quality_mmmo_summary.md").read_text()
+    assert all(f"| {name} | 1 | Avg. (3 patterns) |" in summary for name in ("teacher", "none", "logit"))
+    assert "the models have no text encoder" in summary and "left out: {l}, {l,a}, {l,v}, {l,a,v}" in summary
+    assert "train.py builds no encoder for them" in summary
+    assert (out / "quality_mmmo_p5.md").is_file() and (out / "quality_mmmo_p5.png").stat().st_size > 0
+    assert not (out / "quality_mmmo_targets.md").exists()  # the targets are MOSI's
