@@ -70,6 +70,7 @@ class ModelArguments:
     dropout: float = field(default=0.1)
     head_dropout: float = field(default=0.1)
     regression_loss: str = field(default="l1", metadata={"help": "l1 (MMSA) or mse"})
+    head_bias_from_labels: bool = field(default=False, metadata={"help": "regression: start the head's bias at the train labels' mean"})
 
 
 @dataclass
@@ -330,15 +331,25 @@ def training_compute_metrics(dataset: str, task: str):
     return compute_metrics
 
 
-def new_model(model_args: ModelArguments, config_kwargs: dict) -> MMKDForSentiment:
+def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
+    """A new model from `config_kwargs` (pretrained backbones loaded). With `head_bias_from_labels`, a regression
+    head starts at the mean of `train_labels` instead of 0: MOSI's labels are centred (mean ~0), ICT-MMMO's 1..5
+    ratings are not, and a head that starts 3.5 away spends a small dataset's few steps on the offset."""
     backbones = {}
     for m in MODALITIES:
         source = getattr(model_args, f"{m}_backbone")
         if source is not None:
             backbones[m] = minilm_path() if source == "minilm" else source
     if backbones:
-        return MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
-    return MMKDForSentiment(MMKDConfig(**config_kwargs))
+        model = MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
+    else:
+        model = MMKDForSentiment(MMKDConfig(**config_kwargs))
+    if model_args.head_bias_from_labels and model.config.task == "regression":
+        if train_labels is None or len(train_labels) == 0:
+            raise ValueError("head_bias_from_labels needs the train split's labels")
+        with torch.no_grad():
+            model.head[-1].bias.fill_(float(np.mean(np.asarray(train_labels, dtype=np.float64))))
+    return model
 
 
 def stage_args(args: MMKDTrainingArguments, stage_dir: Path, **changes) -> MMKDTrainingArguments:
@@ -439,6 +450,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                                 image_processor=image_processor, max_text_length=data_args.max_text_length,
                                 ).save_pretrained(tmp)
 
+    train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
     if run_teacher and not (teacher_dir / "config.json").is_file():
@@ -450,7 +462,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
             num_train_epochs=stage.teacher_num_train_epochs or args.num_train_epochs,
             learning_rate=stage.teacher_learning_rate or args.learning_rate,
         )
-        teacher = new_model(model_args, {**config_kwargs, "role": "teacher"})
+        teacher = new_model(model_args, {**config_kwargs, "role": "teacher"}, train_labels)
         trainer = make_trainer(teacher, teacher_args)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
         save(trainer.student, teacher_dir)
@@ -470,10 +482,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
-            student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)})
+            student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)}, train_labels)
                        for p in availability_patterns(modalities)]
         else:
-            student = new_model(model_args, student_kwargs)
+            student = new_model(model_args, student_kwargs, train_labels)
         run_dir = root / "student_run"
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))

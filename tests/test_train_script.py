@@ -143,3 +143,17 @@ def test_training_validation_metrics_use_the_dataset_label_shift(tmp_path):
     assert mmmo((preds[:, None], labels)) == regression_metrics(preds - 3, labels - 3)
     demo = training_compute_metrics("demo", "regression")
     assert demo((preds, labels)) == regression_metrics(preds, labels)
+
+
+def test_head_bias_from_labels_starts_the_regression_head_at_the_train_mean():
+    from tiny import feature_config_kwargs
+
+    from hf_mmkd.training import ModelArguments, new_model
+
+    labels = [1.0, 2.5, 4.0, 5.0]  # mean 3.125
+    model = new_model(ModelArguments(head_bias_from_labels=True), feature_config_kwargs(), labels)
+    assert model.head[-1].bias.item() == pytest.approx(3.125)
+    x = new_model(ModelArguments(), feature_config_kwargs(), labels)  # off by default: the usual init
+    assert x.head[-1].bias.item() != pytest.approx(3.125)
+    with pytest.raises(ValueError, match="head_bias_from_labels needs the train split's labels"):
+        new_model(ModelArguments(head_bias_from_labels=True), feature_config_kwargs(), [])
