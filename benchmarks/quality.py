@@ -74,9 +74,9 @@ def git_commit() -> str:
 
 def git_dirty() -> bool | None:
     """Whether the working tree differs from the commit, untracked files included (then `git_commit` alone does
-    not reproduce the run)."""
+    not reproduce the run). The reports under benchmarks/results/, which this script writes, do not count."""
     try:
-        return bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
+        return bool(subprocess.run(["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"], cwd=REPO,
                                    capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return None
