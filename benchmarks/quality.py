@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
             trained_only = summarize(restricted)
     import transformers
     record = {
-        "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "git_commit": git_commit(), "git_dirty": git_dirty(), "dataset_name": name, "seeds": args.seeds,
         "methods": args.methods, "train_args": args.train_args, "dataset": dataset, "split": "test",
         "protocols": protocols, "wall_time_s": time.time() - started,
