@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import shlex
 
 import pytest
 from conftest import MMMO_PKL, REPO_ROOT
@@ -38,7 +39,8 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
 
     out = tmp_path / "out"
     record = json.loads((out / "quality_mmmo.json").read_text())
-    assert record["command"] == "python benchmarks/quality.py " + " ".join(argv)
+    # the recorded command, split as a shell would, gives back exactly the arguments of the run
+    assert shlex.split(record["command"]) == ["python", "benchmarks/quality.py", *argv]
     assert record["seeds"] == [1111] and record["dataset_name"] == "mmmo" and record["protocols"] == ["p5"]
     assert isinstance(record["git_commit"], str) and record["git_commit"]
     assert {"torch", "transformers", "python"} <= set(record["versions"])
