@@ -176,15 +176,6 @@ def constant_reference(dataset: str, name: str) -> dict:
     return {"prediction": median, **{k: float(v) for k, v in metrics.items() if k != "Corr"}}
 
 
-def without(results: dict, modalities: list[str]) -> dict:
-    """The results restricted to the availability sets that contain none of `modalities`."""
-    letters = {LETTER[m] for m in modalities}
-    keep = lambda cond: not letters & set(cond.strip("{}").split(","))  # noqa: E731
-    return {**results, "checkpoints": {name: {seed: {c: v for c, v in conds.items() if keep(c)}
-                                              for seed, conds in seeds.items()}
-                                       for name, seeds in results["checkpoints"].items()}}
-
-
 def machine() -> dict:
     import torch
 
@@ -255,35 +246,21 @@ def main(argv=None) -> int:
         merged["p1"].setdefault("notes", []).append("P1 masks applied at test time to models trained with the P2 "
                                                     "view; the P1 literature trains one model per rate.")
     rows = modality_rows(dataset)
-    # Modalities that no training row has but the test split has: their encoders never trained.
+    # Modalities that no training row has but the test split has: train.py builds no encoder for them.
     untrained = [m for m in MODALITIES if rows.get("train", {}).get(m, 0) == 0 and rows.get("test", {}).get(m, 0) > 0]
-    # Which of them some checkpoint still reads (one trained before train.py left such modalities out): those
-    # conditions pass the test features through untrained weights.
-    read = {m for results in merged.values() for ms in results.get("modalities", {}).values() for m in ms}
-    untrained_read = [m for m in untrained if m in read]
     untrained_note = None
     if untrained:
         where = "; ".join(f"{m}: 0 of {rows['train']['rows']} train rows, {rows['test'][m]} of {rows['test']['rows']} "
                           "test rows" for m in untrained)
         letters = "/".join(LETTER[m] for m in untrained)
-        if untrained_read:
-            untrained_note = (f"Modalities absent from the train split ({where}): no model trained their encoder(s), "
-                              f"so the conditions that keep {'/'.join(LETTER[m] for m in untrained_read)} pass the "
-                              "test features through untrained weights.")
-        else:
-            untrained_note = (f"Modalities absent from the train split ({where}): train.py builds no encoder for them, "
-                              f"so no model reads {letters} and the patterns that keep {letters} are not evaluated.")
+        untrained_note = (f"Modalities absent from the train split ({where}): train.py builds no encoder for them, "
+                          f"so no model reads {letters} and the patterns that keep {letters} are not evaluated.")
     for protocol, results in merged.items():
         if untrained_note:
             results.setdefault("notes", []).append(untrained_note)
         write_evaluation_report(results, out, stem=f"quality_{name}_{protocol}")
     summaries = {p: summarize(r) for p, r in merged.items()}
     summary = summaries[main_protocol]
-    trained_only = None
-    if untrained_read and PROTOCOLS[main_protocol]["kind"] == "set":
-        restricted = without(merged[main_protocol], untrained_read)
-        if all(seeds and all(seeds.values()) for seeds in restricted["checkpoints"].values()):
-            trained_only = summarize(restricted)
     import transformers
     record = {
         "command": "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -293,12 +270,10 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
-        "modality_rows": rows, "untrained_modalities": untrained, "untrained_modalities_read": untrained_read,
+        "modality_rows": rows, "untrained_modalities": untrained,
         "constant_train_median_on_test": constant_reference(dataset, name),
         "results": merged, f"{main_protocol}_summary": summary, "summaries": summaries,
     }
-    if trained_only is not None:
-        record[f"{main_protocol}_summary_without_{'_'.join(untrained_read)}"] = trained_only
     atomic_write(out / f"quality_{name}.json", json.dumps(record, indent=2, default=float))
     title = DATASET_NAMES.get(name, name)
     text = (f"# {title} quality under missing modalities\n\n" + f"Command: `{record['command']}` (commit "
@@ -311,11 +286,6 @@ def main(argv=None) -> int:
                  f"seed(s) (population std), model selection on validation only (training and validation views: "
                  f"`configs/{name}_*.yaml`). Per-condition rows and the plot: `quality_{name}_{main_protocol}.md` / "
                  "`.png`.\n\n" + summary_table(summary))
-        if trained_only is not None:
-            kept = next(iter(trained_only.values()))["conditions"]
-            without_letters = "/".join(LETTER[m] for m in untrained_read)
-            text += (f"\nThe same, averaged only over the patterns without {without_letters} "
-                     f"({', '.join(kept)}: modalities that the models trained on):\n\n" + summary_table(trained_only))
         ref = record["constant_train_median_on_test"]
         text += (f"\nReference: predicting the train split's median label ({ref['prediction']:g}) for every test row "
                  f"gives MAE {ref['MAE']:.3f}, Acc-2 (Non0) {100 * ref['Non0_acc_2']:.2f}, Acc-7 "

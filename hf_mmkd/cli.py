@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_mmkd.io import read_json
+
 PROG = "hf-mmkd"
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError, OSError)
 
@@ -104,10 +106,7 @@ def _read_results(path: str) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"results file {file} does not exist")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"results file {file} is not valid JSON: {err}") from None
+    data = read_json(file, f"results file {file}")
     items = data if isinstance(data, list) else [data]
     out = []
     for item in items:

@@ -56,7 +56,7 @@ from hf_mmkd.metrics import (
     set_condition,
     sims_metrics,
 )
-from hf_mmkd.io import atomic_write
+from hf_mmkd.io import atomic_write, read_json
 from hf_mmkd.report import PROTOCOLS, markdown_table, write_report
 
 __all__ = [
@@ -178,10 +178,7 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     config_path = ckpt / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} has no config.json (not a save_pretrained folder)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    config = read_json(config_path)
     if config.get("model_type") != "mmkd":
         raise ValueError(f"checkpoint {ckpt} is not an hf_mmkd model (model_type {config.get('model_type')!r}, "
                          "expected 'mmkd')")
@@ -627,7 +624,7 @@ def publish_training_run(output_dir: str | os.PathLike, dataset: Any, repo_id: s
     results = evaluate_checkpoints(checkpoints, dataset, protocol, split=split, seeds=seeds,
                                    max_text_length=max_text_length)
     paths = write_evaluation_report(results, root / "evaluation")
-    view = json.loads(paths["json"].read_text(encoding="utf-8"))["results"]
+    view = read_json(paths["json"])["results"]
     release, _ = publish(student, repo_id, results=view, checkpoint_name="student", plot=paths["plot"],
                          extra_files=[paths["json"]], release_dir=root / "release", overwrite=True,
                          private=private, token=token, hyperparameters=hyperparameters)

@@ -1,11 +1,12 @@
-"""Atomic writes: a file or a folder appears complete, or not at all.
+"""Atomic writes: a file or a folder appears complete, or not at all; and reading a JSON file back.
 
 Everything the package writes for users (prepared datasets, checkpoints, reports, release folders) goes
-through these two helpers, so an interruption never leaves a half-written result that looks complete.
+through the two write helpers, so an interruption never leaves a half-written result that looks complete.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -58,3 +59,12 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, name: str | None = None) -> Any:
+    """The parsed JSON file at `path`; invalid JSON raises a ValueError naming the file (`name`, default the path)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name or path} is not valid JSON: {err}") from None

@@ -236,17 +236,20 @@ def metric_fn(dataset: str) -> Callable[..., dict[str, float]]:
 
 
 def make_compute_metrics(dataset: str = "mosi", label_names: Sequence[str] | None = None,
-                         ) -> Callable[[Any], dict[str, float]]:
+                         label_shift: float = 0.0) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` callable for `transformers.Trainer`.
 
     It takes an `EvalPrediction` (or a `(predictions, label_ids)` tuple). `predictions` may be an array of
     shape (B,) / (B, 1) (regression) or (B, C) (classification logits), or a tuple whose first element is
-    that array (models that also return hidden states). The Trainer prefixes the keys with `eval_`.
+    that array (models that also return hidden states). `label_shift` is added to regression predictions and
+    labels first (ICT-MMMO's 1..5 ratings: -3). The Trainer prefixes the keys with `eval_`.
     """
     fn = metric_fn(dataset)
     kwargs = {"label_names": label_names} if fn is classification_metrics else {}
     if label_names is not None and not kwargs:
         raise ValueError(f"label_names only apply to classification, not {dataset!r}")
+    if label_shift and fn is classification_metrics:
+        raise ValueError("label_shift only applies to regression")
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         if hasattr(eval_pred, "predictions"):
@@ -259,9 +262,13 @@ def make_compute_metrics(dataset: str = "mosi", label_names: Sequence[str] | Non
             labels = labels[0]
         if labels is None:
             raise ValueError("EvalPrediction has no label_ids; pass labels to the model inputs")
+        if label_shift:
+            shift = np.float32(label_shift)
+            preds, labels = np.asarray(preds, np.float32) + shift, np.asarray(labels, np.float32) + shift
         return fn(preds, labels, **kwargs)
 
-    compute_metrics.__name__ = f"compute_metrics_{dataset.lower()}"
+    compute_metrics.label_shift = float(label_shift)
+    compute_metrics.__name__ = f"compute_metrics_{dataset.lower()}" + (f"_shift{label_shift:+g}" if label_shift else "")
     return compute_metrics
 
 

@@ -308,27 +308,9 @@ def training_compute_metrics(dataset: str, task: str):
 
     if task != "regression":
         return make_compute_metrics("classification")
-    base = make_compute_metrics("mosi")
     readme = Path(dataset) / "README.md"
     card = readme.read_text(encoding="utf-8") if dataset != "demo" and readme.is_file() else None
-    shift = metric_scheme(infer_dataset_name(dataset, card), task).label_shift
-    if not shift:
-        return base
-
-    def compute_metrics(eval_pred):
-        preds, labels = (eval_pred.predictions, eval_pred.label_ids) if hasattr(eval_pred, "predictions") else eval_pred
-        if isinstance(preds, (tuple, list)):
-            preds = preds[0]
-        if isinstance(labels, (tuple, list)):
-            labels = labels[0]
-        if labels is None:
-            return base((preds, labels))  # make_compute_metrics' error
-        shift32 = np.float32(shift)
-        return base((np.asarray(preds, dtype=np.float32) + shift32, np.asarray(labels, dtype=np.float32) + shift32))
-
-    compute_metrics.label_shift = shift
-    compute_metrics.__name__ = f"{base.__name__}_shift{shift:+g}"
-    return compute_metrics
+    return make_compute_metrics("mosi", label_shift=metric_scheme(infer_dataset_name(dataset, card), task).label_shift)
 
 
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:

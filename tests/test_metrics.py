@@ -190,6 +190,11 @@ def test_make_compute_metrics_shapes_and_tuples():
         make_compute_metrics("mosii")
     with pytest.raises(ValueError, match="no label_ids"):
         cm(EvalPrediction(predictions=P, label_ids=None))
+    shifted = make_compute_metrics("mosi", label_shift=-3.0)  # ICT-MMMO ratings 1..5 -> -2..2
+    assert shifted((P + 3, Y + 3)) == pytest.approx(regression_metrics((P + 3).astype(np.float32) - 3,
+                                                                        (Y + 3).astype(np.float32) - 3))
+    with pytest.raises(ValueError, match="label_shift only applies to regression"):
+        make_compute_metrics("classification", label_shift=-3.0)
 
 # ---------------------------------------------------------------------------------------- properties
 
