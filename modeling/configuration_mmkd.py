@@ -62,6 +62,9 @@ class MMKDConfig(PretrainedConfig):
         student_modalities: for a student trained for one availability pattern, that pattern (list of names).
         feature_standardization: per-modality `{"mean": [...], "std": [...]}` fitted on the training split;
             the data pipeline and processor apply it so that inference sees what training saw.
+        dataset_spec: the data-set spec of the training data (`hf_mmkd.data.spec.DatasetSpec.to_dict()`: name,
+            task, label range and neutral band or class names, modalities, source), or None. Cards, `predict`
+            and pipelines read what the labels mean from here.
     """
 
     model_type = "mmkd"
@@ -95,6 +98,7 @@ class MMKDConfig(PretrainedConfig):
         distillation_method: str | None = None,
         student_modalities: list[str] | None = None,
         feature_standardization: dict | None = None,
+        dataset_spec: dict | None = None,
         **kwargs,
     ):
         self.text_config = _as_sub_config(text_config, "text_config")
@@ -123,6 +127,7 @@ class MMKDConfig(PretrainedConfig):
         self.distillation_method = distillation_method
         self.student_modalities = list(student_modalities) if student_modalities is not None else None
         self.feature_standardization = feature_standardization
+        self.dataset_spec = dict(dataset_spec) if dataset_spec is not None else None
 
         if task == "regression":
             kwargs["num_labels"] = 1
