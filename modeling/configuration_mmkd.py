@@ -6,6 +6,8 @@ who do not have hf_mmkd installed.
 
 from __future__ import annotations
 
+import math
+
 from transformers import AutoConfig, PretrainedConfig
 
 MODALITIES = ("text", "audio", "vision")
@@ -142,6 +144,26 @@ class MMKDConfig(PretrainedConfig):
         )
         super().__init__(**kwargs)
         self._validate()
+
+    def prediction_label(self, values) -> tuple[float, str]:
+        """`(value, label)` of one row's head output (`values`: a sequence of floats, the row's logits).
+
+        Classification: `(probability of the arg-max class, its name)`; names from `dataset_spec["class_names"]`,
+        else `id2label`. Regression: `(score, "negative" | "neutral" | "positive")`, where "neutral" is the closed
+        band `dataset_spec["neutral_band"]` = [a, b] of scores that the data set calls neutral (below a: negative,
+        above b: positive); without a spec the band is [0, 0].
+        """
+        values = [float(v) for v in values]
+        spec = self.dataset_spec or {}
+        if self.task == "classification":
+            top = max(values)
+            exps = [math.exp(v - top) for v in values]
+            index = exps.index(max(exps))
+            names = spec.get("class_names") or [self.id2label.get(i, str(i)) for i in range(len(values))]
+            return exps[index] / sum(exps), str(names[index])
+        score = values[0]
+        low, high = spec.get("neutral_band") or (0.0, 0.0)
+        return score, "negative" if score < low else "positive" if score > high else "neutral"
 
     def encoder_kind(self, modality: str) -> str | None:
         """`"backbone"`, `"features"` or None (the model has no encoder for this modality)."""

@@ -51,3 +51,17 @@ def test_modalities_subset():
 def test_invalid_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MMKDConfig(**kwargs)
+
+
+def test_prediction_label_reads_the_dataset_spec():
+    from hf_mmkd import MMKDConfig
+
+    reg = MMKDConfig(audio_feature_dim=3, dataset_spec={"task": "regression", "neutral_band": [-0.5, 0.5]})
+    assert reg.prediction_label([0.5]) == (0.5, "neutral")
+    assert reg.prediction_label([-0.6]) == (-0.6, "negative")
+    assert reg.prediction_label([0.51]) == (0.51, "positive")
+    assert MMKDConfig(audio_feature_dim=3).prediction_label([0.001]) == (0.001, "positive")  # no spec: band [0, 0]
+    cls = MMKDConfig(audio_feature_dim=3, task="classification", num_labels=3,
+                     dataset_spec={"task": "classification", "class_names": ["neg", "neu", "pos"]})
+    prob, label = cls.prediction_label([0.0, 1.0, 0.0])
+    assert label == "neu" and abs(prob - 2.718281828 / (2 + 2.718281828)) < 1e-9
