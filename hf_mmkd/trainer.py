@@ -36,6 +36,11 @@ from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
 from hf_mmkd.distillation import build_distillation_loss, canonical_method
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
+MODALITY_INPUT_KEYS = {  # the forward inputs of each modality (feature and backbone encoders)
+    "text": ("text_features", "text_lengths", "input_ids", "attention_mask"),
+    "audio": ("audio_features", "audio_lengths", "input_values", "audio_attention_mask"),
+    "vision": ("vision_features", "vision_lengths", "pixel_values", "frame_mask"),
+}
 OUTPUT_FIELDS = ("logits", "fused", "modality_mask") + tuple(
     f"{m}_{k}" for m in MODALITIES for k in ("pooled", "sequence", "step_mask")
 )
@@ -78,6 +83,16 @@ class MMKDTrainingArguments(TrainingArguments):
     missing_seed (`int`): seed of the evaluation masks.
 
     Training draws are seeded by (`seed`, global step, micro-batch), so a resumed run draws the same masks.
+
+    > Parameters that control the diagnostics
+
+    diagnostics_steps (`int`): every N optimiser steps (and at step 0), on that step's first micro-batch: the
+        gradient norm of every loss term at the student's parameters (`diag_grad_<term>`) and its ratio to the
+        student's task-loss gradient (`diag_ratio_<term>`), representation norms (`diag_norm_*`), what the teacher
+        predicts on the rows the student trains on (`diag_teacher_*`), and the method's own quantities (active
+        negatives of contrastive terms, MI estimates above their zero-information value, ...). Logged with the
+        loss terms and appended to `output_dir/diagnostics.jsonl`. Costs one extra backward pass per term on
+        those steps only. 0 (default): off.
     """
 
     method: str = field(default="none", metadata={"help": "none, logit, corrkd, mmckd, mitr or crossmodal"})
@@ -96,6 +111,7 @@ class MMKDTrainingArguments(TrainingArguments):
     eval_missing_rate: float | None = field(default=0.5, metadata={"help": "rate of the evaluation view"})
     eval_missing_availability: str | None = field(default=None, metadata={"help": "P3/P5 evaluation set, e.g. la"})
     missing_seed: int = field(default=1111, metadata={"help": "seed of the evaluation masks"})
+    diagnostics_steps: int = field(default=0, metadata={"help": "every N training steps (and at step 0) log per-term gradient norms, representation norms and the method's diagnostics (diag_*); 0: off"})
 
     def __post_init__(self):
         # A multimodal collator needs every column; labels are named explicitly (find_labels would also pick
@@ -113,6 +129,8 @@ class MMKDTrainingArguments(TrainingArguments):
         for name in ("distillation_start_step", "distillation_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.diagnostics_steps < 0:
+            raise ValueError(f"diagnostics_steps must be >= 0, got {self.diagnostics_steps}")
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
@@ -125,13 +143,32 @@ def concat_batches(batches: list[dict]) -> dict:
 
 
 def split_output(output, n: int) -> list[dict]:
-    """Undo `concat_batches` on a model output: n outputs as attribute-accessible dicts."""
+    """Undo `concat_batches` on a model output: n outputs as attribute-accessible dicts (without `loss`: a joint
+    forward's loss is the mean over all n views, so each view's task loss is computed from its own rows)."""
     parts = [dict() for _ in range(n)]
-    for name in OUTPUT_FIELDS + ("loss",):
+    for name in OUTPUT_FIELDS:
         value = getattr(output, name, None)
         for i, chunk in enumerate(value.chunk(n) if torch.is_tensor(value) and value.ndim > 0 else [value] * n):
             parts[i][name] = chunk
     return [_Output(p) for p in parts]
+
+
+def select_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The rows `rows` ((B,) bool) of a collated batch; every tensor in it is batch-first."""
+    return {k: v[rows] if torch.is_tensor(v) and v.ndim > 0 else v for k, v in batch.items()}
+
+
+def auxiliary_model(teacher: nn.Module, modality: str) -> nn.Module:
+    """Cross-modal KD's auxiliary model A (Chen et al., CVPR 2023): a separate model of `modality` alone, with the
+    teacher's architecture for that modality and its encoder's weights as the starting point (a copy, not shared)."""
+    config = teacher.config.to_dict()
+    for m in MODALITIES:
+        if m != modality:
+            config[f"{m}_config"] = config[f"{m}_feature_dim"] = None
+    config.update(role="student", student_modalities=[modality], pattern_embedding=False)
+    model = type(teacher)(type(teacher.config).from_dict(config))
+    model.mmkd.encoders[modality].load_state_dict(teacher.mmkd.encoders[modality].state_dict())
+    return model
 
 
 class _Output(dict):
@@ -163,23 +200,51 @@ class MMKDDistillationModel(nn.Module):
     """
 
     def __init__(self, students: list[nn.Module], method: nn.Module, teacher: nn.Module | None = None,
-                 teacher_loss_weight: float = 1.0, auxiliary_modality: str | None = None):
+                 teacher_loss_weight: float = 1.0, auxiliary_modality: str | None = None,
+                 auxiliary: nn.Module | None = None):
         super().__init__()
         self.students = nn.ModuleList(students)
         self.method = method
         self.teacher = teacher  # registered (so optimised and saved) only when it trains online
         self.teacher_loss_weight = teacher_loss_weight
         self.auxiliary_modality = auxiliary_modality
+        self.auxiliary = auxiliary  # cross-modal KD's model A of the auxiliary modality alone (trained jointly)
+
+    def _auxiliary_features(self, teacher_batch: dict, terms: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(f_A (B, fusion_dim) with zeros where a row lacks the auxiliary modality, (B,) bool rows that have it).
+
+        A sees only the auxiliary modality of the complete batch and is trained on its own task loss
+        (`loss_task_aux`), so that I(T; A) ties the teacher to a representation of that modality alone."""
+        index = MODALITIES.index(self.auxiliary_modality)
+        rows = teacher_batch["modality_mask"][:, index]  # (B,)
+        if not bool(rows.any()):
+            return None, rows
+        only = torch.zeros_like(teacher_batch["modality_mask"])
+        only[:, index] = True
+        others = {k for m, keys in MODALITY_INPUT_KEYS.items() if m != self.auxiliary_modality for k in keys}
+        view = select_rows({**teacher_batch, "modality_mask": only}, rows)
+        out = self.auxiliary(**{k: v for k, v in model_inputs(view).items() if k not in others})
+        if out.loss is not None:
+            terms["loss_task_aux"] = out.loss
+        features = out.fused.new_zeros(rows.shape[0], out.fused.shape[-1]).index_copy(0, rows.nonzero().squeeze(1),
+                                                                                      out.fused)
+        return features, rows
 
     @property
     def student(self) -> nn.Module:
         return self.students[0]
 
     def _run(self, model: nn.Module, batches: list[dict]) -> list:
-        """One forward of `model` over several same-shaped views."""
+        """One forward of `model` over several same-shaped views; each view's task loss over its own rows."""
         if len(batches) == 1:
             return [model(**model_inputs(batches[0]))]
-        return split_output(model(**model_inputs(concat_batches(batches))), len(batches))
+        joint = model_inputs(concat_batches(batches))
+        joint.pop("labels", None)
+        outs = split_output(model(**joint), len(batches))
+        for out, batch in zip(outs, batches):
+            labels = batch.get("labels")
+            out["loss"] = None if labels is None else model.compute_task_loss(out["logits"], labels)
+        return outs
 
     def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None, term_scale: float = 1.0):
         mode = self.method.teacher_mode
@@ -196,19 +261,87 @@ class MMKDDistillationModel(nn.Module):
                 teacher_out = self.teacher(**model_inputs(teacher_batch))
             student_outs = [s(**model_inputs(b)) for s, b in zip(self.students, student_batches)]
 
-        terms["loss_task"] = torch.stack([o.loss for o in student_outs]).mean()
+        # Sum over the student views: MM-CKD's L = L_task(T) + sum_k L_task(S_k) + lambda L_MVSC (one view otherwise).
+        terms["loss_task"] = torch.stack([o.loss for o in student_outs]).sum()
         if mode in ("online", "shared"):
             terms["loss_task_teacher"] = self.teacher_loss_weight * teacher_out.loss
-        aux = None
+        aux, aux_mask = None, None
         if self.method.needs_aux_features:
-            aux = getattr(teacher_out, f"{self.auxiliary_modality}_pooled")
+            aux, aux_mask = self._auxiliary_features(teacher_batch, terms)
         method_terms = self.method(teacher_out, student_outs, teacher_batch.get("labels"),
-                                   teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux)
+                                   teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux,
+                                   aux_mask=aux_mask)
         loss = torch.stack(list(terms.values())).sum()
         if method_terms:
             loss = loss + term_scale * torch.stack(list(method_terms.values())).sum()
         terms.update(method_terms)
+        self.last_outputs = dict(teacher_out=teacher_out, student_outs=student_outs, aux_features=aux,
+                                 aux_mask=aux_mask)  # for the trainer's diagnostics (the graph is freed with them)
         return loss, terms, student_outs[0]
+
+
+def _grad_norm(value: torch.Tensor, params: list[nn.Parameter]) -> float:
+    """||d value / d params||_2 without touching `.grad` (the graph is kept for the real backward)."""
+    if not value.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0))
+
+
+def _mean_norm(x: torch.Tensor | None) -> float | None:
+    return None if x is None else float(x.detach().float().norm(dim=-1).mean())
+
+
+def diagnostics(wrapper: "MMKDDistillationModel", terms: dict, teacher_batch: dict,
+                student_batches: list[dict]) -> dict[str, float]:
+    """What explains a distillation run, on one micro-batch (see `MMKDTrainingArguments.diagnostics_steps`).
+
+    - `grad_<term>`: gradient norm of each logged term (as weighted in the loss, before any warm-up scale) at the
+      parameters of the (first) student, the parameters every term shares; `ratio_<term>` = that norm over the
+      student's task-loss norm. A ratio far above 1 means the term, not the task, sets the optimiser's direction.
+    - `norm_fused_student` / `norm_fused_teacher` / `norm_<m>_student`: mean L2 norms of the representations.
+    - `teacher_mae` / `teacher_sign_agreement` (regression) or `teacher_accuracy` (classes): the teacher's
+      predictions on the rows the student trains on, against their labels; `student_teacher_gap`: mean |s - t|.
+    - the method's own `diagnostics(...)` (e.g. CorrKD: share of negative pairs inside the SCD margin; RCD's MI
+      estimate above its zero-information value).
+    """
+    out = wrapper.last_outputs or {}
+    teacher_out, student_outs = out.get("teacher_out"), out.get("student_outs") or []
+    params = [p for p in wrapper.student.parameters() if p.requires_grad]
+    values: dict[str, float] = {}
+    for name, value in terms.items():
+        values[f"grad_{name}"] = _grad_norm(value, params)
+    task = values.get("grad_loss_task") or 0.0
+    for name in terms:
+        if name != "loss_task":
+            values[f"ratio_{name}"] = values[f"grad_{name}"] / task if task > 0 else float("nan")
+    if student_outs:
+        s = student_outs[0]
+        values["norm_fused_student"] = _mean_norm(s.fused)
+        for m in MODALITIES:
+            norm = _mean_norm(getattr(s, f"{m}_pooled", None))
+            if norm is not None:
+                values[f"norm_{m}_student"] = norm
+    labels = teacher_batch.get("labels")
+    if teacher_out is not None:
+        values["norm_fused_teacher"] = _mean_norm(teacher_out.fused)
+        t_logits = teacher_out.logits.detach().float()
+        if labels is not None:
+            if t_logits.shape[-1] == 1:
+                t, y = t_logits.view(-1), labels.float().view(-1)
+                values["teacher_mae"] = float((t - y).abs().mean())
+                nonzero = y != 0
+                if nonzero.any():
+                    values["teacher_sign_agreement"] = float(((t[nonzero] > 0) == (y[nonzero] > 0)).float().mean())
+            else:
+                values["teacher_accuracy"] = float((t_logits.argmax(-1) == labels.view(-1)).float().mean())
+        if student_outs:
+            values["student_teacher_gap"] = float((student_outs[0].logits.detach().float() - t_logits).abs().mean())
+    method_values = wrapper.method.diagnostics(teacher_out, student_outs, labels, teacher_batch=teacher_batch,
+                                               student_batches=student_batches, aux_features=out.get("aux_features"),
+                                               aux_mask=out.get("aux_mask"))
+    values.update(method_values)
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 class TeacherOutputCache:
@@ -273,9 +406,13 @@ class MMKDTrainer(Trainer):
         mode = method.teacher_mode
         if mode in ("frozen", "online") and teacher is None:
             raise ValueError(f"method {args.method!r} needs a teacher (teacher_name_or_path)")
-        auxiliary = None
+        auxiliary, aux_model = None, None
         if method.needs_aux_features:
             auxiliary = args.auxiliary_modality or student_config.modalities[-1]
+            if auxiliary not in student_config.modalities:
+                raise ValueError(f"auxiliary_modality {auxiliary!r} is not a modality of the model "
+                                 f"({', '.join(student_config.modalities)})")
+            aux_model = auxiliary_model(teacher, auxiliary)
         self.mmkd_method = args.method
         tokenizer = kwargs.get("processing_class")
         self._unk_token_id = getattr(tokenizer, "unk_token_id", None) or 100
@@ -288,11 +425,12 @@ class MMKDTrainer(Trainer):
         self._draw = (-1, 0)  # (global step, micro-batch) of the last training draw
         wrapper = MMKDDistillationModel(
             students, method, teacher=teacher if mode == "online" else None,
-            teacher_loss_weight=args.teacher_loss_weight, auxiliary_modality=auxiliary,
+            teacher_loss_weight=args.teacher_loss_weight, auxiliary_modality=auxiliary, auxiliary=aux_model,
         )
         self._frozen_teacher = teacher if mode == "frozen" else None
         self._teacher_cache = TeacherOutputCache() if (mode == "frozen" and args.cache_teacher_outputs) else None
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._diagnosed_step = -1
         super().__init__(model=wrapper, args=args, **kwargs)
         if self._frozen_teacher is not None:
             self._frozen_teacher.requires_grad_(False)
@@ -378,7 +516,31 @@ class MMKDTrainer(Trainer):
         split = "train" if train else "eval"
         for name, value in terms.items():
             self._metrics[split][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
+        wrapper = self.accelerator.unwrap_model(model)
+        if train and self._diagnostics_due():
+            self._record_diagnostics(wrapper, terms, inputs, student_batches)
+        wrapper.last_outputs = None
         return (loss, student_out) if return_outputs else loss
+
+    def _diagnostics_due(self) -> bool:
+        """On the first micro-batch of every `diagnostics_steps`-th optimiser step (step 0 included)."""
+        every = self.args.diagnostics_steps
+        step = self.state.global_step
+        if not every or step % every or self._diagnosed_step == step:
+            return False
+        self._diagnosed_step = step
+        return True
+
+    def _record_diagnostics(self, wrapper, terms: dict, inputs: dict, student_batches: list[dict]) -> None:
+        """Log `diagnostics(...)` of this micro-batch under `diag_*` and append it to diagnostics.jsonl."""
+        values = diagnostics(wrapper, terms, inputs, student_batches)
+        for name, value in values.items():
+            self._metrics["train"][f"diag_{name}"].append(value)
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            record = {"step": self.state.global_step, "method": self.mmkd_method, **values}
+            with open(os.path.join(self.args.output_dir, "diagnostics.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def distillation_scale(self) -> float:
         """Weight of the method's terms at the current training step (see `distillation_start_step`)."""

@@ -536,3 +536,19 @@ def test_unknown_method_kwargs_are_named():
         build_distillation_loss("none", config, kd_weight=0.3)
     with pytest.raises(ValueError, match=r"method_kwargs \['margn'\] are not arguments of method 'corrkd'"):
         build_distillation_loss("corrkd", config, margn=1.0)
+
+
+def test_contrastive_diagnostics_by_hand():
+    """Two anchors, three candidates each; anchor 0's positive is column 0, anchor 1's column 1.
+    p(0, .) = softmax(ln 2, 0, 0) = (1/2, 1/4, 1/4): excess = ln(1/2) + ln 3; no negative above chance (1/3).
+    p(1, .) = softmax(0, 0, ln 4) = (1/6, 1/6, 2/3): excess = ln(1/6) + ln 3; negative column 2 is above chance."""
+    import math
+
+    from hf_mmkd.distillation.functional import contrastive_diagnostics
+
+    logits = torch.tensor([[math.log(2.0), 0.0, 0.0], [0.0, 0.0, math.log(4.0)]])
+    positives = torch.tensor([[True, False, False], [False, True, False]])
+    out = contrastive_diagnostics(logits, positives)
+    expected = ((math.log(0.5) + math.log(3)) + (math.log(1 / 6) + math.log(3))) / 2
+    assert out["pos_logprob_excess"] == pytest.approx(expected, rel=1e-6)
+    assert out["active_negatives"] == pytest.approx(1 / 4)

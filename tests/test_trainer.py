@@ -198,3 +198,103 @@ def test_distillation_start_and_warmup_scale_the_method_terms_only(tmp_path):
         assert trainer.distillation_scale() == scale
     with pytest.raises(ValueError, match="distillation_warmup_steps must be >= 0"):
         MMKDTrainingArguments(output_dir=str(tmp_path), distillation_warmup_steps=-1, use_cpu=True)
+
+
+def _eval_mode(trainer):
+    """Training-mode code paths (views, terms) without dropout noise, so values can be recomputed by hand; the
+    weights are spread out so that the tiny model's output depends on its inputs."""
+    torch.manual_seed(3)
+    for p in trainer.model.parameters():
+        p.data.normal_(0, 0.3)
+    trainer.model.train()
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def test_mitr_logs_each_views_own_task_loss(tmp_path):
+    """The weight-shared forward runs [complete; masked] jointly; each view's task loss is over its own rows."""
+    trainer, _ = make_trainer(tmp_path, "mitr", missing_protocol="p2")
+    _eval_mode(trainer)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
+    trainer.state.global_step = 5  # a step whose P2 draw drops steps in some rows
+    trainer.compute_loss(trainer.model, batch)
+    logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    trainer._draw = (-1, 0)  # redraw the same view
+    (view,) = trainer._student_batches(batch, train=True)
+    student = trainer.model.student
+    from hf_mmkd.data.missing import model_inputs
+
+    complete = student(**model_inputs(batch)).loss.item()
+    masked = student(**model_inputs(view)).loss.item()
+    assert complete != pytest.approx(masked, rel=1e-3)
+    assert logged["loss_task_teacher"] == pytest.approx(complete, rel=1e-5)
+    assert logged["loss_task"] == pytest.approx(masked, rel=1e-5)
+
+
+def test_mmckd_sums_the_task_losses_of_its_views(tmp_path):
+    """MM-CKD: L = L_task(T) + sum_k L_task(S_k) + lambda L_MVSC; every view carries a full task weight."""
+    trainer, _ = make_trainer(tmp_path, "mmckd")
+    _eval_mode(trainer)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
+    trainer.state.global_step = 3
+    trainer.compute_loss(trainer.model, batch)
+    logged = trainer._metrics["train"]["loss_task"][-1]
+    trainer._draw = (-1, 0)
+    views = trainer._student_batches(batch, train=True)
+    from hf_mmkd.data.missing import model_inputs
+
+    per_view = [trainer.model.student(**model_inputs(v)).loss.item() for v in views]
+    assert len(per_view) == 7
+    assert logged == pytest.approx(sum(per_view), rel=1e-5)
+
+
+def test_crossmodal_auxiliary_model_is_separate_from_the_teacher(tmp_path):
+    """A (the auxiliary-modality model) is its own network: it starts from the teacher's audio encoder, reads
+    only audio, trains on its own task loss, and shares no parameter with the teacher."""
+    trainer, teacher = make_trainer(tmp_path, "crossmodal", auxiliary_modality="audio")
+    aux = trainer.model.auxiliary
+    assert aux.config.modalities == ["audio"]
+    teacher_params = {id(p) for p in teacher.parameters()}
+    assert not any(id(p) in teacher_params for p in aux.parameters())
+    for (n, p), (_, q) in zip(aux.mmkd.encoders["audio"].named_parameters(),
+                              teacher.mmkd.encoders["audio"].named_parameters()):
+        assert torch.equal(p, q), n  # initialised from the teacher's audio encoder
+    before = {n: p.clone() for n, p in aux.named_parameters()}
+    trainer.train()
+    assert all(math.isfinite(h["loss_task_aux"]) for h in trainer.state.log_history if "loss" in h)
+    assert any(not torch.equal(p, before[n]) for n, p in aux.named_parameters())
+
+
+def test_diagnostics_log_gradient_norms_and_write_a_jsonl(tmp_path):
+    import json
+
+    trainer, _ = make_trainer(tmp_path, "corrkd", diagnostics_steps=2)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "corrkd" / "diagnostics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 2]
+    for r in records:
+        for key in ("grad_loss_task", "grad_loss_scd", "ratio_loss_scd", "ratio_loss_rcd", "norm_fused_student",
+                    "norm_fused_teacher", "teacher_mae", "scd_active_negatives", "rcd_mi_excess_target"):
+            assert math.isfinite(r[key]), key
+        assert r["ratio_loss_scd"] == pytest.approx(r["grad_loss_scd"] / r["grad_loss_task"])
+        assert 0.0 <= r["scd_active_negatives"] <= 1.0
+    assert any("diag_grad_loss_task" in h for h in trainer.state.log_history)
+
+
+def test_diagnostic_gradient_norm_matches_a_manual_backward(tmp_path):
+    from hf_mmkd.trainer import diagnostics
+
+    trainer, _ = make_trainer(tmp_path, "logit")
+    _eval_mode(trainer)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
+    trainer.state.global_step = 1
+    student_batches = trainer._student_batches(batch, train=True)
+    teacher_out = trainer._frozen_teacher_outputs(batch, train=False)
+    loss, terms, _ = trainer.model(teacher_batch=batch, student_batches=student_batches, teacher_out=teacher_out)
+    values = diagnostics(trainer.model, terms, batch, student_batches)
+    terms["loss_logit"].backward(retain_graph=True)
+    manual = torch.sqrt(sum((p.grad ** 2).sum() for p in trainer.model.student.parameters() if p.grad is not None))
+    assert values["grad_loss_logit"] == pytest.approx(manual.item(), rel=1e-5)
+    t = teacher_out.logits.view(-1)
+    assert values["teacher_mae"] == pytest.approx((t - batch["labels"]).abs().mean().item(), rel=1e-5)

@@ -107,6 +107,7 @@ class DistillationLoss(nn.Module):
         teacher_batch: dict[str, Tensor] | None = None,
         student_batches: Sequence[dict[str, Tensor]] | dict[str, Tensor] | None = None,
         aux_features: Sequence[Tensor] | Tensor | None = None,
+        aux_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute this method's weighted loss terms.
 
@@ -116,8 +117,10 @@ class DistillationLoss(nn.Module):
             labels: (B,) float regression labels or (B,) long class ids.
             teacher_batch: the teacher's input batch (MITR reconstruction targets).
             student_batches: K student input batches, aligned with `student_outs` (`<m>_dropped` masks).
-            aux_features: (B, d) tensor, or K of them (one per student): the teacher-side representation of
-                the modality the student lacks (cross-modal KD's auxiliary model A).
+            aux_features: (B, d) tensor, or K of them (one per student): the representation of the auxiliary
+                modality by cross-modal KD's auxiliary model A.
+            aux_mask: (B,) bool, the rows that have the auxiliary modality (None: all rows); `aux_features` of
+                the other rows are placeholders.
         Returns:
             dict of scalar tensors named `loss_<term>`, already weighted.
         """
@@ -133,23 +136,32 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"{type(self).__name__} needs teacher_batch")
         if self.needs_student_batches and (student_batches is None or len(student_batches) != len(student_outs)):
             raise ValueError(f"{type(self).__name__} needs one student batch per student output")
-        if self.needs_aux_features and aux_features is None:
+        if self.needs_aux_features and aux_features is None and aux_mask is None:
             raise ValueError(f"{type(self).__name__} needs aux_features (the representation of the lacking modality)")
         if self.joint_students:
             return self.compute(teacher_out, list(student_outs), labels, teacher_batch=teacher_batch,
-                                student_batches=student_batches, aux_features=aux_features)
+                                student_batches=student_batches, aux_features=aux_features, aux_mask=aux_mask)
         per_student = []
         for k, student_out in enumerate(student_outs):
             aux_k = aux_features[k] if isinstance(aux_features, (list, tuple)) else aux_features
             batch_k = student_batches[k] if student_batches is not None else None
             per_student.append(self.compute_pair(teacher_out, student_out, labels, teacher_batch=teacher_batch,
-                                                 student_batch=batch_k, aux_features=aux_k))
+                                                 student_batch=batch_k, aux_features=aux_k, aux_mask=aux_mask))
         return {name: torch.stack([terms[name] for terms in per_student]).mean() for name in per_student[0]}
 
-    def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features):
+    @torch.no_grad()
+    def diagnostics(self, teacher_out, student_outs, labels, *, teacher_batch=None, student_batches=None,
+                    aux_features=None, aux_mask=None) -> dict[str, float]:
+        """Quantities that explain how the method's terms behave on a batch (the trainer logs them as `diag_*`
+        when `diagnostics_steps` is set). The base class has none."""
+        return {}
+
+    def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features,
+                aux_mask=None):
         raise NotImplementedError
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None):
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ class NoDistillation(DistillationLoss):
         super().__init__()
 
     def forward(self, teacher_out, student_outs, labels, *, teacher_batch=None, student_batches=None,
-                aux_features=None):
+                aux_features=None, aux_mask=None):
         return {}
 
 
@@ -40,7 +40,8 @@ class LogitKD(DistillationLoss):
         self.weight, self.temperature, self.detach_teacher = weight, temperature, detach_teacher
         self.task = config_task(config)
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None):
         z_t, z_s = teacher_out.logits, student_out.logits  # (B, C) or (B, 1)
         if self.detach_teacher:
             z_t = z_t.detach()

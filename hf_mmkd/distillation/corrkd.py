@@ -13,6 +13,7 @@ from torch import Tensor
 
 from hf_mmkd.distillation.base import DistillationLoss, StatisticsNetwork, config_task
 from hf_mmkd.distillation.functional import (
+    JSD_ZERO_INFORMATION,
     check_label_shift,
     class_centres,
     class_targets,
@@ -121,7 +122,36 @@ class CorrKDLoss(DistillationLoss):
             return regression_class_logits(out.logits, self.centres, self.sigma, self.label_shift)
         return out.logits
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+    @torch.no_grad()
+    def diagnostics(self, teacher_out, student_outs, labels, **kwargs) -> dict[str, float]:
+        """SCD geometry (the teacher's own pair distances, the student's distance to its own / other rows' teacher
+        vectors, the share of negative pairs inside the margin: with none, SCD is a plain L2 regression) and RCD's
+        MI estimates above their zero-information value (-2 ln 2 each; 0 = the responses carry no shared
+        information the critic can find)."""
+        h_t, h_s = teacher_out.fused.float(), student_outs[0].fused.float()  # (B, D)
+        n = h_t.shape[0]
+        if n < 2:
+            return {}
+        other = ~torch.eye(n, dtype=torch.bool, device=h_t.device)
+        dist = torch.cdist(h_s, h_t)  # (B, B) student row i vs teacher row j
+        out = {"scd_margin": self.margin, "scd_dist_same": float(dist.diagonal().mean()),
+               "scd_dist_other": float(dist[other].mean()),
+               "teacher_pair_dist": float(torch.cdist(h_t, h_t)[other].mean()),
+               "scd_active_negatives": float((dist[other] < self.margin).float().mean())}
+        classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)
+        parts = zip((self.target_mi, self.non_target_mi),
+                    zip(decouple_response(self.class_logits(teacher_out), classes),
+                        decouple_response(self.class_logits(student_outs[0]), classes)))
+        for name, (net, (x, y)) in zip(("target", "non_target"), parts):
+            if net is not None and x is not None:
+                t_joint = net(torch.cat([x, y], -1))
+                t_marg = net(torch.cat([x, y.roll(1, 0)], -1))
+                mi = (-F.softplus(-t_joint)).mean() - F.softplus(t_marg).mean()
+                out[f"rcd_mi_excess_{name}"] = float(mi - JSD_ZERO_INFORMATION)
+        return out
+
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None):
         h_t, h_s = teacher_out.fused, student_out.fused  # (B, fusion_dim)
         classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)  # (B,)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, mlp
-from hf_mmkd.distillation.functional import grad_reverse, info_nce
+from hf_mmkd.distillation.functional import contrastive_diagnostics, grad_reverse, info_nce
 
 
 class CrossModalKDLoss(DistillationLoss):
@@ -23,9 +23,10 @@ class CrossModalKDLoss(DistillationLoss):
     - loss_l2     = l2_weight * ||G(f_S) - f_T||^2  (mean; only returned when l2_weight > 0)
 
     L_NCE(X, Y) = -1/N \sum_i log[ exp(cos(x_i, y_i)/tau) / \sum_j exp(cos(x_i, y_j)/tau) ] (in-batch negatives;
-    log N - L_NCE lower-bounds the MI). f_T = teacher `fused`, f_S = student `fused`, f_A = `aux_features`:
-    in this framework the teacher-side pooled representation of the modality the student lacks (B, aux_dim),
-    passed in by the trainer (one tensor, or one per student). g_T, g_S, g_A are linear heads into a shared
+    log N - L_NCE lower-bounds the MI). f_T = teacher `fused`, f_S = student `fused`, f_A = `aux_features`: the
+    `fused` output of the auxiliary model A, a separate model of the auxiliary modality alone that the trainer
+    builds (initialised from the teacher's encoder of that modality) and trains jointly on its own task loss;
+    `aux_mask` marks the rows that have that modality (I(T; A) is estimated on those rows only). g_T, g_S, g_A are linear heads into a shared
     `proj_dim` space (our choice: f_A and f_T may differ in width); g_T is shared by both NCE terms. The
     I(T; A) term keeps the teacher from the "weak teacher" shortcut of maximising I(T; S) alone.
 
@@ -67,7 +68,7 @@ class CrossModalKDLoss(DistillationLoss):
         self.ts_weight, self.alpha, self.beta, self.l2_weight = ts_weight, alpha, beta, l2_weight
         self.temperature, self.grl_coeff, self.detach_teacher_in_adv = temperature, grl_coeff, detach_teacher_in_adv
         fusion_dim = config_fusion_dim(config)
-        aux_dim = aux_dim or config.hidden_size
+        aux_dim = aux_dim or fusion_dim  # A is a model of the same family: its `fused` has the same width
         hidden_dim = hidden_dim or fusion_dim
         self.proj = nn.ModuleDict({
             "teacher": nn.Linear(fusion_dim, proj_dim),
@@ -87,12 +88,39 @@ class CrossModalKDLoss(DistillationLoss):
                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         return bce, F.mse_loss(fake, real)
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+    @torch.no_grad()
+    def diagnostics(self, teacher_out, student_outs, labels, *, aux_features=None, aux_mask=None, **kwargs,
+                    ) -> dict[str, float]:
+        """Each InfoNCE term's positives above chance (`nce_*_pos_logprob_excess`, a lower bound of the MI in nats)
+        and active negatives, and the discriminator's accuracy on real teacher / generated vectors."""
+        f_t, f_s = teacher_out.fused, student_outs[0].fused
+        z_t = F.normalize(self.proj["teacher"](f_t), dim=-1)
+        pairs = {"ts": (z_t, F.normalize(self.proj["student"](f_s), dim=-1))}
+        rows = torch.ones_like(f_t[:, 0], dtype=torch.bool) if aux_mask is None else aux_mask.bool()
+        if aux_features is not None and int(rows.sum()) >= 2:
+            pairs["ta"] = (z_t[rows], F.normalize(self.proj["aux"](aux_features[rows]), dim=-1))
+        out = {}
+        for name, (x, y) in pairs.items():
+            eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+            for k, v in contrastive_diagnostics(x @ y.T / self.temperature, eye).items():
+                out[f"nce_{name}_{k}"] = v
+        real = self.discriminator(f_t.detach()) > 0
+        fake = self.discriminator(self.generator(f_s)) < 0
+        out["disc_accuracy"] = float(torch.cat([real, fake]).float().mean())
+        return out
+
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None):
         f_t, f_s = teacher_out.fused, student_out.fused  # (B, fusion_dim)
         z_t = self.proj["teacher"](f_t)  # (B, p)
+        rows = torch.ones_like(f_t[:, 0], dtype=torch.bool) if aux_mask is None else aux_mask.bool()  # (B,)
+        if aux_features is not None and int(rows.sum()) >= 2:  # in-batch negatives need two rows with A
+            nce_ta = info_nce(z_t[rows], self.proj["aux"](aux_features[rows]), self.temperature)
+        else:
+            nce_ta = 0.0 * z_t.sum()
         terms = {
             "loss_nce_ts": self.ts_weight * info_nce(z_t, self.proj["student"](f_s), self.temperature),
-            "loss_nce_ta": self.alpha * info_nce(z_t, self.proj["aux"](aux_features), self.temperature),
+            "loss_nce_ta": self.alpha * nce_ta,
         }
         adv, l2 = self.adversarial(f_t, f_s)
         terms["loss_adv"] = self.beta * adv

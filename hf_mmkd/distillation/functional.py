@@ -79,6 +79,30 @@ def info_nce(x: Tensor, y: Tensor, temperature: float = 0.07) -> Tensor:
     return contrastive_loss(logits, positives)
 
 
+@torch.no_grad()
+def contrastive_diagnostics(logits: Tensor, positive_mask: Tensor, candidate_mask: Tensor | None = None,
+                            ) -> dict[str, float]:
+    """How informative a contrastive term is on a batch (same arguments as `contrastive_loss`).
+
+    - `pos_logprob_excess`: mean over anchors of the mean log-probability of their positives minus the log of
+      chance (1 / number of candidates): 0 at the zero-information point, log(#candidates) at most;
+    - `active_negatives`: share of (anchor, negative) pairs whose probability exceeds chance, i.e. the negatives
+      that still push.
+    """
+    if candidate_mask is None:
+        candidate_mask = torch.ones_like(positive_mask)
+    logits = logits.float().masked_fill(~candidate_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (A, N)
+    n_cand = candidate_mask.sum(1).clamp_min(1).float()  # (A,)
+    has_pos = positive_mask.any(1)
+    pos_mean = log_prob.masked_fill(~positive_mask, 0.0).sum(1) / positive_mask.sum(1).clamp_min(1)
+    excess = (pos_mean + n_cand.log())[has_pos]
+    negatives = candidate_mask & ~positive_mask
+    active = (log_prob > -n_cand.log()[:, None]) & negatives
+    return {"pos_logprob_excess": float(excess.mean()) if excess.numel() else float("nan"),
+            "active_negatives": float(active.sum() / negatives.sum().clamp_min(1))}
+
+
 # ----------------------------------------------------------------------------- mutual information
 
 
@@ -86,6 +110,9 @@ def shuffle_batch(y: Tensor) -> Tensor:
     """Rows of y rolled by a random shift in [1, B-1]: a derangement, so no row stays with its own sample."""
     shift = random.randint(1, y.shape[0] - 1)
     return torch.roll(y, shifts=shift, dims=0)
+
+
+JSD_ZERO_INFORMATION = -2.0 * math.log(2.0)  # MI_JSD at the optimal critic when x and y are independent (T = 0)
 
 
 def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ for Missing Multimodal Sentiment Analysis", ICASSP 2025 (arXiv 2501.05474); read
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -131,7 +132,22 @@ class MITRLoss(DistillationLoss):
             mask = mask & valid.bool()
         return masked_smooth_l1(self.recon[m](seq_s), target.to(seq_s.dtype), mask, self.smooth_l1_beta)
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features):
+    @torch.no_grad()
+    def diagnostics(self, teacher_out, student_outs, labels, **kwargs) -> dict[str, float]:
+        """Per modality: cosine between the student's and the teacher's pooled vectors (what the KD and SimSiam
+        terms pull together) and the norms the L1/MSE terms compare."""
+        out = {}
+        s = student_outs[0]
+        out["norm_fused_projected"] = float(self.fused_proj(teacher_out.fused).norm(dim=-1).mean())
+        for m in self.modalities:
+            z_t, z_s = getattr(teacher_out, f"{m}_pooled"), getattr(s, f"{m}_pooled")
+            if z_t is None or z_s is None:
+                continue
+            out[f"cos_{m}_student_teacher"] = float(F.cosine_similarity(z_s, z_t, dim=-1).mean())
+        return out
+
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None):
         f_t = self.fused_proj(teacher_out.fused)  # (B, d)
         f_s = self.fused_proj(student_out.fused)  # (B, d)
         attra = recon = kd_tf = kd_mib = kd_ss = f_s.new_zeros(())

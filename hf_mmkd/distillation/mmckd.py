@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, config_task, mlp
-from hf_mmkd.distillation.functional import check_label_shift, class_targets, supcon_loss
+from hf_mmkd.distillation.functional import check_label_shift, class_targets, contrastive_diagnostics, supcon_loss
 
 
 class MVSCLoss(DistillationLoss):
@@ -74,7 +74,8 @@ class MVSCLoss(DistillationLoss):
         head = self.heads[0] if len(self.heads) == 1 else self.heads[view]
         return F.normalize(head(fused), dim=-1)
 
-    def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features):
+    def _pool(self, teacher_out, student_outs, labels):
+        """(z (V*B, p), sample ids (V*B,), class ids (V*B,) or None) of all views."""
         views = [teacher_out, *student_outs]
         if len(self.heads) > 1 and len(views) != len(self.heads):
             raise ValueError(f"{len(self.heads) - 1} per-view heads for {len(student_outs)} students")
@@ -85,4 +86,22 @@ class MVSCLoss(DistillationLoss):
         if self.use_label_positives:
             class_ids = class_targets(labels, self.task, self.label_bins, self.label_shift)
             class_ids = class_ids.to(z.device).repeat(len(views))
+        return z, sample_ids, class_ids
+
+    @torch.no_grad()
+    def diagnostics(self, teacher_out, student_outs, labels, **kwargs) -> dict[str, float]:
+        """MVSC over all views: positives' log-probability above chance and the share of negatives still pushing
+        (`contrastive_diagnostics`)."""
+        z, sample_ids, class_ids = self._pool(teacher_out, student_outs, labels)
+        n = z.shape[0]
+        not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
+        positives = sample_ids[:, None] == sample_ids[None, :]
+        if class_ids is not None:
+            positives = positives | (class_ids[:, None] == class_ids[None, :])
+        values = contrastive_diagnostics(z @ z.T / self.temperature, positives & not_self, not_self)
+        return {f"mvsc_{k}": v for k, v in values.items()}
+
+    def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features,
+                aux_mask=None):
+        z, sample_ids, class_ids = self._pool(teacher_out, student_outs, labels)
         return {"loss_mvsc": self.weight * supcon_loss(z, sample_ids, class_ids, self.temperature)}
