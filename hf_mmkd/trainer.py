@@ -22,6 +22,7 @@ method's own parameters (statistics networks, heads, discriminators). Checkpoint
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
+from hf_mmkd.data.missing import MissingModalitySimulator, kept_fraction, model_inputs
 from hf_mmkd.distillation import build_distillation_loss, canonical_method
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
+
+logger = logging.getLogger(__name__)
 
 MODALITY_INPUT_KEYS = {  # the forward inputs of each modality (feature and backbone encoders)
     "text": ("text_features", "text_lengths", "input_ids", "attention_mask"),
@@ -84,6 +87,22 @@ class MMKDTrainingArguments(TrainingArguments):
 
     Training draws are seeded by (`seed`, global step, micro-batch), so a resumed run draws the same masks.
 
+    > Parameters that shape the distillation terms (not from the papers; see docs/methods.md#shared-machinery)
+
+    balance_terms (`bool`): keep every method term's gradient norm at the student's parameters within
+        `balance_band` (LO,HI; default 0.1-1x) of the student task loss's: every `balance_steps` optimiser steps the
+        ratio r_k = ||grad term_k|| / ||grad task|| is measured on the step's first micro-batch and the term's scale
+        s_k moves (geometric mean of the old and the new value) towards HI / r_k when r_k s_k would exceed HI, LO / r_k
+        when it would fall below LO, else 1 (clipped to [1e-3, 10]). At initialisation the contrastive and SimSiam
+        terms of the papers are 100-3000x the task gradient on CMU-MOSI, so Adam follows them, not the task.
+        The scales are part of the model state (saved in checkpoints, restored on resume) and logged as `scale_*`.
+    recoverability_floor (`float`): each row's distillation terms are weighted by w = clip((r - floor) /
+        (1 - floor), 0, 1), where r = sum_m a_m kept_m / sum_m a_m over the modalities of the complete row,
+        kept_m = the share of modality m's valid steps the student's view still has (`kept_fraction`), and a_m =
+        how much the frozen (or initial) teacher's validation loss grows when m is removed (uniform without a
+        teacher). A row whose view keeps too little to recover the teacher's answer then learns from its label only
+        (the published analogue is CMAD's missing-aware reweighting, ICCV 2025). None (default): every row counts.
+
     > Parameters that control the diagnostics
 
     diagnostics_steps (`int`): every N optimiser steps (and at step 0), on that step's first micro-batch: the
@@ -112,6 +131,10 @@ class MMKDTrainingArguments(TrainingArguments):
     eval_missing_availability: str | None = field(default=None, metadata={"help": "P3/P5 evaluation set, e.g. la"})
     missing_seed: int = field(default=1111, metadata={"help": "seed of the evaluation masks"})
     diagnostics_steps: int = field(default=0, metadata={"help": "every N training steps (and at step 0) log per-term gradient norms, representation norms and the method's diagnostics (diag_*); 0: off"})
+    balance_terms: bool = field(default=False, metadata={"help": "scale each method term so that its gradient at the student stays within balance_band of the task loss's"})
+    balance_band: str = field(default="0.1,1.0", metadata={"help": "LO,HI: the band of gradient-norm ratios (term / task) that balance_terms keeps"})
+    balance_steps: int = field(default=10, metadata={"help": "balance_terms: re-measure the ratios every N optimiser steps"})
+    recoverability_floor: float | None = field(default=None, metadata={"help": "weight each row's distillation terms by clip((r - floor) / (1 - floor), 0, 1), r = the share of the complete input's information the student's view keeps; None: off"})
 
     def __post_init__(self):
         # A multimodal collator needs every column; labels are named explicitly (find_labels would also pick
@@ -131,6 +154,17 @@ class MMKDTrainingArguments(TrainingArguments):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.diagnostics_steps < 0:
             raise ValueError(f"diagnostics_steps must be >= 0, got {self.diagnostics_steps}")
+        if self.balance_steps < 1:
+            raise ValueError(f"balance_steps must be >= 1, got {self.balance_steps}")
+        try:
+            low, high = (float(x) for x in str(self.balance_band).split(","))
+        except ValueError:
+            raise ValueError(f"balance_band must be 'LO,HI' (two numbers), got {self.balance_band!r}") from None
+        if not 0 < low <= high:
+            raise ValueError(f"balance_band must satisfy 0 < LO <= HI, got {self.balance_band!r}")
+        self.balance_band = f"{low:g},{high:g}"
+        if self.recoverability_floor is not None and not 0.0 <= self.recoverability_floor < 1.0:
+            raise ValueError(f"recoverability_floor must lie in [0, 1), got {self.recoverability_floor}")
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
@@ -196,7 +230,8 @@ class MMKDDistillationModel(nn.Module):
 
     `forward(teacher_batch, student_batches, teacher_out=None, term_scale=1.0)` returns
     `(loss, terms, first_student_output)` where `terms` holds the task loss(es) and the method's weighted terms,
-    each a scalar (as logged), and loss = task losses + term_scale * method terms.
+    each a scalar (as logged, without the balancing scales), and loss = task losses + term_scale * sum_k s_k term_k
+    (s_k: the per-term balancing scales, all 1 unless `balance_terms`).
     """
 
     def __init__(self, students: list[nn.Module], method: nn.Module, teacher: nn.Module | None = None,
@@ -209,6 +244,12 @@ class MMKDDistillationModel(nn.Module):
         self.teacher_loss_weight = teacher_loss_weight
         self.auxiliary_modality = auxiliary_modality
         self.auxiliary = auxiliary  # cross-modal KD's model A of the auxiliary modality alone (trained jointly)
+        # Per-term balancing scales (MMKDTrainingArguments.balance_terms): log s_k, and whether they were set yet.
+        self.register_buffer("log_term_scales", torch.zeros(len(method.term_names)))
+        self.register_buffer("term_scales_set", torch.zeros((), dtype=torch.bool))
+
+    def term_scales(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.method.term_names, self.log_term_scales.exp()))
 
     def _auxiliary_features(self, teacher_batch: dict, terms: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(f_A (B, fusion_dim) with zeros where a row lacks the auxiliary modality, (B,) bool rows that have it).
@@ -246,7 +287,8 @@ class MMKDDistillationModel(nn.Module):
             out["loss"] = None if labels is None else model.compute_task_loss(out["logits"], labels)
         return outs
 
-    def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None, term_scale: float = 1.0):
+    def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None, term_scale: float = 1.0,
+                row_weights: list[torch.Tensor] | None = None):
         mode = self.method.teacher_mode
         terms = {}
         if mode == "shared":  # MITR-DNet: one weight-shared network over [complete; masked]
@@ -270,10 +312,11 @@ class MMKDDistillationModel(nn.Module):
             aux, aux_mask = self._auxiliary_features(teacher_batch, terms)
         method_terms = self.method(teacher_out, student_outs, teacher_batch.get("labels"),
                                    teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux,
-                                   aux_mask=aux_mask)
+                                   aux_mask=aux_mask, row_weights=row_weights)
         loss = torch.stack(list(terms.values())).sum()
         if method_terms:
-            loss = loss + term_scale * torch.stack(list(method_terms.values())).sum()
+            scales = self.term_scales()
+            loss = loss + term_scale * torch.stack([scales.get(k, 1.0) * v for k, v in method_terms.items()]).sum()
         terms.update(method_terms)
         self.last_outputs = dict(teacher_out=teacher_out, student_outs=student_outs, aux_features=aux,
                                  aux_mask=aux_mask)  # for the trainer's diagnostics (the graph is freed with them)
@@ -284,8 +327,8 @@ def _grad_norm(value: torch.Tensor, params: list[nn.Parameter]) -> float:
     """||d value / d params||_2 without touching `.grad` (the graph is kept for the real backward)."""
     if not value.requires_grad:
         return 0.0
-    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0))
+    grads = [g for g in torch.autograd.grad(value, params, retain_graph=True, allow_unused=True) if g is not None]
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
 
 
 def _mean_norm(x: torch.Tensor | None) -> float | None:
@@ -399,7 +442,8 @@ class MMKDTrainer(Trainer):
     # compute_loss returns a mean over the micro-batch; Trainer divides by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, model=None, args: MMKDTrainingArguments = None, teacher: nn.Module | None = None, **kwargs):
+    def __init__(self, model=None, args: MMKDTrainingArguments = None, teacher: nn.Module | None = None,
+                 fold_teachers: list[nn.Module] | None = None, **kwargs):
         students = list(model) if isinstance(model, (list, tuple)) else [model]
         student_config = students[0].config
         method = build_distillation_loss(args.method, student_config, **args.method_kwargs)
@@ -429,8 +473,20 @@ class MMKDTrainer(Trainer):
         )
         self._frozen_teacher = teacher if mode == "frozen" else None
         self._teacher_cache = TeacherOutputCache() if (mode == "frozen" and args.cache_teacher_outputs) else None
+        self._fold_teachers = list(fold_teachers or [])
+        if self._fold_teachers:
+            if mode != "frozen":
+                raise ValueError(f"cross-fitted teachers serve frozen-teacher methods; {args.method!r} trains its "
+                                 f"teacher {mode}")
+            if self._teacher_cache is None:
+                raise ValueError("cross-fitted teachers need cache_teacher_outputs (their outputs are cached per row)")
+            if len(self._fold_teachers) < 2:
+                raise ValueError(f"cross-fitting needs at least 2 fold teachers, got {len(self._fold_teachers)}")
+            for fold in self._fold_teachers:
+                fold.requires_grad_(False)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._diagnosed_step = -1
+        self._diagnosed_step = self._balanced_step = -1
+        self._importance = None
         super().__init__(model=wrapper, args=args, **kwargs)
         if self._frozen_teacher is not None:
             self._frozen_teacher.requires_grad_(False)
@@ -471,6 +527,10 @@ class MMKDTrainer(Trainer):
     def fill_teacher_cache(self) -> None:
         """Run the frozen teacher once over the training set, in order, before training.
 
+        With cross-fitted `fold_teachers` (K of them, fold k trained on every training row whose `row_key % K != k`),
+        each row's cached logits come from the fold teacher that did not train on it (out-of-fold); the
+        representations stay the full teacher's, one space for every row (the fold teachers' spaces differ).
+
         The cached values then do not depend on which batch a row first appeared in (the last bits of a forward
         pass depend on the batch's shape), so a resumed run, which refills the cache, matches exactly.
         """
@@ -478,12 +538,22 @@ class MMKDTrainer(Trainer):
             return
         loader = torch.utils.data.DataLoader(self.train_dataset, batch_size=self.args.per_device_eval_batch_size,
                                              shuffle=False, collate_fn=self.data_collator)
+        folds = [self.accelerator.prepare_model(f, evaluation_mode=True) for f in self._fold_teachers]
         for batch in loader:
             if "row_key" not in batch:
                 raise ValueError("cache_teacher_outputs needs row keys: build the collator with return_row_keys=True")
             batch = self._prepare_inputs(batch)
             with torch.no_grad():
-                self._teacher_cache.store(batch["row_key"], self._frozen_teacher(**model_inputs(batch)))
+                out = self._frozen_teacher(**model_inputs(batch))
+                if folds:  # cross-fitting: each row's response from the fold teacher that never trained on it
+                    out = _Output({name: getattr(out, name, None) for name in OUTPUT_FIELDS})
+                    fold_of = batch["row_key"] % len(folds)  # (B,) the fold each row belongs to (training.py)
+                    for k, teacher in enumerate(folds):
+                        rows = fold_of == k
+                        if bool(rows.any()):
+                            out["logits"] = out["logits"].index_copy(
+                                0, rows.nonzero().squeeze(1), teacher(**model_inputs(select_rows(batch, rows))).logits)
+                self._teacher_cache.store(batch["row_key"], out)
 
     def train(self, *args, **kwargs):
         self.fill_teacher_cache()
@@ -511,16 +581,102 @@ class MMKDTrainer(Trainer):
         if self._frozen_teacher is not None:
             teacher_out = self._frozen_teacher_outputs(inputs, train)
         term_scale = self.distillation_scale() if train else 1.0
+        row_weights = self._row_weights(inputs, student_batches)
         loss, terms, student_out = model(teacher_batch=inputs, student_batches=student_batches,
-                                         teacher_out=teacher_out, term_scale=term_scale)
+                                         teacher_out=teacher_out, term_scale=term_scale, row_weights=row_weights)
         split = "train" if train else "eval"
         for name, value in terms.items():
             self._metrics[split][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
         wrapper = self.accelerator.unwrap_model(model)
         if train and self._diagnostics_due():
             self._record_diagnostics(wrapper, terms, inputs, student_batches)
+        if train and term_scale > 0 and self._balance_due():
+            self._update_term_scales(wrapper, terms)
         wrapper.last_outputs = None
         return (loss, student_out) if return_outputs else loss
+
+    # ------------------------------------------------------------------ shaping the distillation terms
+
+    def _balance_due(self) -> bool:
+        """On the first micro-batch of every `balance_steps`-th optimiser step once the terms are active."""
+        if not self.args.balance_terms or not self.accelerator.unwrap_model(self.model).method.term_names:
+            return False
+        step = self.state.global_step
+        if step % self.args.balance_steps or self._balanced_step == step:
+            return False
+        self._balanced_step = step
+        return True
+
+    def _update_term_scales(self, wrapper, terms: dict) -> None:
+        """Move each term's scale towards keeping its gradient ratio to the task loss inside `balance_band`."""
+        low, high = (float(x) for x in self.args.balance_band.split(","))
+        params = [p for p in wrapper.student.parameters() if p.requires_grad]
+        task = _grad_norm(terms["loss_task"], params)
+        ratios = torch.tensor([_grad_norm(terms[k], params) / task if task > 0 and k in terms else float("nan")
+                               for k in wrapper.method.term_names])
+        ratios = self.accelerator.reduce(ratios.to(self.args.device), reduction="mean").cpu()  # same on every rank
+        current = wrapper.log_term_scales.exp().cpu()
+        scaled = ratios * current
+        wanted = torch.where(scaled > high, high / ratios, torch.where(scaled < low, low / ratios, current))
+        wanted = torch.where(torch.isfinite(wanted), wanted, current).clamp(1e-3, 10.0).log()
+        with torch.no_grad():
+            if bool(wrapper.term_scales_set):
+                wanted = 0.5 * (wrapper.log_term_scales.cpu() + wanted)
+            wrapper.log_term_scales.copy_(wanted.to(wrapper.log_term_scales))
+            wrapper.term_scales_set.fill_(True)
+        for name, value in wrapper.term_scales().items():
+            self._metrics["train"][f"scale_{name}"].append(float(value))
+
+    def _row_weights(self, inputs: dict, student_batches: list[dict]) -> list[torch.Tensor] | None:
+        """Per student view, (B,) recoverability weights (see `recoverability_floor`), or None when off."""
+        floor = self.args.recoverability_floor
+        if floor is None:
+            return None
+        importance = self.modality_importance()
+        weights = []
+        for view in student_batches:
+            kept = kept_fraction(inputs, view)  # (B, 3)
+            had = inputs["modality_mask"].cpu().float() * importance  # (B, 3)
+            r = (kept * had).sum(1) / had.sum(1).clamp_min(1e-12)  # (B,)
+            weights.append(((r - floor) / (1.0 - floor)).clamp(0.0, 1.0).to(inputs["modality_mask"].device))
+        return weights
+
+    def modality_importance(self) -> torch.Tensor:
+        """(3,) a_m: how much the teacher's validation task loss grows when modality m alone is removed
+        (normalised to sum 1 over the model's modalities; uniform without a teacher or validation data).
+        Measured once, on at most 256 validation rows, with complete inputs otherwise."""
+        if self._importance is not None:
+            return self._importance
+        wrapper = self.accelerator.unwrap_model(self.model)
+        teacher = self._frozen_teacher or wrapper.teacher
+        modalities = wrapper.student.config.modalities
+        have = torch.tensor([float(m in modalities) for m in MODALITIES])
+        importance = have / have.sum()
+        if teacher is not None and self.eval_dataset is not None and len(modalities) > 1:
+            rows = [self.eval_dataset[i] for i in range(min(256, len(self.eval_dataset)))]
+            batch = self._prepare_inputs(self.data_collator(rows))
+            was_training = teacher.training
+            teacher.eval()
+            with torch.no_grad():
+                base = teacher(**model_inputs(batch)).loss.item()
+                growth = torch.zeros(len(MODALITIES))
+                for i, m in enumerate(MODALITIES):
+                    if m not in modalities:
+                        continue
+                    mask = batch["modality_mask"].clone()
+                    mask[:, i] = False
+                    keep = mask.any(1)  # rows left with another modality
+                    if not bool(keep.any()):
+                        continue
+                    view = select_rows({**batch, "modality_mask": mask}, keep)
+                    growth[i] = max(teacher(**model_inputs(view)).loss.item() - base, 0.0)
+            teacher.train(was_training)
+            if growth.sum() > 0:
+                importance = growth / growth.sum()
+        self._importance = importance
+        logger.info("modality importance (teacher validation loss growth when removed): %s",
+                    dict(zip(MODALITIES, importance.tolist())))
+        return importance
 
     def _diagnostics_due(self) -> bool:
         """On the first micro-batch of every `diagnostics_steps`-th optimiser step (step 0 included)."""

@@ -31,7 +31,7 @@ from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import MMKDDataCollator
 from hf_mmkd.data.demo import make_demo_dataset
-from hf_mmkd.data.missing import MissingModalitySimulator
+from hf_mmkd.data.missing import MissingModalitySimulator, row_key
 from hf_mmkd.data.prepared import load_prepared
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES
@@ -92,10 +92,13 @@ class StageArguments:
     teacher_num_train_epochs: float | None = field(default=None, metadata={"help": "teacher epochs (default: num_train_epochs)"})
     teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
     report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
+    teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key % K == k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
 
     def __post_init__(self):
         if self.stage not in ("teacher", "student", "both"):
             raise ValueError(f"stage must be teacher, student or both, got {self.stage!r}")
+        if self.teacher_folds == 1 or self.teacher_folds < 0:
+            raise ValueError(f"teacher_folds must be 0 (off) or >= 2, got {self.teacher_folds}")
 
 
 PARSER_TYPES = (ModelArguments, DataArguments, StageArguments, MMKDTrainingArguments)
@@ -413,13 +416,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
 
-    def make_trainer(model, run_args, teacher=None):
+    def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
                                     feature_extractor=feature_extractor, image_processor=image_processor,
                                     max_text_length=data_args.max_text_length, return_row_keys=True)
-        return MMKDTrainer(model=model, teacher=teacher, args=run_args, train_dataset=splits["train"],
+        return MMKDTrainer(model=model, teacher=teacher, args=run_args,
+                           train_dataset=splits["train"] if train_dataset is None else train_dataset,
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
-                           compute_metrics=compute_metrics)
+                           compute_metrics=compute_metrics, fold_teachers=fold_teachers)
 
     def save(model, folder: Path):
         if args.process_index == 0:
@@ -434,23 +438,37 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
 
     train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
-    run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
-    if run_teacher and not (teacher_dir / "config.json").is_file():
-        logger.info("teacher stage: complete inputs, no distillation")
-        run_dir = root / "teacher_run"
+    def train_teacher(run_dir: Path, out_dir: Path, train_dataset=None):
         teacher_args = stage_args(
             args, run_dir, method="none", method_kwargs={}, missing_protocol="none", eval_missing_protocol="none",
             eval_missing_availability=None,  # the student's P3/P5 evaluation set; the teacher sees complete inputs
             num_train_epochs=stage.teacher_num_train_epochs or args.num_train_epochs,
             learning_rate=stage.teacher_learning_rate or args.learning_rate,
+            diagnostics_steps=0, balance_terms=False, recoverability_floor=None,
         )
         teacher = new_model(model_args, {**config_kwargs, "role": "teacher"}, train_labels)
-        trainer = make_trainer(teacher, teacher_args)
+        trainer = make_trainer(teacher, teacher_args, train_dataset=train_dataset)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
-        save(trainer.student, teacher_dir)
+        save(trainer.student, out_dir)
+        return trainer
+
+    def fold_dir(k: int) -> Path:
+        return teacher_dir / "folds" / f"fold_{k}"
+
+    run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
+    if run_teacher and not (teacher_dir / "config.json").is_file():
+        logger.info("teacher stage: complete inputs, no distillation")
+        trainer = train_teacher(root / "teacher_run", teacher_dir)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
     elif run_teacher:
         logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
+    if run_teacher and stage.teacher_folds:
+        for k in range(stage.teacher_folds):  # cross-fitting: fold k's teacher never sees fold k's rows
+            if (fold_dir(k) / "config.json").is_file():
+                continue
+            logger.info("teacher fold %d/%d", k + 1, stage.teacher_folds)
+            rest = splits["train"].filter(lambda row: row_key(row["id"]) % stage.teacher_folds != k)
+            train_teacher(root / "teacher_run" / f"fold_{k}", fold_dir(k), rest)
 
     if stage.stage in ("student", "both"):
         logger.info("student stage: method %s, student view %s", args.method, args.missing_protocol)
@@ -461,6 +479,13 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 raise ValueError(f"method {args.method!r} needs a trained teacher; {where} "
                                  "(run --stage teacher first, or pass --teacher_name_or_path)")
             teacher = MMKDForSentiment.from_pretrained(teacher_dir)
+        fold_teachers = None
+        if stage.teacher_folds and method_cls.teacher_mode == "frozen":
+            missing = [str(fold_dir(k)) for k in range(stage.teacher_folds) if not (fold_dir(k) / "config.json").is_file()]
+            if missing:
+                raise ValueError(f"teacher_folds={stage.teacher_folds} needs the cross-fitted teachers; missing "
+                                 f"{missing} (run the teacher stage with --teacher_folds {stage.teacher_folds})")
+            fold_teachers = [MMKDForSentiment.from_pretrained(fold_dir(k)) for k in range(stage.teacher_folds)]
         student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
@@ -469,7 +494,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         else:
             student = new_model(model_args, student_kwargs, train_labels)
         run_dir = root / "student_run"
-        trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher)
+        trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher,
+                               fold_teachers=fold_teachers)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
         if len(wrapper.students) == 1:

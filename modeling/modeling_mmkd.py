@@ -41,7 +41,8 @@ class MMKDModelOutput(ModelOutput):
     """Encoders + fusion.
 
     Args:
-        fused: (B, fusion_dim) joint representation.
+        fused: (B, fusion_dim) joint representation (before the dropout that `MMKDForSentiment` applies to its
+            head's input, so distillation compares representations without dropout noise).
         text_pooled / audio_pooled / vision_pooled: (B, hidden_size) per-modality vectors; for a row that lacks
             the modality, the learned missing embedding. None if the model has no encoder for the modality.
         text_sequence / audio_sequence / vision_sequence: (B, L, hidden_size) per-step features (zeros where
@@ -287,7 +288,7 @@ class MMKDFusion(nn.Module):
         n, d = len(config.modalities), config.hidden_size
         self.fusion_token = None
         if self.mode == "concat":
-            self.mlp = nn.Sequential(nn.Linear(n * d, config.fusion_dim), nn.GELU(), nn.Dropout(config.dropout))
+            self.mlp = nn.Sequential(nn.Linear(n * d, config.fusion_dim), nn.GELU())
         else:
             self.fusion_token = nn.Parameter(torch.zeros(1, 1, d))
             self.type_embeddings = nn.Embedding(n, d)
@@ -479,6 +480,8 @@ class MMKDForSentiment(MMKDPreTrainedModel):
     def __init__(self, config: MMKDConfig, text_backbone=None, audio_backbone=None, vision_backbone=None):
         super().__init__(config)
         self.mmkd = MMKDModel(config, text_backbone, audio_backbone, vision_backbone)
+        # `fused` is the representation before dropout (what distillation compares); dropout regularises the head.
+        self.fused_dropout = nn.Dropout(config.dropout)
         self.head = nn.Sequential(
             nn.Linear(config.fusion_dim, config.fusion_dim),
             nn.GELU(),
@@ -525,7 +528,7 @@ class MMKDForSentiment(MMKDPreTrainedModel):
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
             modality_mask=modality_mask, return_dict=True,
         )
-        logits = self.head(base.fused)  # (B, num_labels)
+        logits = self.head(self.fused_dropout(base.fused))  # (B, num_labels)
         loss = self.compute_task_loss(logits, labels) if labels is not None else None
         output = MMKDSentimentOutput(loss=loss, logits=logits, **dict(base.items()))
         return output if return_dict is not False else output.to_tuple()

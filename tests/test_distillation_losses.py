@@ -552,3 +552,44 @@ def test_contrastive_diagnostics_by_hand():
     expected = ((math.log(0.5) + math.log(3)) + (math.log(1 / 6) + math.log(3))) / 2
     assert out["pos_logprob_excess"] == pytest.approx(expected, rel=1e-6)
     assert out["active_negatives"] == pytest.approx(1 / 4)
+
+
+def test_row_weights_scale_each_rows_contribution_by_hand():
+    """Logit KD (regression): rows (s, t) = (1, 0) and (0, 2): squared errors 1 and 4; weights (1, 0.5) give
+    (1 * 1 + 0.5 * 4) / 2 = 1.5 (not renormalised); SCD: row i's pairs are weighted by w_i."""
+    from hf_mmkd.distillation import build_distillation_loss
+
+    config = SimpleNamespace(task="regression", num_labels=1, hidden_size=2, fusion_dim=2)
+    kd = build_distillation_loss("logit", config)
+    s_out = SimpleNamespace(logits=torch.tensor([[1.0], [0.0]]))
+    t_out = SimpleNamespace(logits=torch.tensor([[0.0], [2.0]]))
+    weights = torch.tensor([1.0, 0.5])
+    assert kd(t_out, [s_out], None)["loss_logit"].item() == pytest.approx(2.5)
+    assert kd(t_out, [s_out], None, row_weights=weights)["loss_logit"].item() == pytest.approx(1.5)
+    h_s = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    h_t = torch.tensor([[0.0, 0.0], [0.5, 0.0]])
+    # pair losses: row 0: (0, (1 - 0.5)^2) -> mean 0.125; row 1: (0 (d = 1), 0.25) -> mean 0.125
+    assert scd_loss(h_s, h_t, 1.0, torch.tensor([1.0, 0.0])).item() == pytest.approx(0.125 / 2)
+
+
+def test_corrkd_normalised_scd_with_automatic_margin_by_hand():
+    """normalize=True compares unit vectors; margin='auto' is the mean distance between the teacher's own vectors
+    of different rows. Teacher (1, 0), (0, 1): distance sqrt(2) = margin. Student (2, 0) -> (1, 0) and (0, 3) ->
+    (0, 1): the same-row distances are 0 and the cross distances sqrt(2) = margin, so SCD = 0; a student (1, 1)/
+    sqrt(2) for row 1 sits at distance sqrt(2 - sqrt(2)) from teacher row 0."""
+    from hf_mmkd.distillation import build_distillation_loss
+
+    config = SimpleNamespace(task="regression", num_labels=1, hidden_size=2, fusion_dim=2)
+    loss = build_distillation_loss("corrkd", config, normalize=True, margin="auto", cpd_weight=0.0, rcd_weight=0.0)
+    teacher = SimpleNamespace(fused=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), logits=torch.zeros(2, 1))
+    student = SimpleNamespace(fused=torch.tensor([[2.0, 0.0], [0.0, 3.0]]), logits=torch.zeros(2, 1))
+    labels = torch.tensor([1.0, -1.0])
+    h_t, h_s, margin = loss.representations(teacher, student)
+    assert margin == pytest.approx(math.sqrt(2.0), rel=1e-6)
+    assert loss(teacher, [student], labels)["loss_scd"].item() == pytest.approx(0.0, abs=1e-6)
+    student.fused = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    same = 2.0 - math.sqrt(2.0)  # |(0, 1) - (1, 1)/sqrt(2)|^2
+    cross = (math.sqrt(2.0) - math.sqrt(2.0 - math.sqrt(2.0))) ** 2  # row 1 vs teacher row 0, inside the margin
+    assert loss(teacher, [student], labels)["loss_scd"].item() == pytest.approx((same + cross) / 4, rel=1e-5)
+    with pytest.raises(ValueError, match="margin must be"):
+        build_distillation_loss("corrkd", config, margin="median")

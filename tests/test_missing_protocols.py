@@ -312,3 +312,19 @@ def test_modalities_sharing_one_seed_drop_independent_steps():
     out = MissingModalitySimulator("p1", 0.5, seed=1111)(batch)
     agree = (out["text_dropped"] == out["audio_dropped"]).float().mean().item()
     assert 0.4 < agree < 0.6  # independent Bernoulli(0.5) masks agree about half the time
+
+
+def test_kept_fraction_by_hand():
+    """Row 0 keeps 3 of its 4 valid audio steps; row 1 loses audio entirely; text is untouched; vision absent."""
+    from hf_mmkd.data.missing import kept_fraction
+
+    complete = {
+        "text_features": torch.zeros(2, 4, 3), "text_lengths": torch.tensor([4, 2]),
+        "audio_features": torch.zeros(2, 4, 3), "audio_lengths": torch.tensor([4, 2]),
+        "modality_mask": torch.tensor([[True, True, False], [True, True, False]]),
+    }
+    view = dict(complete)
+    view["audio_dropped"] = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    view["modality_mask"] = torch.tensor([[True, True, False], [True, False, False]])
+    kept = kept_fraction(complete, view)
+    assert torch.allclose(kept, torch.tensor([[1.0, 0.75, 0.0], [1.0, 0.0, 0.0]]))

@@ -298,3 +298,81 @@ def test_diagnostic_gradient_norm_matches_a_manual_backward(tmp_path):
     assert values["grad_loss_logit"] == pytest.approx(manual.item(), rel=1e-5)
     t = teacher_out.logits.view(-1)
     assert values["teacher_mae"] == pytest.approx((t - batch["labels"]).abs().mean().item(), rel=1e-5)
+
+
+def test_balance_terms_brings_each_gradient_ratio_into_the_band(tmp_path):
+    """First update: a term whose gradient ratio r lies above HI gets the scale HI / r, one below LO gets LO / r;
+    the scales enter the loss (not the logged terms) and are saved with the model's state."""
+    from hf_mmkd.trainer import _grad_norm
+
+    trainer, _ = make_trainer(tmp_path, "corrkd", balance_terms=True, balance_band="0.2,0.5")
+    _eval_mode(trainer)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(6)])
+    trainer.state.global_step = 0
+    student_batches = trainer._student_batches(batch, train=True)
+    teacher_out = trainer._frozen_teacher_outputs(batch, train=False)
+    wrapper = trainer.model
+    loss, terms, _ = wrapper(teacher_batch=batch, student_batches=student_batches, teacher_out=teacher_out)
+    params = [p for p in wrapper.student.parameters() if p.requires_grad]
+    task = _grad_norm(terms["loss_task"], params)
+    ratios = {k: _grad_norm(terms[k], params) / task for k in wrapper.method.term_names}
+    trainer._update_term_scales(wrapper, terms)
+    scales = {k: float(v) for k, v in wrapper.term_scales().items()}
+    for name, r in ratios.items():
+        expected = 0.5 / r if r > 0.5 else 0.2 / r if r < 0.2 else 1.0
+        assert scales[name] == pytest.approx(min(max(expected, 1e-3), 10.0), rel=1e-4), name
+    assert "log_term_scales" in wrapper.state_dict()
+    loss2, terms2, _ = wrapper(teacher_batch=batch, student_batches=student_batches, teacher_out=teacher_out)
+    task_terms = terms2["loss_task"]
+    assert loss2.item() == pytest.approx(task_terms.item() + sum(scales[k] * terms2[k].item()
+                                                                 for k in wrapper.method.term_names), rel=1e-5)
+
+
+def test_recoverability_weights_follow_the_kept_share_of_the_important_modalities(tmp_path):
+    """w = clip((r - floor) / (1 - floor), 0, 1), r = sum_m a_m kept_m / sum_m a_m over the row's modalities."""
+    from hf_mmkd.data.missing import kept_fraction
+
+    trainer, _ = make_trainer(tmp_path, "logit", recoverability_floor=0.25)
+    trainer._importance = torch.tensor([0.5, 0.25, 0.25])
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(8)])
+    trainer.state.global_step = 2
+    (view,) = trainer._student_batches(batch, train=True)
+    (weights,) = trainer._row_weights(batch, [view])
+    kept = kept_fraction(batch, view)
+    r = (kept * torch.tensor([0.5, 0.25, 0.25])).sum(1)
+    assert torch.allclose(weights, ((r - 0.25) / 0.75).clamp(0, 1))
+    assert (weights < 1).any()
+    assert trainer._row_weights(batch, [batch])[0].eq(1).all()  # a complete view keeps everything
+
+
+def test_modality_importance_from_the_teacher(tmp_path):
+    trainer, teacher = make_trainer(tmp_path, "logit", recoverability_floor=0.5)
+    importance = trainer.modality_importance()
+    assert importance.shape == (3,) and importance.sum().item() == pytest.approx(1.0)
+    assert (importance >= 0).all()
+
+
+def test_cross_fitted_teachers_give_each_training_row_an_out_of_fold_response(tmp_path):
+    config = MMKDConfig(**feature_config_kwargs(), dropout=0.0, head_dropout=0.0)
+    torch.manual_seed(5)
+    folds = [MMKDForSentiment(config), MMKDForSentiment(config)]
+    trainer, teacher = make_trainer(tmp_path, "corrkd")
+    trainer._fold_teachers = folds
+    trainer.fill_teacher_cache()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    from hf_mmkd.data.missing import model_inputs
+
+    cached = trainer._teacher_cache.lookup(batch["row_key"], "cpu")
+    with torch.no_grad():
+        full = teacher(**model_inputs(batch))
+        per_fold = [f(**model_inputs(batch)) for f in folds]
+    fold_of = batch["row_key"] % 2
+    expected = torch.where(fold_of[:, None] == 0, per_fold[0].logits, per_fold[1].logits)
+    assert torch.allclose(cached.logits, expected, atol=1e-5)
+    assert torch.allclose(cached.fused, full.fused, atol=1e-5)  # one representation space: the full teacher's
+    assert set(fold_of.tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="serve frozen-teacher methods"):
+        make_trainer(tmp_path, "mmckd")[0].__class__(model=MMKDForSentiment(config), teacher=teacher,
+                                                      fold_teachers=folds, args=trainer.args.__class__(
+                                                          output_dir=str(tmp_path), method="mmckd", use_cpu=True,
+                                                          report_to="none"))

@@ -268,6 +268,27 @@ class MissingModalitySimulator:
         return rates
 
 
+def kept_fraction(complete: dict, view: dict) -> torch.Tensor:
+    """(B, 3) share of each row's valid steps of each modality (text, audio, vision) that a simulated `view` of
+    the `complete` batch still has: 1 - dropped / valid, 0 where the view lacks the modality (or its row has no
+    step of it), 0 for modalities the batch does not hold. Step drops are read from the view's `<m>_dropped`
+    flags; a view without them (protocol "none") keeps every step of the modalities it has."""
+    kinds = _detect_kinds(complete)
+    size = complete["modality_mask"].shape[0]
+    out = torch.zeros(size, len(MODALITIES))
+    for i, m in enumerate(MODALITIES):
+        if m not in kinds:
+            continue
+        x_name, mask_name = _INPUT[kinds[m]]
+        valid = _valid_steps(kinds[m], complete[mask_name], complete[x_name]).cpu()  # (B, n)
+        n_valid = valid.sum(1).float()
+        dropped = view.get(f"{m}_dropped")
+        n_dropped = (dropped.cpu() & valid).sum(1).float() if dropped is not None else torch.zeros(size)
+        has = view["modality_mask"][:, i].cpu() & complete["modality_mask"][:, i].cpu() & (n_valid > 0)
+        out[:, i] = torch.where(has, 1.0 - n_dropped / n_valid.clamp_min(1.0), torch.zeros(size))
+    return out
+
+
 # ---- helpers on collated tensors ---------------------------------------------------------------------------
 _INPUT = {
     "tokens": ("input_ids", "attention_mask"),

@@ -81,6 +81,15 @@ def config_fusion_dim(config: Any) -> int:
     return getattr(config, "fusion_dim", None) or config.hidden_size
 
 
+def weighted_mean(values: Tensor, row_weights: Tensor | None) -> Tensor:
+    """Mean over rows of per-row values (B,) or (B, ...) with optional (B,) weights: sum_i w_i v_i / B (so
+    weights below 1 reduce a row's contribution; they are not renormalised)."""
+    values = values.reshape(values.shape[0], -1).mean(1) if values.ndim > 1 else values  # (B,)
+    if row_weights is None:
+        return values.mean()
+    return (values * row_weights.to(values)).sum() / values.shape[0]
+
+
 # ----------------------------------------------------------------------------- the base class
 
 
@@ -108,6 +117,7 @@ class DistillationLoss(nn.Module):
         student_batches: Sequence[dict[str, Tensor]] | dict[str, Tensor] | None = None,
         aux_features: Sequence[Tensor] | Tensor | None = None,
         aux_mask: Tensor | None = None,
+        row_weights: Sequence[Tensor] | Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute this method's weighted loss terms.
 
@@ -121,6 +131,9 @@ class DistillationLoss(nn.Module):
                 modality by cross-modal KD's auxiliary model A.
             aux_mask: (B,) bool, the rows that have the auxiliary modality (None: all rows); `aux_features` of
                 the other rows are placeholders.
+            row_weights: (B,) weights in [0, 1] of each row's contribution to the terms, or K of them (one per
+                student view); None: every row counts fully. Each term becomes a weighted sum over its rows
+                (anchors) divided by the number of rows, so weights only ever reduce a row's pull.
         Returns:
             dict of scalar tensors named `loss_<term>`, already weighted.
         """
@@ -138,16 +151,26 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"{type(self).__name__} needs one student batch per student output")
         if self.needs_aux_features and aux_features is None and aux_mask is None:
             raise ValueError(f"{type(self).__name__} needs aux_features (the representation of the lacking modality)")
+        if row_weights is not None and not isinstance(row_weights, (list, tuple)):
+            row_weights = [row_weights] * len(student_outs)
         if self.joint_students:
             return self.compute(teacher_out, list(student_outs), labels, teacher_batch=teacher_batch,
-                                student_batches=student_batches, aux_features=aux_features, aux_mask=aux_mask)
+                                student_batches=student_batches, aux_features=aux_features, aux_mask=aux_mask,
+                                row_weights=row_weights)
         per_student = []
         for k, student_out in enumerate(student_outs):
             aux_k = aux_features[k] if isinstance(aux_features, (list, tuple)) else aux_features
             batch_k = student_batches[k] if student_batches is not None else None
+            weights_k = row_weights[k] if row_weights is not None else None
             per_student.append(self.compute_pair(teacher_out, student_out, labels, teacher_batch=teacher_batch,
-                                                 student_batch=batch_k, aux_features=aux_k, aux_mask=aux_mask))
+                                                 student_batch=batch_k, aux_features=aux_k, aux_mask=aux_mask,
+                                                 row_weights=weights_k))
         return {name: torch.stack([terms[name] for terms in per_student]).mean() for name in per_student[0]}
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the terms `forward` returns, in order (the trainer keeps a balancing scale per term)."""
+        return ()
 
     @torch.no_grad()
     def diagnostics(self, teacher_out, student_outs, labels, *, teacher_batch=None, student_batches=None,
@@ -157,11 +180,11 @@ class DistillationLoss(nn.Module):
         return {}
 
     def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features,
-                aux_mask=None):
+                aux_mask=None, row_weights=None):
         raise NotImplementedError
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
-                     aux_mask=None):
+                     aux_mask=None, row_weights=None):
         raise NotImplementedError
 
     def extra_repr(self) -> str:

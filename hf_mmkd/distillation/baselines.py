@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from hf_mmkd.distillation.base import DistillationLoss, config_task
+from hf_mmkd.distillation.base import DistillationLoss, config_task, weighted_mean
 
 
 class NoDistillation(DistillationLoss):
@@ -17,7 +17,7 @@ class NoDistillation(DistillationLoss):
         super().__init__()
 
     def forward(self, teacher_out, student_outs, labels, *, teacher_batch=None, student_batches=None,
-                aux_features=None, aux_mask=None):
+                aux_features=None, aux_mask=None, row_weights=None):
         return {}
 
 
@@ -41,13 +41,18 @@ class LogitKD(DistillationLoss):
         self.task = config_task(config)
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
-                     aux_mask=None):
+                     aux_mask=None, row_weights=None):
         z_t, z_s = teacher_out.logits, student_out.logits  # (B, C) or (B, 1)
         if self.detach_teacher:
             z_t = z_t.detach()
         if self.task == "regression":
-            return {"loss_logit": self.weight * F.mse_loss(z_s, z_t)}
+            per_row = (z_s - z_t).pow(2).view(-1)  # (B,)
+            return {"loss_logit": self.weight * weighted_mean(per_row, row_weights)}
         t = self.temperature
         kl = F.kl_div(F.log_softmax(z_s / t, dim=-1), F.log_softmax(z_t / t, dim=-1),
-                      reduction="batchmean", log_target=True)
-        return {"loss_logit": self.weight * t * t * kl}
+                      reduction="none", log_target=True).sum(-1)  # (B,)
+        return {"loss_logit": self.weight * t * t * weighted_mean(kl, row_weights)}
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("loss_logit",)

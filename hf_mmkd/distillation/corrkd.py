@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hf_mmkd.distillation.base import DistillationLoss, StatisticsNetwork, config_task
+from hf_mmkd.distillation.base import DistillationLoss, StatisticsNetwork, config_task, weighted_mean
 from hf_mmkd.distillation.functional import (
     JSD_ZERO_INFORMATION,
     check_label_shift,
@@ -23,7 +23,7 @@ from hf_mmkd.distillation.functional import (
 )
 
 
-def scd_loss(h_s: Tensor, h_t: Tensor, margin: float) -> Tensor:
+def scd_loss(h_s: Tensor, h_t: Tensor, margin: float, row_weights: Tensor | None = None) -> Tensor:
     r"""Sample-level contrastive distillation (doc §3, item 1):
 
         L_SCD = 1/N^2 \sum_i \sum_j [ 1(i=j) ||h_i^s - h_j^t||^2 + 1(i!=j) max(0, eta - ||h_i^s - h_j^t||)^2 ]
@@ -34,10 +34,10 @@ def scd_loss(h_s: Tensor, h_t: Tensor, margin: float) -> Tensor:
     dist = sq_dist.clamp_min(1e-12).sqrt()  # clamp: finite gradient when two embeddings coincide
     same = torch.eye(h_s.shape[0], dtype=torch.bool, device=h_s.device)
     pair_loss = torch.where(same, sq_dist, F.relu(margin - dist).pow(2))  # (N, N)
-    return pair_loss.mean()
+    return weighted_mean(pair_loss, row_weights)  # row i = student anchor i; 1/N^2 without weights
 
 
-def cpd_loss(h_t: Tensor, h_s: Tensor, classes: Tensor) -> Tensor:
+def cpd_loss(h_t: Tensor, h_s: Tensor, classes: Tensor, row_weights: Tensor | None = None) -> Tensor:
     r"""Category-guided prototype distillation (doc §3, item 2):
 
         c_k^w = mean{ h_i^w : y_i = k },   S_ik^w = cos(h_i^w, c_k^w),
@@ -53,7 +53,7 @@ def cpd_loss(h_t: Tensor, h_s: Tensor, classes: Tensor) -> Tensor:
     for h in (h_t, h_s):
         prototypes = weights.T @ h  # (K, d)
         sims.append(F.cosine_similarity(h[:, None, :], prototypes[None, :, :], dim=-1))  # (N, K)
-    return F.mse_loss(sims[1], sims[0])
+    return weighted_mean((sims[1] - sims[0]).pow(2), row_weights)  # mean over (N, K) without weights
 
 
 class CorrKDLoss(DistillationLoss):
@@ -95,7 +95,8 @@ class CorrKDLoss(DistillationLoss):
         scd_weight: float = 1.0,
         cpd_weight: float = 1.0,
         rcd_weight: float = 1.0,
-        margin: float = 1.0,
+        margin: float | str = 1.0,
+        normalize: bool = False,
         label_bins: str = "7class",
         sigma: float = 0.5,
         stat_hidden: int = 64,
@@ -103,7 +104,9 @@ class CorrKDLoss(DistillationLoss):
     ):
         super().__init__()
         self.scd_weight, self.cpd_weight, self.rcd_weight = scd_weight, cpd_weight, rcd_weight
-        self.margin, self.label_bins, self.sigma = margin, label_bins, sigma
+        if not (margin == "auto" or (isinstance(margin, (int, float)) and margin >= 0)):
+            raise ValueError(f"margin must be a number >= 0 or 'auto', got {margin!r}")
+        self.margin, self.normalize, self.label_bins, self.sigma = margin, normalize, label_bins, sigma
         self.task = config_task(config)
         self.label_shift = check_label_shift(label_shift, self.task)
         if self.task == "regression":
@@ -117,6 +120,10 @@ class CorrKDLoss(DistillationLoss):
         if num_classes > 2:
             self.non_target_mi = StatisticsNetwork(num_classes - 1, num_classes - 1, stat_hidden)
 
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("loss_scd", "loss_cpd", "loss_rcd")
+
     def class_logits(self, out) -> Tensor:  # (B, C)
         if self.task == "regression":
             return regression_class_logits(out.logits, self.centres, self.sigma, self.label_shift)
@@ -128,16 +135,17 @@ class CorrKDLoss(DistillationLoss):
         vectors, the share of negative pairs inside the margin: with none, SCD is a plain L2 regression) and RCD's
         MI estimates above their zero-information value (-2 ln 2 each; 0 = the responses carry no shared
         information the critic can find)."""
-        h_t, h_s = teacher_out.fused.float(), student_outs[0].fused.float()  # (B, D)
+        h_t, h_s, margin = self.representations(teacher_out, student_outs[0])
+        h_t, h_s = h_t.float(), h_s.float()  # (B, D)
         n = h_t.shape[0]
         if n < 2:
             return {}
         other = ~torch.eye(n, dtype=torch.bool, device=h_t.device)
         dist = torch.cdist(h_s, h_t)  # (B, B) student row i vs teacher row j
-        out = {"scd_margin": self.margin, "scd_dist_same": float(dist.diagonal().mean()),
+        out = {"scd_margin": margin, "scd_dist_same": float(dist.diagonal().mean()),
                "scd_dist_other": float(dist[other].mean()),
                "teacher_pair_dist": float(torch.cdist(h_t, h_t)[other].mean()),
-               "scd_active_negatives": float((dist[other] < self.margin).float().mean())}
+               "scd_active_negatives": float((dist[other] < margin).float().mean())}
         classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)
         parts = zip((self.target_mi, self.non_target_mi),
                     zip(decouple_response(self.class_logits(teacher_out), classes),
@@ -150,19 +158,33 @@ class CorrKDLoss(DistillationLoss):
                 out[f"rcd_mi_excess_{name}"] = float(mi - JSD_ZERO_INFORMATION)
         return out
 
-    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
-                     aux_mask=None):
+    def representations(self, teacher_out, student_out) -> tuple[Tensor, Tensor, float]:
+        """(h_t, h_s, margin): the fused vectors SCD/CPD compare (unit-normalised with `normalize`) and the SCD
+        margin (`"auto"`: the mean distance between the teacher's own vectors of different rows in the batch, so
+        that a student vector closer than that to another row's teacher vector is pushed away)."""
         h_t, h_s = teacher_out.fused, student_out.fused  # (B, fusion_dim)
+        if self.normalize:
+            h_t, h_s = F.normalize(h_t, dim=-1), F.normalize(h_s, dim=-1)
+        margin = self.margin
+        if margin == "auto":
+            n = h_t.shape[0]
+            other = ~torch.eye(n, dtype=torch.bool, device=h_t.device)
+            margin = float(torch.cdist(h_t.detach().float(), h_t.detach().float())[other].mean()) if n > 1 else 0.0
+        return h_t, h_s, float(margin)
+
+    def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
+                     aux_mask=None, row_weights=None):
+        h_t, h_s, margin = self.representations(teacher_out, student_out)
         classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)  # (B,)
 
         b_t, p_hat_t = decouple_response(self.class_logits(teacher_out), classes)  # (B, 2), (B, C-1)
         b_s, p_hat_s = decouple_response(self.class_logits(student_out), classes)
-        mi = jsd_mutual_information(self.target_mi, b_t, b_s)
+        mi = jsd_mutual_information(self.target_mi, b_t, b_s, row_weights)
         if self.non_target_mi is not None:
-            mi = mi + jsd_mutual_information(self.non_target_mi, p_hat_t, p_hat_s)
+            mi = mi + jsd_mutual_information(self.non_target_mi, p_hat_t, p_hat_s, row_weights)
 
         return {
-            "loss_scd": self.scd_weight * scd_loss(h_s, h_t, self.margin),
-            "loss_cpd": self.cpd_weight * cpd_loss(h_t, h_s, classes),
+            "loss_scd": self.scd_weight * scd_loss(h_s, h_t, margin, row_weights),
+            "loss_cpd": self.cpd_weight * cpd_loss(h_t, h_s, classes, row_weights),
             "loss_rcd": -self.rcd_weight * mi,
         }

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, mlp
+from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, mlp, weighted_mean
 from hf_mmkd.distillation.functional import contrastive_diagnostics, grad_reverse, info_nce
 
 
@@ -78,15 +78,19 @@ class CrossModalKDLoss(DistillationLoss):
         self.generator = mlp(fusion_dim, hidden_dim, fusion_dim)
         self.discriminator = mlp(fusion_dim, hidden_dim, 1)
 
-    def adversarial(self, f_t: Tensor, f_s: Tensor) -> tuple[Tensor, Tensor]:
-        """(D's BCE with the GRL in place, L2 between G(f_S) and f_T)."""
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("loss_nce_ts", "loss_nce_ta", "loss_adv") + (("loss_l2",) if self.l2_weight > 0 else ())
+
+    def adversarial(self, f_t: Tensor, f_s: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(D's BCE with the GRL in place, L2 between G(f_S) and f_T); `row_weights` weight the generated rows."""
         real = f_t.detach() if self.detach_teacher_in_adv else f_t  # (B, D)
         fake = self.generator(f_s)  # (B, D)
         d_real = self.discriminator(real)  # (B, 1)
         d_fake = self.discriminator(grad_reverse(fake, self.grl_coeff))  # (B, 1)
-        bce = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-               + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        return bce, F.mse_loss(fake, real)
+        bce_fake = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake), reduction="none")
+        bce = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + weighted_mean(bce_fake, row_weights)
+        return bce, weighted_mean((fake - real).pow(2), row_weights)
 
     @torch.no_grad()
     def diagnostics(self, teacher_out, student_outs, labels, *, aux_features=None, aux_mask=None, **kwargs,
@@ -110,7 +114,7 @@ class CrossModalKDLoss(DistillationLoss):
         return out
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
-                     aux_mask=None):
+                     aux_mask=None, row_weights=None):
         f_t, f_s = teacher_out.fused, student_out.fused  # (B, fusion_dim)
         z_t = self.proj["teacher"](f_t)  # (B, p)
         rows = torch.ones_like(f_t[:, 0], dtype=torch.bool) if aux_mask is None else aux_mask.bool()  # (B,)
@@ -118,11 +122,11 @@ class CrossModalKDLoss(DistillationLoss):
             nce_ta = info_nce(z_t[rows], self.proj["aux"](aux_features[rows]), self.temperature)
         else:
             nce_ta = 0.0 * z_t.sum()
-        terms = {
-            "loss_nce_ts": self.ts_weight * info_nce(z_t, self.proj["student"](f_s), self.temperature),
+        terms = {  # anchors: the teacher's rows; a row's weight scales its pull on the student (row_weights)
+            "loss_nce_ts": self.ts_weight * info_nce(z_t, self.proj["student"](f_s), self.temperature, row_weights),
             "loss_nce_ta": self.alpha * nce_ta,
         }
-        adv, l2 = self.adversarial(f_t, f_s)
+        adv, l2 = self.adversarial(f_t, f_s, row_weights)
         terms["loss_adv"] = self.beta * adv
         if self.l2_weight > 0:
             terms["loss_l2"] = self.l2_weight * l2

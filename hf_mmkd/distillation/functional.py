@@ -19,7 +19,8 @@ LABEL_BINS = ("sign", "7class")
 # ----------------------------------------------------------------------------- contrastive core
 
 
-def contrastive_loss(logits: Tensor, positive_mask: Tensor, candidate_mask: Tensor | None = None) -> Tensor:
+def contrastive_loss(logits: Tensor, positive_mask: Tensor, candidate_mask: Tensor | None = None,
+                     anchor_weights: Tensor | None = None) -> Tensor:
     r"""Multi-positive contrastive loss, the common core of SupCon and InfoNCE.
 
     For each anchor a (a row of `logits`), with positives P(a) and candidates C(a) (the softmax support):
@@ -32,6 +33,8 @@ def contrastive_loss(logits: Tensor, positive_mask: Tensor, candidate_mask: Tens
         logits: (A, N) similarities already divided by the temperature.
         positive_mask: (A, N) bool, True at positives; must be a subset of the candidates.
         candidate_mask: (A, N) bool, True where b may appear in the denominator (None: every column).
+        anchor_weights: (A,) weights of the anchors' l(a) (None: 1); the loss is then sum_a w_a l(a) over the
+            number of anchors with a positive (weights reduce an anchor's pull, they are not renormalised).
     """
     if candidate_mask is not None:
         logits = logits.masked_fill(~candidate_mask, float("-inf"))
@@ -42,10 +45,13 @@ def contrastive_loss(logits: Tensor, positive_mask: Tensor, candidate_mask: Tens
     if not bool(has_pos.any()):
         return 0.0 * logits.masked_fill(~torch.isfinite(logits), 0.0).sum()  # 0, still on the graph
     per_anchor = -pos_log_prob[has_pos] / num_pos[has_pos]
+    if anchor_weights is not None:
+        per_anchor = per_anchor * anchor_weights.to(per_anchor)[has_pos]
     return per_anchor.mean()
 
 
-def supcon_loss(z: Tensor, sample_ids: Tensor, class_ids: Tensor | None = None, temperature: float = 0.07) -> Tensor:
+def supcon_loss(z: Tensor, sample_ids: Tensor, class_ids: Tensor | None = None, temperature: float = 0.07,
+                anchor_weights: Tensor | None = None) -> Tensor:
     r"""Supervised contrastive loss (SupCon, Khosla et al. NeurIPS 2020) over a pool of views.
 
         L = mean_a  -1/|P(a)| \sum_{p in P(a)} log[ exp(z_a.z_p/tau) / \sum_{b != a} exp(z_a.z_b/tau) ]
@@ -64,10 +70,10 @@ def supcon_loss(z: Tensor, sample_ids: Tensor, class_ids: Tensor | None = None, 
     positives = sample_ids[:, None] == sample_ids[None, :]
     if class_ids is not None:
         positives = positives | (class_ids[:, None] == class_ids[None, :])
-    return contrastive_loss(logits, positives & not_self, not_self)
+    return contrastive_loss(logits, positives & not_self, not_self, anchor_weights)
 
 
-def info_nce(x: Tensor, y: Tensor, temperature: float = 0.07) -> Tensor:
+def info_nce(x: Tensor, y: Tensor, temperature: float = 0.07, anchor_weights: Tensor | None = None) -> Tensor:
     r"""InfoNCE (van den Oord et al. 2018) with cosine similarity and in-batch negatives, anchors x:
 
         L_NCE(X, Y) = -1/N \sum_i log[ exp(s(x_i, y_i)/tau) / \sum_j exp(s(x_i, y_j)/tau) ],  s = cosine.
@@ -76,7 +82,7 @@ def info_nce(x: Tensor, y: Tensor, temperature: float = 0.07) -> Tensor:
     """
     logits = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T / temperature  # (N, N)
     positives = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-    return contrastive_loss(logits, positives)
+    return contrastive_loss(logits, positives, anchor_weights=anchor_weights)
 
 
 @torch.no_grad()
@@ -115,19 +121,21 @@ def shuffle_batch(y: Tensor) -> Tensor:
 JSD_ZERO_INFORMATION = -2.0 * math.log(2.0)  # MI_JSD at the optimal critic when x and y are independent (T = 0)
 
 
-def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor) -> Tensor:
+def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> Tensor:
     r"""Jensen-Shannon MI lower bound of Deep InfoMax (Hjelm et al. ICLR 2019, eq. 4), as used by CorrKD's RCD:
 
         MI_JSD(x, y) = E_joint[ -sp(-T(x, y)) ] - E_marginal[ sp(T(x, y')) ],   sp = softplus,
 
     where y' is y from a shuffled batch (product of marginals). Maximise it w.r.t. the statistics network T
-    and the encoders. Args: x (B, p), y (B, q); `statistics_network` maps (B, p + q) -> (B, 1).
+    and the encoders. Args: x (B, p), y (B, q); `statistics_network` maps (B, p + q) -> (B, 1); `row_weights`
+    (B,): weights of row i's joint and marginal samples (sums over rows divided by B; None: 1).
     """
     if x.shape[0] < 2:  # no product-of-marginals sample in a batch of one
         return 0.0 * statistics_network(torch.cat([x, y], dim=-1)).sum()
-    t_joint = statistics_network(torch.cat([x, y], dim=-1))  # (B, 1)
-    t_marginal = statistics_network(torch.cat([x, shuffle_batch(y)], dim=-1))  # (B, 1)
-    return (-F.softplus(-t_joint)).mean() - F.softplus(t_marginal).mean()
+    t_joint = statistics_network(torch.cat([x, y], dim=-1)).view(-1)  # (B,)
+    t_marginal = statistics_network(torch.cat([x, shuffle_batch(y)], dim=-1)).view(-1)  # (B,)
+    w = torch.ones_like(t_joint) if row_weights is None else row_weights.to(t_joint)
+    return (w * -F.softplus(-t_joint)).mean() - (w * F.softplus(t_marginal)).mean()
 
 
 # ----------------------------------------------------------------------------- labels and responses

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, config_modalities
+from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, config_modalities, weighted_mean
 
 _NO_ALIGNMENT = ("audio",)  # backbone inputs without a per-step alignment to the input (16 kHz waveform)
 
@@ -32,7 +32,7 @@ class SimSiamHead(nn.Module):
         return z, self.predictor(z)
 
 
-def simsiam_loss(head: SimSiamHead, x_teacher: Tensor, x_student: Tensor) -> Tensor:
+def simsiam_loss(head: SimSiamHead, x_teacher: Tensor, x_student: Tensor, row_weights: Tensor | None = None) -> Tensor:
     r"""SimSiam (Chen & He, CVPR 2021) between the complete and the masked view of one modality:
 
         L = -1/2 [ cos(p^s, sg(z^t)) + cos(p^t, sg(z^s)) ],   averaged over the batch; sg = stop-gradient.
@@ -41,18 +41,20 @@ def simsiam_loss(head: SimSiamHead, x_teacher: Tensor, x_student: Tensor) -> Ten
         return 0.0 * (x_teacher.sum() + x_student.sum())
     z_t, p_t = head(x_teacher)
     z_s, p_s = head(x_student)
-    return -0.5 * (F.cosine_similarity(p_s, z_t.detach(), dim=-1).mean()
-                   + F.cosine_similarity(p_t, z_s.detach(), dim=-1).mean())
+    cos = F.cosine_similarity(p_s, z_t.detach(), dim=-1) + F.cosine_similarity(p_t, z_s.detach(), dim=-1)  # (B,)
+    return -0.5 * weighted_mean(cos, row_weights)
 
 
-def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0, eps: float = 1e-6) -> Tensor:
+def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0, eps: float = 1e-6,
+                     row_weights: Tensor | None = None) -> Tensor:
     r"""SmoothL1 summed over the masked steps and normalised by the number of masked elements (EMT-DLFR /
     MITR-DNet `ReconLoss`):  L = \sum mask * SmoothL1(pred, target) / (\sum mask * D + eps).
 
     Args: pred, target (B, L, D); mask (B, L) bool, True where the step was dropped.
     """
     m = mask.unsqueeze(-1).expand_as(pred).to(pred.dtype)  # (B, L, D)
-    return F.smooth_l1_loss(pred * m, target * m, reduction="sum", beta=beta) / (m.sum() + eps)
+    w = m if row_weights is None else m * row_weights.to(m)[:, None, None]  # weights scale a row's steps
+    return (w * F.smooth_l1_loss(pred * m, target * m, reduction="none", beta=beta)).sum() / (m.sum() + eps)
 
 
 class MITRLoss(DistillationLoss):
@@ -111,7 +113,12 @@ class MITRLoss(DistillationLoss):
                 self.recon[m], self.recon_from_features[m] = nn.Linear(d, d), False
         self.fused_proj = nn.Linear(fusion_dim, d) if fusion_dim != d else nn.Identity()
 
-    def reconstruction(self, m: str, teacher_out, student_out, teacher_batch, student_batch) -> Tensor | None:
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("loss_attra", "loss_recon", "loss_kd_tf", "loss_kd_mib", "loss_kd_ss")
+
+    def reconstruction(self, m: str, teacher_out, student_out, teacher_batch, student_batch,
+                       row_weights: Tensor | None = None) -> Tensor | None:
         dropped = student_batch.get(f"{m}_dropped")
         if m not in self.recon or dropped is None:
             return None
@@ -130,7 +137,8 @@ class MITRLoss(DistillationLoss):
         valid = getattr(teacher_out, f"{m}_step_mask", None)
         if valid is not None:
             mask = mask & valid.bool()
-        return masked_smooth_l1(self.recon[m](seq_s), target.to(seq_s.dtype), mask, self.smooth_l1_beta)
+        return masked_smooth_l1(self.recon[m](seq_s), target.to(seq_s.dtype), mask, self.smooth_l1_beta,
+                                row_weights=row_weights)
 
     @torch.no_grad()
     def diagnostics(self, teacher_out, student_outs, labels, **kwargs) -> dict[str, float]:
@@ -147,7 +155,7 @@ class MITRLoss(DistillationLoss):
         return out
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
-                     aux_mask=None):
+                     aux_mask=None, row_weights=None):
         f_t = self.fused_proj(teacher_out.fused)  # (B, d)
         f_s = self.fused_proj(student_out.fused)  # (B, d)
         attra = recon = kd_tf = kd_mib = kd_ss = f_s.new_zeros(())
@@ -155,13 +163,13 @@ class MITRLoss(DistillationLoss):
             z_t, z_s = getattr(teacher_out, f"{m}_pooled"), getattr(student_out, f"{m}_pooled")  # (B, d)
             if z_t is None or z_s is None:
                 continue
-            attra = attra + simsiam_loss(self.simsiam[m], z_t, z_s)
-            r = self.reconstruction(m, teacher_out, student_out, teacher_batch, student_batch)
+            attra = attra + simsiam_loss(self.simsiam[m], z_t, z_s, row_weights)
+            r = self.reconstruction(m, teacher_out, student_out, teacher_batch, student_batch, row_weights)
             if r is not None:
                 recon = recon + r
-            kd_tf = kd_tf + F.l1_loss(z_s, f_t)
-            kd_mib = kd_mib + F.mse_loss(z_s, z_t)
-            kd_ss = kd_ss + F.mse_loss(z_s, f_s)
+            kd_tf = kd_tf + weighted_mean((z_s - f_t).abs(), row_weights)
+            kd_mib = kd_mib + weighted_mean((z_s - z_t).pow(2), row_weights)
+            kd_ss = kd_ss + weighted_mean((z_s - f_s).pow(2), row_weights)
         return {
             "loss_attra": self.attra_weight * attra,
             "loss_recon": self.recon_weight * recon,

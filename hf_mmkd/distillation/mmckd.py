@@ -70,6 +70,10 @@ class MVSCLoss(DistillationLoss):
             num_heads = 1 + num_students
         self.heads = nn.ModuleList(mlp(in_dim, in_dim, proj_dim) for _ in range(num_heads))
 
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("loss_mvsc",)
+
     def project(self, fused: torch.Tensor, view: int) -> torch.Tensor:  # (B, fusion_dim) -> (B, p) unit norm
         head = self.heads[0] if len(self.heads) == 1 else self.heads[view]
         return F.normalize(head(fused), dim=-1)
@@ -102,6 +106,10 @@ class MVSCLoss(DistillationLoss):
         return {f"mvsc_{k}": v for k, v in values.items()}
 
     def compute(self, teacher_out, student_outs, labels, *, teacher_batch, student_batches, aux_features,
-                aux_mask=None):
+                aux_mask=None, row_weights=None):
         z, sample_ids, class_ids = self._pool(teacher_out, student_outs, labels)
-        return {"loss_mvsc": self.weight * supcon_loss(z, sample_ids, class_ids, self.temperature)}
+        anchor_weights = None
+        if row_weights is not None:  # the teacher's view is complete: its anchors keep weight 1
+            ones = torch.ones_like(row_weights[0])
+            anchor_weights = torch.cat([ones, *row_weights]).to(z)  # (V*B,)
+        return {"loss_mvsc": self.weight * supcon_loss(z, sample_ids, class_ids, self.temperature, anchor_weights)}

@@ -1,0 +1,202 @@
+"""Why does (or doesn't) distillation pay off? Measure the quantities that explain it, per method.
+
+    python benchmarks/diagnose.py --teacher outputs/quality/seed1111/teacher/teacher            # short runs
+    python benchmarks/diagnose.py --checkpoints none=outputs/quality/seed1111/none/student \\
+        logit=outputs/quality/seed1111/logit/student --teacher outputs/quality/seed1111/teacher/teacher
+
+Two parts, both printed as tables (and written as JSON with `--out`):
+
+1. Training dynamics (`--methods`, default every KD method): each method's student trains `--steps` optimiser
+   steps from its YAML (`configs/<dataset>_<method>.yaml`) with `--diagnostics_steps`, and the diagnostics the
+   trainer logs (`hf_mmkd.trainer.diagnostics`) are summarised at the first and the last diagnosed step:
+   per-term gradient norm at the student's parameters over the task loss's (`ratio_*`), representation norms,
+   the teacher's fit on the rows the student trains on, and each method's own quantities (SCD's active
+   negatives, MI estimates above their zero-information value, ...).
+2. Predictions (`--checkpoints NAME=PATH ...` and `--teacher`): on `--split` (validation by default: tuning reads
+   validation only) under P2 at r = 0.0 .. 0.9 (mask seed `--mask-seed`), the sign accuracy on rows with a
+   non-zero label and the share of positive predictions per rate, next to the split's own positive share; and the
+   teacher on the train split (complete inputs) against the same split, i.e. how much it knows beyond the labels
+   it was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KD_METHODS = ("logit", "corrkd", "mmckd", "mitr", "crossmodal")
+RATES = tuple(round(0.1 * i, 1) for i in range(10))
+
+
+# ----------------------------------------------------------------------------------------- 1. dynamics
+
+
+def run_dynamics(method: str, args) -> list[dict]:
+    """Train `method`'s student for `args.steps` steps with diagnostics on; return its diagnostics records."""
+    from hf_mmkd.training import main as train_main
+
+    out = Path(args.work) / method
+    log = out / "diagnostics.jsonl"
+    run = out / "student_run" / "diagnostics.jsonl"
+    if not run.is_file():
+        argv = ["--config", str(REPO / "configs" / f"{args.dataset_name}_{method}.yaml"), "--dataset", args.dataset,
+                "--output_dir", str(out), "--stage", "student", "--teacher_name_or_path", args.teacher,
+                "--max_steps", str(args.steps), "--diagnostics_steps", str(args.diagnostics_steps),
+                "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+                "--report_rates", "", "--seed", str(args.seed), *shlex.split(args.train_args)]
+        print(f"[diagnose] train.py {shlex.join(argv)}", flush=True)
+        if train_main(argv) != 0:
+            raise SystemExit(f"diagnose.py: the {method} run failed")
+    path = run if run.is_file() else log
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def dynamics_table(records: dict[str, list[dict]]) -> str:
+    """One row per (method, quantity): the value at the first and at the last diagnosed step."""
+    lines = ["| method | quantity | first step | last step |", "|---|---|---|---|"]
+    for method, recs in records.items():
+        first, last = recs[0], recs[-1]
+        keys = [k for k in first if k not in ("step", "method") and not k.startswith("grad_")]
+        for key in sorted(keys, key=lambda k: (not k.startswith("ratio_"), k)):
+            lines.append(f"| {method} | {key} | {first[key]:.4g} (step {first['step']}) | "
+                         f"{last.get(key, float('nan')):.4g} (step {last['step']}) |")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------- 2. predictions
+
+
+def predictions(path: str, dataset: str, split: str, rate: float, seed: int, batch_size: int = 64):
+    """(predictions (N,), labels (N,)) of a checkpoint on `split` under P2 at `rate` (deterministic masks)."""
+    import torch
+
+    from hf_mmkd.data.collator import MMKDDataCollator
+    from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
+    from hf_mmkd.data.prepared import load_prepared
+    from hf_mmkd.evaluation import load_checkpoint
+
+    model, collate = load_checkpoint(path, "cpu")
+    data = load_prepared(dataset)[split]
+    collator = MMKDDataCollator(model.config, return_row_keys=True,
+                                **{k: v for k, v in collate.items() if v is not None})
+    unk = getattr(collate.get("tokenizer"), "unk_token_id", None) or 100
+    simulator = MissingModalitySimulator("p2", rate, training=False, seed=seed, unk_token_id=unk)
+    preds, labels = [], []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            batch = collator([data[i] for i in range(start, min(start + batch_size, len(data)))])
+            inputs = model_inputs(simulator(batch))
+            labels.append(inputs.pop("labels").numpy())
+            preds.append(model(**inputs).logits[:, 0].float().numpy())
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def sign_stats(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Sign accuracy on rows with y != 0, share of positive predictions, MAE."""
+    nz = y != 0
+    return {"acc2_non0": float(((p[nz] > 0) == (y[nz] > 0)).mean()), "pos_share": float((p[nz] > 0).mean()),
+            "label_pos_share": float((y[nz] > 0).mean()), "mae": float(np.abs(p - y).mean()),
+            "pred_std": float(p.std())}
+
+
+def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
+    results, lines = {}, []
+    header = "| checkpoint | " + " | ".join(f"r={r:g}" for r in RATES) + " | mean |"
+    sep = "|---|" + "---|" * (len(RATES) + 1)
+    for name, path in checkpoints.items():
+        per_rate = {}
+        for rate in RATES:
+            per_rate[f"{rate:g}"] = sign_stats(*predictions(path, args.dataset, args.split, rate, args.mask_seed))
+        results[name] = per_rate
+    for quantity, label in (("acc2_non0", "Non0 Acc-2"), ("pos_share", "share of positive predictions")):
+        lines += [f"{label} on {args.split} under P2 (mask seed {args.mask_seed}):", "", header, sep]
+        for name, per_rate in results.items():
+            row = [100 * per_rate[f"{r:g}"][quantity] for r in RATES]
+            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in row) + f" | {np.mean(row):.2f} |")
+        lines.append("")
+    first = next(iter(results.values()))["0"]
+    lines.append(f"Positive share of the {args.split} labels (non-zero): {100 * first['label_pos_share']:.1f}%.\n")
+    return results, "\n".join(lines)
+
+
+def teacher_fit(teacher: str, args) -> tuple[dict, str]:
+    """The teacher on complete train rows (what the student's targets are) against the evaluation split."""
+    from hf_mmkd.metrics import regression_metrics
+
+    out = {}
+    for split in ("train", args.split):
+        p, y = predictions(teacher, args.dataset, split, 0.0, args.mask_seed)
+        m = regression_metrics(p, y)
+        out[split] = {k: m[k] for k in ("MAE", "Corr", "Non0_acc_2")}
+    lines = ["Teacher, complete inputs:", "", "| split | MAE | Corr | Non0 Acc-2 |", "|---|---|---|---|"]
+    lines += [f"| {s} | {v['MAE']:.3f} | {v['Corr']:.3f} | {100 * v['Non0_acc_2']:.2f} |" for s, v in out.items()]
+    return out, "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset-name", default="mosi", help="configs/NAME_<method>.yaml (default mosi)")
+    parser.add_argument("--dataset", default=None, help="prepared folder (default data_prepared/NAME)")
+    parser.add_argument("--teacher", default=None, help="trained teacher checkpoint (the student runs distil it)")
+    parser.add_argument("--methods", nargs="*", default=None, choices=KD_METHODS + ("none",),
+                        help="methods whose training dynamics to measure (default: every KD method when "
+                             "--teacher is given and no --checkpoints)")
+    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per dynamics run")
+    parser.add_argument("--diagnostics-steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1111)
+    parser.add_argument("--train-args", default="", help="extra train.py flags for the dynamics runs")
+    parser.add_argument("--work", default="outputs/diagnose", help="where the dynamics runs go")
+    parser.add_argument("--checkpoints", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--mask-seed", type=int, default=1111)
+    parser.add_argument("--out", default=None, help="write everything measured to this JSON file")
+    args = parser.parse_args(argv)
+    args.dataset = args.dataset or f"data_prepared/{args.dataset_name}"
+    if not Path(args.dataset).is_dir():
+        print(f"diagnose.py: error: no prepared dataset at {args.dataset}", file=sys.stderr)
+        return 2
+    checkpoints = {}
+    for item in args.checkpoints:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path, "config.json").is_file():
+            print(f"diagnose.py: error: --checkpoints expects NAME=PATH of a checkpoint folder, got {item!r}",
+                  file=sys.stderr)
+            return 2
+        checkpoints[name] = path
+    methods = args.methods if args.methods is not None else ([] if checkpoints else list(KD_METHODS))
+    if methods and not args.teacher:
+        print("diagnose.py: error: the dynamics runs need --teacher", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    report = {"command": "python benchmarks/diagnose.py " + shlex.join(argv if argv is not None else sys.argv[1:])}
+    text = [f"Command: `{report['command']}`\n"]
+    if methods:
+        records = {m: run_dynamics(m, args) for m in methods}
+        report["dynamics"] = records
+        text += ["Training dynamics (ratio_* = a term's gradient norm at the student's parameters over the task "
+                 "loss's):", "", dynamics_table(records)]
+    if args.teacher and (checkpoints or not methods):
+        report["teacher_fit"], table = teacher_fit(args.teacher, args)
+        text.append(table)
+    if checkpoints:
+        report["predictions"], table = prediction_report(checkpoints, args)
+        text.append(table)
+    print("\n".join(text))
+    if args.out:
+        from hf_mmkd.io import atomic_write
+
+        atomic_write(args.out, json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
