@@ -276,9 +276,17 @@ class MMKDDistillationModel(nn.Module):
         return self.students[0]
 
     def _run(self, model: nn.Module, batches: list[dict]) -> list:
-        """One forward of `model` over several same-shaped views; each view's task loss over its own rows."""
+        """One forward of `model` over several same-shaped views; each view's task loss over its own rows.
+
+        Views that differ only in `modality_mask` (MM-CKD's pattern views of one simulated batch) go through
+        `forward_views`: each modality is encoded once for all of them."""
         if len(batches) == 1:
             return [model(**model_inputs(batches[0]))]
+        first = model_inputs(batches[0])
+        if all(all(b.get(k) is v for k, v in first.items() if k != "modality_mask") for b in batches[1:]):
+            first.pop("modality_mask", None)
+            outs = model.forward_views([b["modality_mask"] for b in batches], **first)
+            return [_Output({name: getattr(o, name, None) for name in OUTPUT_FIELDS + ("loss",)}) for o in outs]
         joint = model_inputs(concat_batches(batches))
         joint.pop("labels", None)
         outs = split_output(model(**joint), len(batches))

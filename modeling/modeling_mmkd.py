@@ -425,20 +425,42 @@ class MMKDModel(MMKDPreTrainedModel):
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
         )
         per_modality, present = self._modality_inputs(inputs, modality_mask)
+        output = self._fuse(self._encode(per_modality, present), present)
+        return output if return_dict is not False else output.to_tuple()
+
+    def forward_views(self, view_masks: list[torch.Tensor], **inputs) -> list[MMKDModelOutput]:
+        """The model on several views of ONE batch that differ only in which modalities each row keeps.
+
+        `view_masks`: V masks (B, 3) bool (text, audio, vision), one per view; `inputs`: `forward`'s keyword
+        inputs (any `modality_mask` among them limits every view). Each modality is encoded once, on the rows
+        that some view keeps, and each view is fused from those encodings with the missing embedding where it
+        lacks the modality. Equal to V separate `forward` calls in eval mode; in training the views share the
+        encoders' dropout noise (the expected loss is the same). Saves MM-CKD's multi-view student the repeated
+        encoder passes.
+        """
+        base = inputs.pop("modality_mask", None)
+        union = torch.stack([m.bool() for m in view_masks]).any(0)  # (B, 3)
+        per_modality, present = self._modality_inputs(inputs, union if base is None else union & base.bool())
+        encoded = self._encode(per_modality, present)
+        outputs = []
+        for v, mask in enumerate(view_masks):
+            view_present = present & mask.bool()
+            empty = (~view_present.any(1)).nonzero().squeeze(1).tolist()
+            if empty:
+                raise ValueError(f"view {v} leaves row(s) {empty[:10]} with no modality present")
+            outputs.append(self._fuse(encoded, view_present))
+        return outputs
+
+    def _encode(self, per_modality: dict, present: torch.Tensor) -> dict:
+        """{modality: (sequence (B, L', d), step mask (B, L'))}, encoded only on the rows that have it (no work and
+        no all-masked attention for the rest; their rows are zeros); modalities no row has are left out."""
         batch = present.shape[0]
-        out = {"modality_mask": present}
-        pooled = []
+        encoded = {}
         for i, m in enumerate(MODALITIES):
-            if m not in self.encoders:
-                continue
-            missing = self.missing_embeddings[i].expand(batch, -1)  # (B, d)
             rows = present[:, i].nonzero().squeeze(1)
-            if per_modality[m] is None or rows.numel() == 0:
-                out[f"{m}_pooled"] = missing
-                pooled.append(missing)
+            if m not in self.encoders or per_modality[m] is None or rows.numel() == 0:
                 continue
             x, step = per_modality[m]
-            # Encode only the rows that have the modality (no work and no all-masked attention for the rest).
             encoder = self.encoders[m]
             if isinstance(encoder, MMKDBackboneEncoder):  # a backbone may change the step rate (wav2vec2)
                 h, h_mask = encoder(x[rows], step[rows])  # (R, L', d), (R, L')
@@ -449,7 +471,27 @@ class MMKDModel(MMKDPreTrainedModel):
                 h = self.temporal[m](h, h_mask)
             sequence = h.new_zeros(batch, *h.shape[1:]).index_copy(0, rows, h)  # (B, L', d)
             step_mask = h_mask.new_zeros(batch, h_mask.shape[1]).index_copy(0, rows, h_mask)  # (B, L')
-            vector = torch.where(present[:, i, None], _masked_mean(sequence, step_mask), missing)  # (B, d)
+            encoded[m] = (sequence, step_mask)
+        return encoded
+
+    def _fuse(self, encoded: dict, present: torch.Tensor) -> MMKDModelOutput:
+        """Pool each modality the row has (`present`, (B, 3); the missing embedding elsewhere) and fuse."""
+        batch = present.shape[0]
+        out = {"modality_mask": present}
+        pooled = []
+        for i, m in enumerate(MODALITIES):
+            if m not in self.encoders:
+                continue
+            missing = self.missing_embeddings[i].expand(batch, -1)  # (B, d)
+            if m not in encoded or not bool(present[:, i].any()):
+                out[f"{m}_pooled"] = missing
+                pooled.append(missing)
+                continue
+            sequence, step_mask = encoded[m]
+            has = present[:, i]  # (B,)
+            sequence = sequence * has[:, None, None].to(sequence.dtype)  # rows without m: zeros
+            step_mask = step_mask & has[:, None].to(step_mask.dtype)
+            vector = torch.where(has[:, None], _masked_mean(sequence, step_mask), missing)  # (B, d)
             out.update({f"{m}_pooled": vector, f"{m}_sequence": sequence, f"{m}_step_mask": step_mask})
             pooled.append(vector)
 
@@ -457,8 +499,7 @@ class MMKDModel(MMKDPreTrainedModel):
         if self.pattern_embeddings is not None:
             pattern = (present.long() * torch.tensor([1, 2, 4], device=present.device)).sum(1)  # (B,) in 1..7
             fused = fused + self.pattern_embeddings(pattern)
-        output = MMKDModelOutput(fused=fused, **out)
-        return output if return_dict is not False else output.to_tuple()
+        return MMKDModelOutput(fused=fused, **out)
 
 
 class MMKDForSentiment(MMKDPreTrainedModel):
@@ -528,10 +569,19 @@ class MMKDForSentiment(MMKDPreTrainedModel):
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
             modality_mask=modality_mask, return_dict=True,
         )
+        output = self._head(base, labels)
+        return output if return_dict is not False else output.to_tuple()
+
+    def forward_views(self, view_masks: list[torch.Tensor], labels: torch.Tensor | None = None,
+                      **inputs) -> list[MMKDSentimentOutput]:
+        """`MMKDModel.forward_views` plus the head (and each view's task loss when `labels` are given): one
+        output per view of one batch, the encoders run once."""
+        return [self._head(base, labels) for base in self.mmkd.forward_views(view_masks, **inputs)]
+
+    def _head(self, base: MMKDModelOutput, labels: torch.Tensor | None) -> MMKDSentimentOutput:
         logits = self.head(self.fused_dropout(base.fused))  # (B, num_labels)
         loss = self.compute_task_loss(logits, labels) if labels is not None else None
-        output = MMKDSentimentOutput(loss=loss, logits=logits, **dict(base.items()))
-        return output if return_dict is not False else output.to_tuple()
+        return MMKDSentimentOutput(loss=loss, logits=logits, **dict(base.items()))
 
 
 __all__ = ["MMKDPreTrainedModel", "MMKDModel", "MMKDForSentiment", "MMKDModelOutput", "MMKDSentimentOutput"]

@@ -234,3 +234,22 @@ def test_pretrained_minilm_text_backbone_survives_post_init(tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = MMKDForSentiment.from_pretrained(tmp_path).eval()
     assert torch.equal(reloaded.mmkd.encoders["text"].backbone.embeddings.word_embeddings.weight, expected)
+
+
+def test_forward_views_equals_separate_forwards_in_eval_mode():
+    """Views of one batch that keep different modalities: one encoder pass, the same outputs as one forward per
+    view (all seven availability patterns, rows with different lengths)."""
+    from tiny import SUBSETS, feature_batch, feature_config_kwargs
+
+    model = MMKDForSentiment(MMKDConfig(**feature_config_kwargs())).eval()
+    batch = feature_batch(batch_size=4)
+    labels = batch.pop("labels")
+    views = [torch.tensor([subset] * 4, dtype=torch.bool) for subset in SUBSETS]
+    with torch.no_grad():
+        joint = model.forward_views(views, labels=labels, **batch)
+        for mask, out in zip(views, joint):
+            single = model(**batch, modality_mask=mask, labels=labels)
+            assert torch.allclose(out.logits, single.logits, atol=1e-6)
+            assert torch.allclose(out.fused, single.fused, atol=1e-6)
+            assert out.loss.item() == pytest.approx(single.loss.item(), rel=1e-6)
+            assert torch.equal(out.modality_mask, single.modality_mask)
