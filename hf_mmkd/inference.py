@@ -67,7 +67,7 @@ class LoadedCheckpoint(NamedTuple):
 
 def build_processor(config: MMKDConfig, tokenizer=None, feature_extractor=None, image_processor=None,
                     **kwargs) -> MMKDProcessor:
-    """The `MMKDProcessor` of a model: its encoder kinds, feature widths and `feature_standardization`, plus the
+    """The `MMKDProcessor` of a model: its encoder kinds and feature widths, plus the
     sub-processors that training used (None where training fed the raw modality, as `MMKDDataCollator` does).
 
     kwargs: `max_text_length`, `max_audio_seconds`, `video_fps`, `max_frames` (use the training values).
@@ -115,9 +115,6 @@ def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> Loa
     if processor.modality_inputs != kinds:
         raise ValueError(f"{checkpoint}: the processor expects {processor.modality_inputs} but the model takes "
                          f"{kinds}; the processor belongs to another model")
-    if (processor.feature_standardization or None) != (config.feature_standardization or None):
-        raise ValueError(f"{checkpoint}: the processor's feature_standardization differs from the model config's; "
-                         "re-save the processor with build_processor(model.config, ...)")
     return LoadedCheckpoint(model, processor)
 
 
@@ -304,7 +301,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
     if split not in splits:
         raise ValueError(f"{dataset_folder} has no split {split!r} (splits: {list(splits)})")
     data = splits[split]
-    # The collator applies config.feature_standardization and the checkpoint's own sub-processors. Its labels
+    # The collator applies the checkpoint's own sub-processors (the model standardises features). Its labels
     # are not needed (the references are read from the rows), hence a label column that no row has.
     collator = MMKDDataCollator(config, tokenizer=processor.tokenizer, feature_extractor=processor.feature_extractor,
                                 image_processor=processor.image_processor, max_text_length=processor.max_text_length,

@@ -10,6 +10,11 @@ ViT frames + a temporal encoder) or a pre-extracted feature sequence encoded as 
 Conv1d(k=3) -> sinusoidal positions -> Transformer. With `temporal_encoder="mib_trl"` each sequence then passes
 through MITR-DNet's modality-invariant bidirectional temporal block (Wang et al., ICASSP 2025).
 
+Feature inputs are raw: the model standardises them itself with `config.feature_standardization` (the training
+split's statistics), so a direct call, the processor and the pipeline all give the same answer
+(`MMKDModel.standardize_features`). `<m>_dropped` inputs exist for training and robustness evaluation only: the
+steps a missing-modality simulator dropped, which then stand at the training mean.
+
 Imports: standard library, torch, transformers and the sibling configuration file only.
 """
 
@@ -338,6 +343,31 @@ class MMKDModel(MMKDPreTrainedModel):
         self.pattern_embeddings = nn.Embedding(8, config.fusion_dim) if config.pattern_embedding else None
         self.post_init()
 
+    def standardize_features(self, modality: str, x: torch.Tensor, step_mask: torch.Tensor,
+                             dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """`(x - mean) / std` per feature at the valid steps of a (B, L, D) feature sequence; 0 elsewhere.
+
+        The statistics are `config.feature_standardization[modality]` (fitted on the training split by
+        `hf_mmkd.data.FeatureStandardizer`); a modality without statistics is only zeroed at padded steps. This is
+        the ONE place where standardisation happens: processors, collators and pipelines pass raw features, so a
+        direct call on raw features gives the same answer as every other route. `dropped` (B, L) marks steps that a
+        missing-modality simulator dropped (training / robustness evaluation only): they become 0, the training
+        mean, exactly as when the simulator zeroed already standardised steps.
+        """
+        if dropped is not None and tuple(dropped.shape) != tuple(step_mask.shape):
+            raise ValueError(f"{modality}_dropped must be (batch, steps) = {tuple(step_mask.shape)}, got "
+                             f"{tuple(dropped.shape)}")
+        keep = step_mask if dropped is None else step_mask & ~dropped.bool()  # (B, L)
+        stats = (self.config.feature_standardization or {}).get(modality)
+        if stats is not None:
+            mean = torch.tensor(stats["mean"], dtype=torch.float32, device=x.device)
+            std = torch.tensor(stats["std"], dtype=torch.float32, device=x.device)
+            if mean.shape[0] != x.shape[-1]:
+                raise ValueError(f"feature_standardization[{modality!r}] has {mean.shape[0]} features but "
+                                 f"{modality}_features has {x.shape[-1]}")
+            x = ((x.float() - mean) / std).to(x.dtype)  # in float32, as the statistics were fitted
+        return torch.where(keep[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+
     def _modality_inputs(self, inputs: dict, modality_mask: torch.Tensor | None):
         """Validate the inputs; return {modality: (x, step_mask) or None} and the (B, 3) presence mask."""
         batch_sizes = {k: v.shape[0] for k, v in inputs.items() if v is not None}
@@ -415,6 +445,9 @@ class MMKDModel(MMKDPreTrainedModel):
         vision_features: torch.FloatTensor | None = None,
         vision_lengths: torch.LongTensor | None = None,
         modality_mask: torch.BoolTensor | None = None,
+        text_dropped: torch.BoolTensor | None = None,
+        audio_dropped: torch.BoolTensor | None = None,
+        vision_dropped: torch.BoolTensor | None = None,
         return_dict: bool | None = None,
     ) -> MMKDModelOutput | tuple:
         inputs = dict(
@@ -424,6 +457,11 @@ class MMKDModel(MMKDPreTrainedModel):
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
         )
         per_modality, present = self._modality_inputs(inputs, modality_mask)
+        dropped = {"text": text_dropped, "audio": audio_dropped, "vision": vision_dropped}
+        for m in MODALITIES:
+            if per_modality[m] is not None and self.config.encoder_kind(m) == "features":
+                x, step = per_modality[m]
+                per_modality[m] = (self.standardize_features(m, x, step, dropped[m]), step)
         batch = present.shape[0]
         out = {"modality_mask": present}
         pooled = []
@@ -515,6 +553,9 @@ class MMKDForSentiment(MMKDPreTrainedModel):
         vision_features: torch.FloatTensor | None = None,
         vision_lengths: torch.LongTensor | None = None,
         modality_mask: torch.BoolTensor | None = None,
+        text_dropped: torch.BoolTensor | None = None,
+        audio_dropped: torch.BoolTensor | None = None,
+        vision_dropped: torch.BoolTensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> MMKDSentimentOutput | tuple:
@@ -523,7 +564,8 @@ class MMKDForSentiment(MMKDPreTrainedModel):
             audio_attention_mask=audio_attention_mask, pixel_values=pixel_values, frame_mask=frame_mask,
             text_features=text_features, text_lengths=text_lengths, audio_features=audio_features,
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
-            modality_mask=modality_mask, return_dict=True,
+            modality_mask=modality_mask, text_dropped=text_dropped, audio_dropped=audio_dropped,
+            vision_dropped=vision_dropped, return_dict=True,
         )
         logits = self.head(base.fused)  # (B, num_labels)
         loss = self.compute_task_loss(logits, labels) if labels is not None else None

@@ -104,7 +104,7 @@ def test_features_only_checkpoint(feature_ckpt, tmp_path):
     feats = {"text": g.normal(size=(5, 7)), "audio": 40 + g.normal(size=(3, 5))}
     result = predict(feature_ckpt, features=feats)
     assert result["modalities_used"] == ["text", "audio"] and result["modalities_missing"] == ["vision"]
-    # the standardisation applied is the collator's (= training's)
+    # the same number as the model on the collated row (what training saw; the model standardises)
     model = MMKDForSentiment.from_pretrained(feature_ckpt).eval()
     row = {"text_features": feats["text"], "audio_features": feats["audio"], "vision_features": None,
            "has_text": True, "has_audio": True, "has_vision": False}
