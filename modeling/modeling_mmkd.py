@@ -30,7 +30,8 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_mmkd import MODALITIES, MMKDConfig
+from .configuration_mmkd import MODALITIES, PIPELINE_TASK, MMKDConfig
+from .pipeline_mmkd import MMKDSentimentPipeline  # a sibling import: saved with this file (see save_pretrained)
 
 # Inputs of each modality, by encoder kind: (main input, its step mask or lengths).
 _FEATURE_INPUTS = {m: (f"{m}_features", f"{m}_lengths") for m in MODALITIES}
@@ -253,6 +254,11 @@ class MMKDPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # The remote-code route: AutoModel resolves to the base model, as for every transformers model.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": "modeling_mmkd.MMKDModel"}
+        # pipeline(model=..., trust_remote_code=True): config.json names the shipped pipeline, whose file is saved
+        # with this one (a sibling import, so transformers copies it like the configuration file).
+        self.config.custom_pipelines = {PIPELINE_TASK: {
+            "impl": f"pipeline_mmkd.{MMKDSentimentPipeline.__name__}", "pt": ["AutoModelForSequenceClassification"],
+            "type": "multimodal"}}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
@@ -558,7 +564,13 @@ class MMKDForSentiment(MMKDPreTrainedModel):
         vision_dropped: torch.BoolTensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
     ) -> MMKDSentimentOutput | tuple:
+        if token_type_ids is not None:  # what a tokenizer's output, or pipeline("text-classification"), passes
+            raise ValueError(
+                f"token_type_ids: this multimodal model takes {', '.join(self.config.modalities)} through its processor "
+                f"(AutoProcessor.from_pretrained(..., trust_remote_code=True)), not a tokenizer's output; for a pipeline "
+                f"use pipeline(model=..., trust_remote_code=True) (task {PIPELINE_TASK!r}), not 'text-classification'")
         base = self.mmkd(
             input_ids=input_ids, attention_mask=attention_mask, input_values=input_values,
             audio_attention_mask=audio_attention_mask, pixel_values=pixel_values, frame_mask=frame_mask,
