@@ -144,7 +144,7 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
     from hf_mmkd.evaluation import check_checkpoint_dir
-    from hf_mmkd.hub import publish
+    from hf_mmkd.hub import check_hub_access, publish
 
     check_checkpoint_dir(args.checkpoint)
     if args.dry_run and args.out is None:
@@ -164,6 +164,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             plot = sibling
         elif sibling.is_file() and sibling != plot:
             extra.append(sibling)
+    if not args.dry_run:
+        check_hub_access(args.token)  # a token and a reachable Hub, before the card and the release folder
     release, commit = publish(args.checkpoint, args.repo_id, results=results or None, checkpoint_name=name,
                               plot=plot, extra_files=extra, release_dir=args.out, overwrite=args.overwrite,
                               dry_run=args.dry_run, private=args.private, token=args.token)

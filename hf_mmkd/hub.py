@@ -36,6 +36,7 @@ __all__ = [
     "PROCESSOR_FILES",
     "build_card",
     "build_release_dir",
+    "check_hub_access",
     "default_template_path",
     "eval_results",
     "publish",
@@ -317,6 +318,39 @@ def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = Non
                              commit_message=commit_message)
 
 
+def check_hub_access(token: str | None = None) -> str:
+    """Fail fast, in one line, before any work when an upload cannot succeed: `HF_HUB_OFFLINE` is set, there is no
+    token (`token`, else `HF_TOKEN` / the `hf auth login` one), or the Hub (`HF_ENDPOINT`) does not answer or does
+    not accept the token. Returns the account name the token belongs to."""
+    from huggingface_hub import constants, get_token
+
+    endpoint = constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError("HF_HUB_OFFLINE is set: cannot upload to the Hub offline (unset it, or build the release "
+                         "folder only with --dry-run --out DIR)")
+    token = token or get_token()
+    if not token:
+        raise ValueError(f"no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token "
+                         f"(needed to upload to {endpoint})")
+    try:
+        return HfApi(token=token).whoami()["name"]
+    except Exception as err:  # connection refused, DNS, timeout, 401: all mean "cannot upload"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"the Hub at {endpoint} is not reachable with this token ({type(err).__name__}: "
+                         f"{reason[:200]})") from None
+
+
+def _upload_release(out: Path, repo_id: str, kept: bool, **upload_kwargs) -> Any:
+    """`upload`, but a failure says where the built release folder is (or that it was temporary)."""
+    try:
+        return upload(out, repo_id, **upload_kwargs)
+    except Exception as err:
+        where = (f"the release folder is kept at {out}; upload it later with `hf upload {repo_id} {out}`" if kept
+                 else "the release folder was temporary; pass --out DIR to keep it")
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"upload to {repo_id} failed ({type(err).__name__}: {reason[:200]}); {where}") from None
+
+
 # --------------------------------------------------------------------------------------------- publish
 
 
@@ -350,10 +384,10 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
         extras[Path(plot).name] = Path(plot)
     card = build_card(results_list, checkpoint_name or ckpt.name, repo_id=repo_id, config=config,
                       plot_filename=Path(plot).name if plot is not None else None, **card_kwargs)
+    upload_kwargs = dict(token=token, private=private, commit_message=commit_message)
     if release_dir is not None:
         out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite)
-        return out, (None if dry_run else upload(out, repo_id, token=token, private=private,
-                                                 commit_message=commit_message))
+        return out, (None if dry_run else _upload_release(out, repo_id, True, **upload_kwargs))
     with tempfile.TemporaryDirectory(prefix="hf_mmkd_release_") as tmp:
         out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras)
-        return None, upload(out, repo_id, token=token, private=private, commit_message=commit_message)
+        return None, _upload_release(out, repo_id, False, **upload_kwargs)

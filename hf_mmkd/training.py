@@ -391,9 +391,18 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     return results
 
 
+def preflight(args: MMKDTrainingArguments) -> None:
+    """Checks that must fail before any training: `--push_to_hub` needs a token and a reachable Hub."""
+    if args.push_to_hub and args.process_index == 0:
+        from hf_mmkd.hub import check_hub_access
+
+        check_hub_access(args.hub_token)
+
+
 def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
         args: MMKDTrainingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
+    preflight(args)
     set_seed(args.seed)
     if args.process_index == 0:
         print(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
