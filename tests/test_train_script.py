@@ -37,6 +37,26 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
     assert (out / "student_run" / "checkpoint-2" / "student" / "model.safetensors").is_file()
 
 
+def test_checkpoints_hold_one_copy_of_the_weights_and_load_best_model_at_end_restores_it(tmp_path):
+    """A Trainer checkpoint keeps the student in student/ only; load_best_model_at_end rebuilds the module from it."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert main(["--output_dir", str(out), "--method", "mmckd", *TINY, "--num_train_epochs", "2",
+                 "--save_total_limit", "5", "--load_best_model_at_end", "true", "--metric_for_best_model", "MAE",
+                 "--greater_is_better", "false"]) == 0
+    run = out / "student_run"
+    for ckpt in sorted(run.glob("checkpoint-*")):
+        own = load_file(ckpt / "model.safetensors")
+        assert not any(k.startswith(("students.", "teacher.")) for k in own)  # the method's parameters only
+        assert any(k.startswith("method.") for k in own)  # MM-CKD's projection heads
+        assert (ckpt / "student" / "model.safetensors").is_file() and (ckpt / "teacher" / "model.safetensors").is_file()
+    best = json.loads((run / sorted(p.name for p in run.glob("checkpoint-*"))[-1] / "trainer_state.json").read_text())
+    expected = load_file(Path(best["best_model_checkpoint"]) / "student" / "model.safetensors")
+    final = load_file(out / "student" / "model.safetensors")
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in expected)
+
+
 def test_student_stage_reuses_an_existing_teacher(tmp_path):
     out = tmp_path / "run"
     assert main(["--output_dir", str(out), "--stage", "teacher", *TINY]) == 0
