@@ -163,10 +163,11 @@ def _read_features(features) -> dict[str, np.ndarray]:
 
 def _features_only_error(m: str, config, source: str) -> ValueError:
     dim = getattr(config, f"{m}_feature_dim")
+    hint = " (or leave the video out / give the audio features too)" if source.startswith("the audio track") else ""
     return ValueError(
         f"this model takes {m} only as pre-extracted features ({m}_feature_dim={dim}, {_FEATURE_EXAMPLES[m]}); "
-        f"they cannot be computed from {source}. Pass them with features={{'{m}': array of shape (steps, {dim})}}"
-        + (" or use_video_audio=False to predict without audio" if source.startswith("the audio track") else "")
+        f"they cannot be computed from {source}. Pass them as features: an .npz with a '{m}' array of shape "
+        f"(steps, {dim}) (command line: --features X.npz; Python: features={{'{m}': array}}){hint}"
     )
 
 
@@ -287,6 +288,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
     """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path."""
     from hf_mmkd.data.collator import MMKDDataCollator
     from hf_mmkd.data.missing import model_inputs
+    from hf_mmkd.data.demo import make_demo_dataset
     from hf_mmkd.data.prepared import load_prepared
 
     out_path = Path(out_path)
@@ -297,7 +299,8 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, processor = load_checkpoint(checkpoint, device)
     config = model.config
-    splits = load_prepared(dataset_folder)
+    # "demo": the synthetic set train.py trains on by default (built in memory, offline), as `evaluate` does
+    splits = make_demo_dataset(seed=0) if str(dataset_folder) == "demo" else load_prepared(dataset_folder)
     if split not in splits:
         raise ValueError(f"{dataset_folder} has no split {split!r} (splits: {list(splits)})")
     data = splits[split]

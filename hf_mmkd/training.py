@@ -79,7 +79,7 @@ class DataArguments:
 
     dataset: str = field(default="demo", metadata={"help": "'demo', a folder written by dataset_scripts/, or a Hub dataset id"})
     max_text_length: int = field(default=50, metadata={"help": "token limit (MMSA: 50)"})
-    standardize: bool = field(default=True, metadata={"help": "z-score feature sequences with train statistics"})
+    standardize: bool = field(default=True, metadata={"help": "store train-split feature statistics in the config; the model z-scores its feature inputs with them"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate train (smoke tests)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate validation (smoke tests)"})
 
@@ -146,9 +146,24 @@ def parse_args(argv: list[str] | None = None):
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         cli += [f"--{key}", str(value)]
+    parser = build_parser()
+    return parser.parse_args_into_dataclasses(args=cli + argv)
+
+
+NEGATED_HELP = {  # HfArgumentParser gives `--no_<flag>` the help of `--<flag>`; say what the negation does
+    "standardize": "do not standardise feature inputs (no statistics in the config; the model reads them raw)",
+}
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of train.py: the four argument dataclasses, null for Optional fields, own help for `--no_*`."""
     parser = HfArgumentParser(PARSER_TYPES, allow_abbrev=False)
     accept_null_for_optional_fields(parser)
-    return parser.parse_args_into_dataclasses(args=cli + argv)
+    for action in parser._actions:
+        for name, text in NEGATED_HELP.items():
+            if f"--no_{name}" in action.option_strings:
+                action.help = text
+    return parser
 
 
 NULL_STRINGS = ("None", "null")  # a YAML null reaches the parser as str(None) == "None"
@@ -446,8 +461,18 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     atomic_write(folder / "README.md", str(card))
 
 
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
 def preflight(args: MMKDTrainingArguments) -> None:
-    """Checks that must fail before any training: `--push_to_hub` needs a token and a reachable Hub."""
+    """Checks that must fail before any training: `--report_to tensorboard` needs its package, `--push_to_hub` a
+    token and a reachable Hub."""
+    if "tensorboard" in (args.report_to or []) and not tensorboard_available():
+        raise ValueError("--report_to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                         "(or pip install tensorboard)")
     if args.push_to_hub and args.process_index == 0:
         from hf_mmkd.hub import check_hub_access
 
