@@ -5,7 +5,7 @@
 its tokenizer, when it ships them), collates the split ONCE per input layout (tokenising included), and then, for every seed and every condition of the protocol, only re-runs the
 `MissingModalitySimulator` on the cached tensors and the model in eval mode under `torch.inference_mode`.
 
-Conditions per protocol (docs/methods-and-results.md §1.3):
+Conditions per protocol (docs/protocols.md):
 
 | protocol | conditions | summary (done by `hf_mmkd.report`) |
 |---|---|---|
@@ -82,8 +82,8 @@ __all__ = [
 ]
 
 EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1 ... p5: the protocols hf_mmkd.report can summarise
-DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (§1.3 P2)
-P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (§1.3 P1)
+DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (docs/protocols.md#p2)
+P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (docs/protocols.md#p1)
 MMMO_RATING_RANGE = (1.0, 5.0)  # ICT-MMMO review ratings; the midpoint is the neutral score
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")

@@ -1,6 +1,6 @@
 """Publishing: a model card whose `model-index` holds the robustness numbers, a release folder, an upload.
 
-Three steps, split so that everything but the last runs offline and is tested (see hf-conventions §5):
+Three steps, split so that everything but the last runs offline and is tested (the Hub is never needed to test it):
 
 1. `build_card(results, checkpoint, ...)` renders `model_cards/mmkd.md` with `huggingface_hub.ModelCard`; the
    card data carry one `EvalResult` per (dataset, protocol, condition, metric), the condition and protocol in

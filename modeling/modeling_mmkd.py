@@ -156,7 +156,7 @@ class MMKDTemporalAwareBlock(nn.Module):
 
 
 class MMKDBidirectionalTemporalBlock(nn.Module):
-    """MITR-DNet's MIB-TRL (Wang et al., ICASSP 2025; doc §4, recovered from the authors' bytecode).
+    """MITR-DNet's MIB-TRL (Wang et al., ICASSP 2025; docs/methods.md#mitr-dnet, recovered from the authors' bytecode).
 
     The sequence and its time-reversed copy each pass a 1x1 conv to `mib_filters` channels, then a shared
     stack of temporal-aware blocks (dilations 1, 2, 4, 8). After each block the forward output and the

@@ -1,4 +1,4 @@
-"""Missing-modality protocols P1-P5 (docs/methods-and-results.md §1.3) on collated batches."""
+"""Missing-modality protocols P1-P5 (docs/protocols.md) on collated batches."""
 
 import math
 

@@ -132,3 +132,21 @@ def test_readme_python_blocks_and_cli_examples_run(work, monkeypatch, capsys):
     assert (work / "data_prepared" / "mosi" / "README.md").is_file()
     assert (work / "reports" / "mosi" / "demo_p2.json").is_file() and (work / "preds.csv").is_file()
     assert (work / "release" / "pipeline_mmkd.py").is_file() and (work / "release" / "README.md").is_file()
+
+
+def test_doc_references_in_the_code_resolve_to_the_repositorys_docs():
+    """Docstrings cite docs/methods.md / docs/protocols.md sections, never a document outside the repository."""
+    anchors = {}
+    for doc in ("methods", "protocols"):
+        text = (REPO_ROOT / "docs" / f"{doc}.md").read_text()
+        anchors[doc] = set(re.findall(r'<a id="([^"]+)">', text))
+    assert {"baselines", "mm-ckd", "corrkd", "mitr-dnet", "cross-modal-kd"} <= anchors["methods"]
+    assert {f"p{i}" for i in range(1, 6)} | {"metrics", "mmsa-layout"} <= anchors["protocols"]
+    methods = (REPO_ROOT / "docs" / "methods.md").read_text()
+    assert methods.count("### Departures from the paper") == 5
+    sources = [p for d in ("hf_mmkd", "modeling", "tests") for p in (REPO_ROOT / d).rglob("*.py")]
+    for path in sources:
+        text = path.read_text()
+        assert "doc §" not in text and "methods-and-results" not in text, path
+        for doc, anchor in re.findall(r"docs/(methods|protocols)\.md#([\w-]+)", text):
+            assert anchor in anchors[doc], f"{path.name} cites docs/{doc}.md#{anchor}, which does not exist"

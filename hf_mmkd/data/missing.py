@@ -1,4 +1,4 @@
-"""Missing-modality simulation on collated batches: protocols P1-P5 of docs/methods-and-results.md §1.3.
+"""Missing-modality simulation on collated batches: protocols P1-P5 of docs/protocols.md.
 
 `MissingModalitySimulator(protocol, ...)(batch)` returns a NEW dict (the input is never mutated), so a trainer
 can give the teacher the complete batch and the student its degraded view of the same rows. The new dict has

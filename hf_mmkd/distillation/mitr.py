@@ -2,7 +2,7 @@
 
 Paper: Wang, Wang, Yu, Jiao, "Modality-Invariant Bidirectional Temporal Representation Distillation Network
 for Missing Multimodal Sentiment Analysis", ICASSP 2025 (arXiv 2501.05474); read from the training code of
-`Wangai30/MITR-DNet` (doc §4). The MIB-TRL temporal block lives in the model, not here.
+`Wangai30/MITR-DNet` (docs/methods.md#mitr-dnet). The MIB-TRL temporal block lives in the model, not here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _NO_ALIGNMENT = ("audio",)  # backbone inputs without a per-step alignment to th
 
 class SimSiamHead(nn.Module):
     """Projector Linear(d, d) + BatchNorm(no affine) -> z;  predictor Linear(d, d/2, no bias) + BN + ReLU +
-    Linear(d/2, d) -> p. As `Projector` / `Predictor` in MITR-DNet's model file (doc §4, item 6)."""
+    Linear(d/2, d) -> p. As `Projector` / `Predictor` in MITR-DNet's model file (docs/methods.md#mitr-dnet)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -55,7 +55,7 @@ def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1
 
 
 class MITRLoss(DistillationLoss):
-    r"""MITR-DNet's distillation terms (doc §4, "Losses"). Z_m = `<m>_pooled` (mean-pooled MIB-TRL features),
+    r"""MITR-DNet's distillation terms (docs/methods.md#mitr-dnet). Z_m = `<m>_pooled` (mean-pooled MIB-TRL features),
     F = `fused`; superscript s = masked (student) view, t = complete (teacher) view of the SAME model:
 
     - loss_attra = attra_weight * \sum_m -1/2[cos(p_m^s, sg(z_m^t)) + cos(p_m^t, sg(z_m^s))]   (SimSiam, one
