@@ -22,6 +22,20 @@ AutoModelForSequenceClassification.register(MMKDConfig, MMKDForSentiment, exist_
 AutoProcessor.register(MMKDConfig, MMKDProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`hf_mmkd.metrics`, `hf_mmkd.evaluation`, ... without importing them first (they load lazily: the metrics
+    pull in scikit-learn, which `import hf_mmkd` alone does not need)."""
+    import importlib
+
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"hf_mmkd.{name}")
+    raise AttributeError(f"module 'hf_mmkd' has no attribute {name!r}")
+
+
+_LAZY_SUBMODULES = ("cli", "data", "distillation", "evaluation", "hub", "inference", "io", "metrics", "report",
+                    "trainer", "training")
 __all__ = [
     "MMKDConfig",
     "MMKDForSentiment",

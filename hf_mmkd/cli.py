@@ -42,11 +42,12 @@ def _add_evaluate(sub) -> None:
                                    "write JSON + Markdown + PNG and print the Markdown table.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="save_pretrained folders (teacher, student, ...)")
     p.add_argument("--dataset", required=True, help="prepared folder (dataset_scripts/), Hub dataset id, or 'demo'")
-    p.add_argument("--protocol", required=True, type=str.lower, metavar="{p1,p2,p3,p5}",
-                   help="p1: rates 0.0-1.0, AUILC; p2: rates 0.0-0.9, mean; p3: six sets + {l,a,v}; p5: 7 patterns")
+    p.add_argument("--protocol", required=True, type=str.lower, metavar="{p1,p2,p3,p4,p5}",
+                   help="p1: rates 0.0-1.0, AUILC; p2: rates 0.0-0.9, mean; p3: six sets + {l,a,v}; p4: IMDer "
+                        "missing rates MR 0.1-0.7, mean; p5: 7 patterns")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="mask seeds of the simulator")
-    p.add_argument("--rates", nargs="+", type=float, default=None, help="p1/p2: override the missing rates")
+    p.add_argument("--rates", nargs="+", type=float, default=None, help="p1/p2/p4: override the missing rates")
     p.add_argument("--sets", nargs="+", default=None, help="p3/p5: override the availability sets, e.g. l la lav")
     p.add_argument("--names", nargs="+", default=None, help="display names, one per checkpoint")
     p.add_argument("--dataset-name", default=None,
@@ -57,6 +58,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-text-length", type=int, default=None, help="token limit (default: train.py's)")
     p.add_argument("--out", required=True, help="output folder for the JSON, Markdown and PNG files")
     p.add_argument("--stem", default=None, help="file name stem (default: <dataset>_<protocol>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -68,8 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_checkpoints(
         dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
-        label_shift=args.label_shift, max_text_length=args.max_text_length,
-        progress=lambda line: print(f"[{PROG}] {line}", file=sys.stderr),
+        label_shift=args.label_shift, max_text_length=args.max_text_length, progress_bar=not args.quiet,
     )
     paths = write_evaluation_report(results, args.out, stem=args.stem)
     print(report_markdown(results))
@@ -144,7 +145,7 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
     from hf_mmkd.evaluation import check_checkpoint_dir
-    from hf_mmkd.hub import publish
+    from hf_mmkd.hub import check_hub_access, publish
 
     check_checkpoint_dir(args.checkpoint)
     if args.dry_run and args.out is None:
@@ -164,6 +165,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             plot = sibling
         elif sibling.is_file() and sibling != plot:
             extra.append(sibling)
+    if not args.dry_run:
+        check_hub_access(args.token)  # a token and a reachable Hub, before the card and the release folder
     release, commit = publish(args.checkpoint, args.repo_id, results=results or None, checkpoint_name=name,
                               plot=plot, extra_files=extra, release_dir=args.out, overwrite=args.overwrite,
                               dry_run=args.dry_run, private=args.private, token=args.token)

@@ -5,20 +5,21 @@
 its tokenizer, when it ships them), collates the split ONCE per input layout (tokenising included), and then, for every seed and every condition of the protocol, only re-runs the
 `MissingModalitySimulator` on the cached tensors and the model in eval mode under `torch.inference_mode`.
 
-Conditions per protocol (docs/methods-and-results.md §1.3):
+Conditions per protocol (docs/protocols.md):
 
 | protocol | conditions | summary (done by `hf_mmkd.report`) |
 |---|---|---|
 | p1 | token/frame drop rate r = 0.0, 0.1, ..., 1.0 | AUILC over r |
 | p2 | the same r for every modality, r = 0.0, ..., 0.9 | mean over r = 0.0-0.9 |
 | p3 | the six sets {l}, {a}, {v}, {l,a}, {l,v}, {a,v} plus {l,a,v} | mean of the six; {l,a,v} on its own |
+| p4 | whole-modality drop at MR = 0.1, ..., 0.7 (IMDer's shares) | mean over MR |
 | p5 | the seven CMAD patterns (the six sets and {l,a,v}) | mean over the patterns |
 
 Sets only use the modalities that both the model and the split have: on the MMSA MOSI copy (text + audio, no
 vision) P3/P5 evaluate {l}, {a} and {l,a}; on ICT-MMMO, whose train split has no text (so `train.py` builds no
 text encoder), {a}, {v} and {a,v}. A note then names what each side lacks and the sets left out. P4 (IMDer)
-varies the missing rate at training time and has no evaluation of its own here; it is refused with a message
-saying so.
+removes whole modalities at missing rate MR = 0.1, ..., 0.7 with IMDer's shares of rows missing one or two
+modalities, drawn per row and seed (deterministic), and is summarised by the mean over MR.
 
 Seeds are the simulator's mask seeds (LNLN: mask seed = run seed, 1111-1113). The simulator draws per row from
 (seed, row id), so results do not depend on the batch size. Conditions that draw nothing (r = 0, fixed sets) give
@@ -35,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from hf_mmkd.metrics import (
     COMPLETE_SET,
     P2_RATES,
     P3_SETS,
+    P4_RATES,
     P5_SETS,
     classification_metrics,
     parse_condition,
@@ -78,9 +81,9 @@ __all__ = [
     "write_evaluation_report",
 ]
 
-EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1, p2, p3, p5: the protocols hf_mmkd.report can summarise
-DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (§1.3 P2)
-P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (§1.3 P1)
+EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1 ... p5: the protocols hf_mmkd.report can summarise
+DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (docs/protocols.md#p2)
+P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (docs/protocols.md#p1)
 MMMO_RATING_RANGE = (1.0, 5.0)  # ICT-MMMO review ratings; the midpoint is the neutral score
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -275,17 +278,17 @@ def condition_plan(protocol: str, modalities: Sequence[str], rates: Sequence[flo
     must remain). `rates` overrides P1/P2's rates; `sets` (e.g. "{l,a}" or "la") overrides P3/P5's sets.
     """
     protocol = protocol.lower()
-    if protocol == "p4":
-        raise ValueError("protocol p4 (IMDer) varies the missing rate at training time and has no evaluation "
-                         f"conditions of its own; evaluate with one of {', '.join(EVAL_PROTOCOLS)}")
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(EVAL_PROTOCOLS)}")
     if PROTOCOLS[protocol]["kind"] == "rate":
         if sets:
             raise ValueError(f"protocol {protocol} varies a missing rate; availability sets apply to p3/p5")
-        rates = list(P1_RATES if protocol == "p1" else P2_RATES) if rates is None else [float(r) for r in rates]
+        default = {"p1": P1_RATES, "p2": P2_RATES, "p4": P4_RATES}[protocol]
+        rates = list(default) if rates is None else [float(r) for r in rates]
         if not rates:
             raise ValueError("no missing rates given")
+        if protocol == "p4" and not set(round(r, 6) for r in rates) <= set(P4_RATES):
+            raise ValueError(f"p4 (IMDer) has missing rates MR in {list(P4_RATES)} only, got {rates}")
         plan = {rate_condition(r): {"rate": float(r)} for r in rates}  # rate_condition checks 0 <= r <= 1
         return list(plan.items())
     if rates:
@@ -310,7 +313,7 @@ def condition_plan(protocol: str, modalities: Sequence[str], rates: Sequence[flo
 
 def _draws_nothing(protocol: str, kwargs: Mapping[str, Any]) -> bool:
     """The simulator makes no random draw for this condition, so every seed gives the same numbers."""
-    if protocol in ("p1", "p2"):
+    if protocol in ("p1", "p2", "p4"):
         return kwargs["rate"] <= 0.0
     return not kwargs.get("rate")
 
@@ -411,7 +414,8 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                          sets: Sequence[str] | None = None, dataset_name: str | None = None,
                          label_shift: float | None = None, max_text_length: int | None = None,
                          device: str | torch.device | None = None,
-                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                         progress: Callable[[str], None] | None = None,
+                         progress_bar: bool = False) -> dict[str, Any]:
     """Evaluate each checkpoint under every condition of `protocol` and every mask seed.
 
     Args:
@@ -426,6 +430,8 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
             `--max_text_length`).
         device: where the model runs (default: CUDA when available); the masks are drawn on the CPU.
         progress: called with one line per finished (checkpoint, seed).
+        progress_bar: a tqdm bar on stderr over (checkpoint, seed, condition); conditions that draw nothing
+            (r = 0, fixed sets without frame drop) are computed once per checkpoint and copied to the other seeds.
 
     Returns the `hf_mmkd.report` structure, plus `dataset_path`, `metric_set`, `label_shift`, `seeds`,
     `modalities` (those evaluated), `n_rows`, `checkpoint_paths`, `rows_left_out` (P3/P5 rows that keep no
@@ -448,6 +454,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     default_text_length = DataArguments.max_text_length  # what train.py tokenises with (MMSA: 50)
 
     results: dict[str, Any] = {"dataset": name, "protocol": protocol, "split": split, "checkpoints": {}}
+    bar = _progress_bar(progress_bar, f"evaluate {protocol}")
     cache: dict[str, tuple[list[dict], list[str]]] = {}
     schemes, notes, left_out, evaluated_modalities, model_modalities = set(), [], {}, {}, set()
     for ckpt_name, path in paths.items():
@@ -474,12 +481,15 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         evaluated_modalities[ckpt_name] = modalities
         model_modalities.update(model.config.modalities)
         plan = condition_plan(protocol, modalities, rates, sets)
+        bar.total = (bar.total or 0) + len(plan) * len(seeds)
+        bar.set_description(f"{ckpt_name} {protocol}")
         # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
         unk = {"unk_token_id": tokenizer.unk_token_id} if getattr(tokenizer, "unk_token_id", None) is not None else {}
         per_seed, fixed_rows = {}, {}
         for seed in seeds:
             rows = {}
             for cond, kwargs in plan:
+                bar.update(1)
                 if _draws_nothing(protocol, kwargs) and cond in fixed_rows:
                     rows[cond] = dict(fixed_rows[cond])
                     continue
@@ -495,6 +505,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                 progress(f"{ckpt_name} seed {seed}: {len(rows)} conditions")
         results["checkpoints"][ckpt_name] = per_seed
         del model
+    bar.close()
 
     all_mods = sorted({m for ms in evaluated_modalities.values() for m in ms}, key=("text", "audio", "vision").index)
     if PROTOCOLS[protocol]["kind"] == "set" and len(all_mods) < len(PATTERNS[-1]):
@@ -509,6 +520,13 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                    modalities=evaluated_modalities, n_rows=len(data),
                    checkpoint_paths={k: str(p) for k, p in paths.items()}, notes=notes)
     return results
+
+
+def _progress_bar(enabled: bool, description: str):
+    """A tqdm bar on stderr (its total grows as checkpoints are loaded), or a silent stand-in."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=0, desc=description, unit="condition", disable=not enabled, file=sys.stderr)
 
 
 def _restriction_note(protocol: str, split: str, data, shared: list[str], model_mods: set[str],

@@ -1,6 +1,6 @@
 """Publishing: a model card whose `model-index` holds the robustness numbers, a release folder, an upload.
 
-Three steps, split so that everything but the last runs offline and is tested (see hf-conventions §5):
+Three steps, split so that everything but the last runs offline and is tested (the Hub is never needed to test it):
 
 1. `build_card(results, checkpoint, ...)` renders `model_cards/mmkd.md` with `huggingface_hub.ModelCard`; the
    card data carry one `EvalResult` per (dataset, protocol, condition, metric), the condition and protocol in
@@ -15,6 +15,7 @@ conditions -> metrics); a list of them (several datasets or protocols) is accept
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -27,15 +28,21 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from hf_mmkd.io import atomic_folder
+from hf_mmkd.io import atomic_folder, read_json
 from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
 
 __all__ = [
-    "DATA_PROVENANCE",
+    "DATA_TERMS",
+    "METHODS",
+    "TRAINING_SUMMARY",
+    "dataset_section",
+    "method_section",
+    "portable_name",
     "PROCESSOR_FILES",
     "build_card",
     "build_release_dir",
+    "check_hub_access",
     "default_template_path",
     "eval_results",
     "publish",
@@ -55,18 +62,120 @@ _METRIC_TYPES = {  # MMSA key -> model-index metric type
     "Corr": "pearsonr",
 }
 
-DATA_PROVENANCE = """\
-- **CMU-MOSI** (Zadeh et al., 2016): 2,199 opinion segments from 93 English YouTube movie-review videos, sentiment
-  in [-3, 3]; distributed by the CMU MultiComp Lab (CMU Multimodal SDK) for research use.
-- **ICT-MMMO** (Wöllmer et al., 2013): English online movie-review videos rated 1-5; distributed by its authors
-  for research use.
-- Preprocessed features follow the MMSA layout (https://github.com/thuiar/MMSA).
+TRAINING_SUMMARY = "training_summary.json"  # written by train.py next to each checkpoint; read by the card
 
-**Terms.** These corpora are licensed for research use only. This repository contains model weights and code;
-it does **not** contain or redistribute any of the data, its features or its transcripts. Obtain the corpora from
-their original distributors under their terms. The weights were trained on research-use data: check those terms
-before any non-research use of the model.
-"""
+DATA_TERMS = """\
+**Terms.** This repository contains model weights and code; it does **not** contain or redistribute the training
+data, its features or its transcripts. Obtain the data from its original distributors under their terms (many
+sentiment corpora are licensed for research use only) and check those terms before any other use of the weights."""
+
+# method -> (name and paper, what the student is trained with, docs anchor)
+METHODS = {
+    "none": ("No distillation (baseline)", "the task loss only, on the missing-modality view", "baselines"),
+    "logit": ("Logit KD (Hinton et al., 2015; baseline)",
+              "task loss + `loss_logit`: MSE to the frozen teacher's score (regression) or KL at a temperature",
+              "baselines"),
+    "mmckd": ("MM-CKD (Sang et al., arXiv 2410.08692; a rebuild from the abstract)",
+              "task loss + `loss_mvsc`: multi-view supervised contrastive loss over the teacher and one student "
+              "view per availability pattern", "mm-ckd"),
+    "corrkd": ("CorrKD (Li et al., CVPR 2024, arXiv 2404.16456)",
+               "task loss + `loss_scd` (sample-level contrastive), `loss_cpd` (category-guided prototypes), "
+               "`loss_rcd` (response-disentangled consistency)", "corrkd"),
+    "mitr": ("MITR-DNet (Wang et al., ICASSP 2025, arXiv 2501.05474)",
+             "task loss + `loss_attra` (SimSiam), `loss_recon` (dropped steps), `loss_kd_tf`, `loss_kd_mib`, "
+             "`loss_kd_ss`", "mitr-dnet"),
+    "crossmodal": ("Cross-modal KD (Chen et al., CVPR 2023, arXiv 2306.07646; a rebuild of the losses)",
+                   "task loss + `loss_nce_ts`, `loss_nce_ta` (InfoNCE), `loss_adv` (gradient reversal)",
+                   "cross-modal-kd"),
+}
+_TEACHER_MODES = {"frozen": "a trained teacher, frozen", "online": "a teacher trained jointly with the student",
+                  "shared": "the student itself on complete inputs (weight-shared)", "none": "none"}
+
+
+def dataset_section(spec: Mapping[str, Any] | None) -> dict[str, str]:
+    """The card's data-set text from a data-set spec (`MMKDConfig.dataset_spec`; see hf_mmkd.data.spec), the
+    ONE place that renders it: `{"training_data", "label_meaning", "metric_names", "dataset_name"}`. Every value
+    says "unknown" when the spec is None; nothing is listed that the spec does not declare."""
+    if not spec:
+        unknown = "unknown (the checkpoint records no data-set spec)"
+        return {"dataset_name": "unknown", "training_data": unknown, "label_meaning": unknown,
+                "metric_names": unknown}
+    name, task = str(spec.get("name") or "unknown"), spec.get("task")
+    modalities = ", ".join(f"{m} ({v.get('kind', '?')}{', ' + str(v['dim']) + '-d' if v.get('dim') else ''})"
+                           for m, v in (spec.get("modalities") or {}).items()) or "unknown"
+    splits = ", ".join(f"{k} {v.get('rows', '?')} rows" for k, v in (spec.get("splits") or {}).items()) or "unknown"
+    training = (f"**{name}**: source {spec.get('source') or 'unknown'}; modalities {modalities}; splits {splits}; "
+                f"label column `{spec.get('label_column', 'label')}`.")
+    if task == "classification":
+        classes = spec.get("class_names")
+        label = (f"classification into {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}" if classes
+                 else "classification (class names unknown)")
+        metrics = "Accuracy, weighted F1, per-class F1, WA, UA"
+    else:
+        rng, band = spec.get("label_range"), spec.get("neutral_band")
+        label = (f"a sentiment score in [{rng[0]:g}, {rng[1]:g}]" if rng else "a sentiment score (range unknown)")
+        label += (f"; scores in [{band[0]:g}, {band[1]:g}] are neutral (below: negative, above: positive)" if band
+                  else "; below 0 negative, above 0 positive")
+        metrics = "MMSA regression metrics: Acc-2 (Has0 / Non0) and weighted F1, Acc-7, Acc-5, MAE, Pearson Corr"
+    return {"dataset_name": name, "training_data": training, "label_meaning": label, "metric_names": metrics}
+
+
+def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None) -> dict[str, str]:
+    """`{"model_summary", "method_description"}` of a checkpoint from its config and `training_summary.json` (what
+    train.py recorded: method, its kwargs, teacher, missing-modality protocol, epochs, validation numbers)."""
+    from hf_mmkd.distillation import DISTILLATION_LOSSES
+
+    summary = dict(summary or {})
+    role = config.get("role", "student")
+    method = summary.get("method") or config.get("distillation_method") or "none"
+    title, terms, anchor = METHODS.get(method, (method, "see the hf_mmkd documentation", ""))
+    cls = DISTILLATION_LOSSES.get(method)
+    weights = {}
+    if cls is not None:
+        params = inspect.signature(cls.__init__).parameters.values()
+        weights = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    weights.update(summary.get("method_kwargs") or {})
+    shown = ", ".join(f"{k}={v}" for k, v in weights.items() if v is not None) or "none"
+    mode = getattr(cls, "teacher_mode", "none")
+    teacher = f"`{summary['teacher']}`" if summary.get("teacher") else _TEACHER_MODES.get(mode, mode)
+    protocol = summary.get("missing_protocol", "unknown")
+    if summary.get("missing_rate") is not None:
+        protocol += f" (rate {summary['missing_rate']})"
+    validation = summary.get("validation") or {}
+    lines = []
+    if role == "teacher":
+        lines.append("- **Stage**: teacher, trained on complete inputs with the task loss only (no distillation).")
+    else:
+        lines += [f"- **Method**: {title}. Loss: {terms}. Formulas: `docs/methods.md#{anchor}` of hf_mmkd.",
+                  f"- **Term weights and settings**: {shown}.",
+                  f"- **Teacher**: {teacher} (teacher mode `{mode}`).",
+                  f"- **Missing-modality training protocol** (student view): {protocol}; see docs/protocols.md."]
+    for key, label in (("num_train_epochs", "Epochs"), ("learning_rate", "Learning rate"), ("seed", "Seed")):
+        if summary.get(key) is not None:
+            lines.append(f"- **{label}**: {summary[key]}")
+    if validation:
+        lines.append("- **Validation** (" + summary.get("validation_note", "validation split") + "): "
+                     + ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
+    lines.append("- **Load**: `AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True)` or "
+                 "`pipeline(model=repo, trust_remote_code=True)` (see \"How to use\").")
+    what = "teacher (complete inputs)" if role == "teacher" else f"student distilled with {title}"
+    head = f"A multimodal sentiment {what}, missing-modality training protocol {protocol if role != 'teacher' else 'none'}"
+    if validation:
+        first = next(iter(validation.items()))
+        head += f"; validation {first[0]} {first[1]:.4g}"
+    return {"model_summary": head + ".", "method_description": "\n".join(lines)}
+
+
+def portable_name(name_or_path: str | os.PathLike | None) -> str | None:
+    """A name that means the same on every machine: a Hub id stays, a local folder becomes its own name (an
+    absolute path would leak the training machine's layout into config.json and the card)."""
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    if os.path.isabs(text) or text.startswith((".", "~")) or os.path.exists(text):
+        return Path(text).resolve().name
+    return text
+
 
 _DEFAULT_TAGS = ["hf_mmkd", "custom_code", "multimodal", "sentiment-analysis", "missing-modalities",
                  "knowledge-distillation"]
@@ -135,28 +244,32 @@ def _inputs_table(config: Mapping[str, Any]) -> dict[str, Any]:
     """Template variables describing the inputs per modality, from a config.json dict: a Markdown table and
     usage code whose missing-modality examples drop one of the model's own modalities."""
     rows = ["| Modality | Encoder | Model inputs |", "|---|---|---|"]
-    usage, batch, present = ["inputs = {"], 2, []
+    usage, batch, present, example = ["inputs = {"], 2, [], []
     backbone_inputs = {"text": ("input_ids", "attention_mask"), "audio": ("input_values", "audio_attention_mask"),
                        "vision": ("pixel_values", "frame_mask")}
     for m in ("text", "audio", "vision"):
         sub, dim = config.get(f"{m}_config"), config.get(f"{m}_feature_dim")
         if sub:
-            name = sub.get("_name_or_path") or sub.get("model_type", "backbone")
+            name = portable_name(sub.get("_name_or_path")) or sub.get("model_type", "backbone")
             main, mask = backbone_inputs[m]
             rows.append(f"| {m} | `{name}` backbone | `{main}`, `{mask}` (from the processor) |")
             usage.append(f"    # {main!r}: ..., {mask!r}: ...,  (from the processor)")
             present.append((m, (main, mask)))
+            example.append({"text": '"text": "it was really good"', "audio": '"audio": "clip.wav"',
+                            "vision": '"video": "clip.mp4"'}[m])
         elif dim:
             rows.append(f"| {m} | {dim}-d feature sequence | `{m}_features` (B, L, {dim}), `{m}_lengths` (B,) |")
             usage.append(f"    \"{m}_features\": torch.randn({batch}, 20, {dim}), "
                          f"\"{m}_lengths\": torch.full(({batch},), 20),")
             present.append((m, (f"{m}_features", f"{m}_lengths")))
+            example.append(f'"{m}_features": [[0.0] * {dim}] * 20')
         else:
             rows.append(f"| {m} | none (not used by this model) | - |")
     usage.append("}")
     dropped, dropped_keys = present[-1] if present else ("audio", ("audio_features", "audio_lengths"))
     mask_row = [any(m == p for p, _ in present) and m != dropped for m in ("text", "audio", "vision")]
     return dict(inputs_table="\n".join(rows), usage_inputs="\n".join(usage), usage_batch=batch,
+                pipeline_example="{" + ", ".join(example) + "}",
                 usage_dropped=dropped, usage_dropped_keys=repr(tuple(dropped_keys)),
                 usage_mask=repr([mask_row] * batch))
 
@@ -171,16 +284,20 @@ def _hyperparameters_table(hp: Mapping[str, Any] | None) -> str:
 
 def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpoint: str, *, repo_id: str,
                config: Mapping[str, Any] | str | os.PathLike | None = None, model_name: str | None = None,
-               model_summary: str = "", method: str = "knowledge distillation", method_description: str = "",
-               method_citation: str = "see the hf_mmkd README.", hyperparameters: Mapping[str, Any] | None = None,
+               model_summary: str | None = None, method: str = "knowledge distillation",
+               method_description: str | None = None, method_citation: str = "see docs/methods.md of hf_mmkd.",
+               hyperparameters: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None,
                plot_filename: str | None = None, base_model: str | list[str] | None = None,
                datasets: list[str] | None = None, dataset_types: Mapping[str, str] | None = None,
-               license: str = "apache-2.0", tags: Iterable[str] = (), data_provenance: str = DATA_PROVENANCE,
+               license: str = "apache-2.0", tags: Iterable[str] = (), data_terms: str = DATA_TERMS,
                template_path: str | os.PathLike | None = None, **template_vars: Any) -> ModelCard:
     """Render the model card of `checkpoint` (a key of `results["checkpoints"]`).
 
-    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role and the task.
-    `plot_filename` is the plot's name inside the release folder (pass the file to `build_release_dir`).
+    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role, the task and,
+    from `config["dataset_spec"]`, the data-set text (`dataset_section`). `summary` is the checkpoint's
+    `training_summary.json` (train.py writes it); with the config it fills the summary and the method section
+    (`method_section`) unless `model_summary` / `method_description` are given. `plot_filename` is the plot's name
+    inside the release folder (pass the file to `build_release_dir`).
     Extra keyword arguments reach the Jinja template.
     """
     if isinstance(config, (str, os.PathLike)):
@@ -200,15 +317,19 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
     )
     task = config.get("task", "regression")
     tables = "\n".join(markdown_table(r) for r in results_list)
+    data = dataset_section(config.get("dataset_spec"))
+    described = method_section(config, summary)
     variables = dict(
-        model_name=model_name, repo_id=repo_id, model_summary=model_summary,
+        model_name=model_name, repo_id=repo_id,
+        model_summary=described["model_summary"] if model_summary is None else model_summary,
         role=config.get("role", "sentiment"), method=config.get("distillation_method") or method,
-        task_description="regression (a score; MOSI/MOSEI scale [-3, 3])" if task == "regression"
-        else "classification", **_inputs_table(config),
+        task_description="regression (a score)" if task == "regression" else "classification", **_inputs_table(config),
         output_description="(B, 1) sentiment scores" if task == "regression" else "(B, num_labels) class logits",
-        method_description=method_description, hyperparameters_table=_hyperparameters_table(hyperparameters),
-        results_markdown=tables, plot_filename=plot_filename, data_provenance=data_provenance,
-        method_citation=method_citation,
+        method_description=described["method_description"] if method_description is None else method_description,
+        hyperparameters_table=_hyperparameters_table(hyperparameters),
+        results_markdown=tables or "No test-set evaluation was attached to this card (see the validation numbers "
+                                   "above; `hf-mmkd evaluate` + `hf-mmkd publish --results` add them).",
+        plot_filename=plot_filename, data_terms=data_terms, method_citation=method_citation, **data,
     )
     variables.update(template_vars)
     return ModelCard.from_template(card_data, template_path=str(template_path or default_template_path()),
@@ -286,7 +407,7 @@ def build_release_dir(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathL
     files = {p.name: p for p in weights}
     files["config.json"] = ckpt / "config.json"
     files.update({p.name: p for p in sorted(ckpt.glob("*.py"))})
-    files.update({n: ckpt / n for n in PROCESSOR_FILES if (ckpt / n).is_file()})
+    files.update({n: ckpt / n for n in PROCESSOR_FILES + (TRAINING_SUMMARY,) if (ckpt / n).is_file()})
     files.update(extras)
     missing = [r for r in _image_refs(card_text) if r not in files]
     if missing:
@@ -317,6 +438,39 @@ def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = Non
                              commit_message=commit_message)
 
 
+def check_hub_access(token: str | None = None) -> str:
+    """Fail fast, in one line, before any work when an upload cannot succeed: `HF_HUB_OFFLINE` is set, there is no
+    token (`token`, else `HF_TOKEN` / the `hf auth login` one), or the Hub (`HF_ENDPOINT`) does not answer or does
+    not accept the token. Returns the account name the token belongs to."""
+    from huggingface_hub import constants, get_token
+
+    endpoint = constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError("HF_HUB_OFFLINE is set: cannot upload to the Hub offline (unset it, or build the release "
+                         "folder only with --dry-run --out DIR)")
+    token = token or get_token()
+    if not token:
+        raise ValueError(f"no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token "
+                         f"(needed to upload to {endpoint})")
+    try:
+        return HfApi(token=token).whoami()["name"]
+    except Exception as err:  # connection refused, DNS, timeout, 401: all mean "cannot upload"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"the Hub at {endpoint} is not reachable with this token ({type(err).__name__}: "
+                         f"{reason[:200]})") from None
+
+
+def _upload_release(out: Path, repo_id: str, kept: bool, **upload_kwargs) -> Any:
+    """`upload`, but a failure says where the built release folder is (or that it was temporary)."""
+    try:
+        return upload(out, repo_id, **upload_kwargs)
+    except Exception as err:
+        where = (f"the release folder is kept at {out}; upload it later with `hf upload {repo_id} {out}`" if kept
+                 else "the release folder was temporary; pass --out DIR to keep it")
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"upload to {repo_id} failed ({type(err).__name__}: {reason[:200]}); {where}") from None
+
+
 # --------------------------------------------------------------------------------------------- publish
 
 
@@ -345,15 +499,17 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
             raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
         checkpoint_name = names[0]
     _, config = _check_checkpoint(ckpt)  # fail on an incomplete checkpoint before rendering anything
+    if (ckpt / TRAINING_SUMMARY).is_file() and "summary" not in card_kwargs:
+        card_kwargs["summary"] = read_json(ckpt / TRAINING_SUMMARY)
     extras = {Path(p).name: Path(p) for p in extra_files}
     if plot is not None:
         extras[Path(plot).name] = Path(plot)
     card = build_card(results_list, checkpoint_name or ckpt.name, repo_id=repo_id, config=config,
                       plot_filename=Path(plot).name if plot is not None else None, **card_kwargs)
+    upload_kwargs = dict(token=token, private=private, commit_message=commit_message)
     if release_dir is not None:
         out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite)
-        return out, (None if dry_run else upload(out, repo_id, token=token, private=private,
-                                                 commit_message=commit_message))
+        return out, (None if dry_run else _upload_release(out, repo_id, True, **upload_kwargs))
     with tempfile.TemporaryDirectory(prefix="hf_mmkd_release_") as tmp:
         out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras)
-        return None, upload(out, repo_id, token=token, private=private, commit_message=commit_message)
+        return None, _upload_release(out, repo_id, False, **upload_kwargs)

@@ -67,7 +67,7 @@ class LoadedCheckpoint(NamedTuple):
 
 def build_processor(config: MMKDConfig, tokenizer=None, feature_extractor=None, image_processor=None,
                     **kwargs) -> MMKDProcessor:
-    """The `MMKDProcessor` of a model: its encoder kinds, feature widths and `feature_standardization`, plus the
+    """The `MMKDProcessor` of a model: its encoder kinds and feature widths, plus the
     sub-processors that training used (None where training fed the raw modality, as `MMKDDataCollator` does).
 
     kwargs: `max_text_length`, `max_audio_seconds`, `video_fps`, `max_frames` (use the training values).
@@ -115,9 +115,6 @@ def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> Loa
     if processor.modality_inputs != kinds:
         raise ValueError(f"{checkpoint}: the processor expects {processor.modality_inputs} but the model takes "
                          f"{kinds}; the processor belongs to another model")
-    if (processor.feature_standardization or None) != (config.feature_standardization or None):
-        raise ValueError(f"{checkpoint}: the processor's feature_standardization differs from the model config's; "
-                         "re-save the processor with build_processor(model.config, ...)")
     return LoadedCheckpoint(model, processor)
 
 
@@ -166,10 +163,11 @@ def _read_features(features) -> dict[str, np.ndarray]:
 
 def _features_only_error(m: str, config, source: str) -> ValueError:
     dim = getattr(config, f"{m}_feature_dim")
+    hint = " (or leave the video out / give the audio features too)" if source.startswith("the audio track") else ""
     return ValueError(
         f"this model takes {m} only as pre-extracted features ({m}_feature_dim={dim}, {_FEATURE_EXAMPLES[m]}); "
-        f"they cannot be computed from {source}. Pass them with features={{'{m}': array of shape (steps, {dim})}}"
-        + (" or use_video_audio=False to predict without audio" if source.startswith("the audio track") else "")
+        f"they cannot be computed from {source}. Pass them as features: an .npz with a '{m}' array of shape "
+        f"(steps, {dim}) (command line: --features X.npz; Python: features={{'{m}': array}}){hint}"
     )
 
 
@@ -290,6 +288,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
     """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path."""
     from hf_mmkd.data.collator import MMKDDataCollator
     from hf_mmkd.data.missing import model_inputs
+    from hf_mmkd.data.demo import make_demo_dataset
     from hf_mmkd.data.prepared import load_prepared
 
     out_path = Path(out_path)
@@ -300,11 +299,12 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, processor = load_checkpoint(checkpoint, device)
     config = model.config
-    splits = load_prepared(dataset_folder)
+    # "demo": the synthetic set train.py trains on by default (built in memory, offline), as `evaluate` does
+    splits = make_demo_dataset(seed=0) if str(dataset_folder) == "demo" else load_prepared(dataset_folder)
     if split not in splits:
         raise ValueError(f"{dataset_folder} has no split {split!r} (splits: {list(splits)})")
     data = splits[split]
-    # The collator applies config.feature_standardization and the checkpoint's own sub-processors. Its labels
+    # The collator applies the checkpoint's own sub-processors (the model standardises features). Its labels
     # are not needed (the references are read from the rows), hence a label column that no row has.
     collator = MMKDDataCollator(config, tokenizer=processor.tokenizer, feature_extractor=processor.feature_extractor,
                                 image_processor=processor.image_processor, max_text_length=processor.max_text_length,

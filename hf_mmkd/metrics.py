@@ -35,6 +35,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 __all__ = [
     "COMPLETE_SET",
     "P2_RATES",
+    "P4_RATES",
     "P3_SETS",
     "P5_SETS",
     "auilc",
@@ -331,6 +332,7 @@ def parse_condition(condition: str) -> tuple[str, Any]:
 
 COMPLETE_SET = "{l,a,v}"
 P2_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # LNLN test rates 0.0 ... 0.9
+P4_RATES = tuple(round(0.1 * i, 1) for i in range(1, 8))  # IMDer missing rates MR = 0.1 ... 0.7
 P3_SETS = ("{l}", "{a}", "{v}", "{l,a}", "{l,v}", "{a,v}")  # CorrKD/HRLF "Avg." sets; {l,a,v} separately
 P5_SETS = P3_SETS + (COMPLETE_SET,)
 
@@ -384,6 +386,7 @@ def auilc(results: Results, metrics: Iterable[str] | None = None, normalize: boo
 def mean_over_rates(results: Results, rates: Sequence[float] = P2_RATES,
                     metrics: Iterable[str] | None = None) -> dict[str, float]:
     """P2 (LNLN / P-RMF / TF-Mamba / SemMSA) "overall": the plain mean over the test rates 0.0, 0.1, ..., 0.9.
+    Also P4 (IMDer) with `rates=P4_RATES`: the mean over the missing rates MR = 0.1, ..., 0.7.
 
     Every rate in `rates` must be present (an "r=1.0" entry is ignored by default, as LNLN stops at 0.9).
     """

@@ -4,7 +4,7 @@ The results structure (what the evaluation loop produces; plain JSON types)::
 
     results = {
         "dataset": "mosi",        # mosi | mosei | sims | iemocap | mmmo | any name (used in titles)
-        "protocol": "p2",         # p1 | p2 | p3 | p5, see PROTOCOLS (never mix protocols in one structure)
+        "protocol": "p2",         # p1 | p2 | p3 | p4 | p5, see PROTOCOLS (never mix protocols in one structure)
         "split": "test",          # optional, default "test"
         "checkpoints": {          # one entry per model (for P1: the family of per-rate models of one method)
             "corrkd-student": {
@@ -17,12 +17,13 @@ The results structure (what the evaluation loop produces; plain JSON types)::
         },
     }
 
-Conditions are the names from `hf_mmkd.metrics`: ``"r=0.3"`` (a missing rate; P1, P2) or an availability set
+Conditions are the names from `hf_mmkd.metrics`: ``"r=0.3"`` (a missing rate; P1, P2, P4's MR) or an availability set
 ``"{l,a}"`` (P3, P5; ``"{l,a,v}"`` is complete). Metric values are fractions as `hf_mmkd.metrics` returns them;
 the table prints accuracies and F1 in percent, MAE and Corr as they are.
 
 Aggregation (`summarize`): each seed's curve is first reduced with its protocol's summary (P1 AUILC, P2 mean over
-r = 0.0-0.9, P3 mean of the six incomplete sets plus {l,a,v} on its own, P5 mean over the patterns), then mean and
+r = 0.0-0.9, P3 mean of the six incomplete sets plus {l,a,v} on its own, P4 mean over MR = 0.1-0.7, P5 mean
+over the patterns), then mean and
 std (population, `np.std`) are taken over seeds, for every condition and every summary.
 
 Files are written atomically: a temporary file in the target folder, then `os.replace`.
@@ -41,6 +42,7 @@ import numpy as np
 from hf_mmkd.io import atomic_write
 from hf_mmkd.metrics import (
     P2_RATES,
+    P4_RATES,
     P5_SETS,
     auilc,
     mean_over_rates,
@@ -68,6 +70,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
                                     "summary = mean over r = 0.0-0.9"},
     "p3": {"kind": "set", "title": "P3 (CorrKD/HRLF): fixed available-modality sets; "
                                    "summary = mean of the six incomplete sets, {l,a,v} separately"},
+    "p4": {"kind": "rate", "title": "P4 (IMDer): whole modalities missing at rate MR (IMDer's shares of rows "
+                                    "missing one or two modalities); summary = mean over MR = 0.1-0.7"},
     "p5": {"kind": "set", "title": "P5 (CMAD/MMANet): fixed availability patterns; "
                                    "summary = mean over the patterns shown"},
 }
@@ -127,6 +131,8 @@ def _protocol_summary(protocol: str, conditions: dict[str, dict[str, float]]) ->
         return {"AUILC": auilc(conditions)}
     if protocol == "p2":
         return {"mean r=0.0-0.9": mean_over_rates(conditions, P2_RATES)}
+    if protocol == "p4":
+        return {"mean MR=0.1-0.7": mean_over_rates(conditions, P4_RATES)}
     if protocol == "p3":
         s = six_set_mean(conditions)
         return {"Avg. (6 sets)": s["avg"]}  # {l,a,v} is already a condition row of its own

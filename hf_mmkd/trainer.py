@@ -15,8 +15,9 @@ How the teacher runs depends on the method (`DistillationLoss.teacher_mode`):
 - `none` (the no-KD baseline, and the teacher stage itself): no teacher.
 
 What the Trainer optimises is `MMKDDistillationModel`: the student(s), the online teacher if any, and the
-method's own parameters (statistics networks, heads, discriminators). Checkpoints hold that module's state (so
-`resume_from_checkpoint` restores all of it) plus `student/` (and `teacher/`) as ordinary Hub checkpoints.
+method's own parameters (statistics networks, heads, discriminators). A checkpoint holds each weight once:
+`student/` (and `teacher/`) as ordinary Hub checkpoints, and in its `model.safetensors` the rest of that module;
+`resume_from_checkpoint` (and `load_best_model_at_end`) rebuild the whole module's state from the three.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 logger = logging.getLogger(__name__)
 
 MODALITY_INPUT_KEYS = {  # the forward inputs of each modality (feature and backbone encoders)
-    "text": ("text_features", "text_lengths", "input_ids", "attention_mask"),
-    "audio": ("audio_features", "audio_lengths", "input_values", "audio_attention_mask"),
-    "vision": ("vision_features", "vision_lengths", "pixel_values", "frame_mask"),
+    "text": ("text_features", "text_lengths", "input_ids", "attention_mask", "text_dropped"),
+    "audio": ("audio_features", "audio_lengths", "input_values", "audio_attention_mask", "audio_dropped"),
+    "vision": ("vision_features", "vision_lengths", "pixel_values", "frame_mask", "vision_dropped"),
 }
 OUTPUT_FIELDS = ("logits", "fused", "modality_mask") + tuple(
     f"{m}_{k}" for m in MODALITIES for k in ("pooled", "sequence", "step_mask")
@@ -437,6 +438,14 @@ class TeacherOutputCache:
             self.rows[key] = entry
 
 
+_SAVED_APART = ("students.", "teacher.")  # wrapper state kept in the student/ and teacher/ folders of a checkpoint
+
+
+def _student_folder(wrapper, i: int) -> str:
+    student = wrapper.students[i]
+    return "student" if len(wrapper.students) == 1 else f"student_{'_'.join(student.config.student_modalities)}"
+
+
 class MMKDTrainer(Trainer):
     """`Trainer` for a student distilled from a teacher under simulated missing modalities.
 
@@ -747,15 +756,42 @@ class MMKDTrainer(Trainer):
     # ------------------------------------------------------------------ saving
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """The whole module's state (for resuming), plus `student/` (and `teacher/`) as Hub checkpoints."""
+        """One copy of the weights per checkpoint: `student/` (and `teacher/`) as Hub checkpoints, and in the
+        checkpoint's own `model.safetensors` only the rest of the optimised module (the method's parameters)."""
         output_dir = output_dir or self.args.output_dir
-        super()._save(output_dir, state_dict=state_dict)
         wrapper = self.accelerator.unwrap_model(self.model)
+        state_dict = wrapper.state_dict() if state_dict is None else state_dict
+        super()._save(output_dir, state_dict={k: v for k, v in state_dict.items() if not k.startswith(_SAVED_APART)})
+        if not self.args.should_save:
+            return
         for i, student in enumerate(wrapper.students):
-            name = "student" if len(wrapper.students) == 1 else f"student_{'_'.join(student.config.student_modalities)}"
-            student.save_pretrained(os.path.join(output_dir, name))
+            student.save_pretrained(os.path.join(output_dir, _student_folder(wrapper, i)))
         if wrapper.teacher is not None:
             wrapper.teacher.save_pretrained(os.path.join(output_dir, "teacher"))
+
+    def _load_wrapper_state(self, checkpoint: str, model=None) -> None:
+        """Rebuild the whole module's state from a checkpoint written by `_save` (the method's parameters from
+        `model.safetensors`, students and teacher from their folders); strict, so nothing is silently left out."""
+        from safetensors.torch import load_file
+
+        model = self.accelerator.unwrap_model(self.model if model is None else model)
+        state = load_file(os.path.join(checkpoint, "model.safetensors"), device="cpu")
+        if any(k.startswith(_SAVED_APART) for k in state):  # a checkpoint saved before this layout: all in one file
+            model.load_state_dict(state, strict=True)
+            return
+        for i in range(len(model.students)):
+            part = load_file(os.path.join(checkpoint, _student_folder(model, i), "model.safetensors"), device="cpu")
+            state.update({f"students.{i}.{k}": v for k, v in part.items()})
+        if model.teacher is not None:
+            part = load_file(os.path.join(checkpoint, "teacher", "model.safetensors"), device="cpu")
+            state.update({f"teacher.{k}": v for k, v in part.items()})
+        model.load_state_dict(state, strict=True)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self._load_wrapper_state(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        self._load_wrapper_state(self.state.best_model_checkpoint)
 
     @property
     def student(self) -> Any:

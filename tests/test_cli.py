@@ -17,7 +17,7 @@ from test_evaluation import make_checkpoint, make_dataset
 from hf_mmkd import cli
 from hf_mmkd.evaluation import evaluate_checkpoints
 from hf_mmkd.metrics import COMPLETE_SET, P3_SETS
-from tiny import feature_batch
+from tiny import assert_honest_card, feature_batch
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,37 @@ def test_evaluate_writes_report_and_matches_the_api(setup, capsys):
     assert (out / "mosi_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_p4_with_a_progress_bar_and_draw_free_conditions_once(setup, tmp_path, capsys, monkeypatch):
+    from hf_mmkd import evaluation
+    from hf_mmkd.metrics import P4_RATES
+
+    out = tmp_path / "p4"
+    assert cli.main(["evaluate", str(setup["student"]), "--dataset", str(setup["data"]), "--protocol", "p4",
+                     "--seeds", "1111", "1112", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "14/14" in err and "condition" in err  # tqdm over (seed, condition) on stderr: 2 seeds x 7 MR
+    payload = json.loads((out / "mosi_p4.json").read_text())
+    seeds = payload["results"]["checkpoints"]["student"]
+    assert list(seeds["1111"]) == [f"r={r}" for r in P4_RATES]
+    assert seeds["1111"] != seeds["1112"]  # whole modalities drawn per row and seed
+    mean = payload["summary"]["student"]["summary"]["mean MR=0.1-0.7"]["MAE"]["mean"]
+    per_seed = [sum(c["MAE"] for c in conds.values()) / len(P4_RATES) for conds in seeds.values()]
+    assert mean == pytest.approx(sum(per_seed) / 2)
+    again = evaluate_checkpoints({"student": setup["student"]}, setup["data"], "p4", seeds=(1112,))
+    assert again["checkpoints"]["student"]["1112"] == seeds["1112"]  # deterministic per row and seed
+    assert "**mean MR=0.1-0.7**" in (out / "mosi_p4.md").read_text()
+
+    # --quiet: no bar; r = 0 draws nothing, so it is run once per checkpoint whatever the number of seeds
+    calls = []
+    predict = evaluation._predict
+    monkeypatch.setattr(evaluation, "_predict", lambda model, batches, sim: calls.append(sim.rate) or
+                        predict(model, batches, sim))
+    assert cli.main(["evaluate", str(setup["student"]), "--dataset", str(setup["data"]), "--protocol", "p1",
+                     "--seeds", "1111", "1112", "1113", "--rates", "0.0", "0.5", "--out", str(tmp_path / "q"),
+                     "--quiet"]) == 0
+    assert "condition" not in capsys.readouterr().err and sorted(calls) == [0.0, 0.5, 0.5, 0.5]
+
+
 def test_evaluate_console_script_p3(setup, tmp_path):
     exe = Path(sys.executable).parent / "hf-mmkd"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "hf_mmkd.cli"]
@@ -72,12 +103,13 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
     assert "dry run: nothing uploaded" in capsys.readouterr().out
     files = sorted(os.listdir(release))
     assert files == ["README.md", "config.json", "configuration_mmkd.py", "model.safetensors", "modeling_mmkd.py",
-                     "mosi_p2.json", "mosi_p2.png"]
+                     "mosi_p2.json", "mosi_p2.png", "pipeline_mmkd.py"]
     card = ModelCard.load(release / "README.md")
     configs = {e.metric_config for e in card.data.eval_results}
     assert {"p2 r=0.0", "p2 r=0.9", "p2 mean r=0.0-0.9"} <= configs  # the student's numbers, found by its path
     assert "![Robustness to missing modalities](mosi_p2.png)" in card.text
-    for code_file in ("configuration_mmkd.py", "modeling_mmkd.py"):  # the code the Hub copy runs
+    assert_honest_card(card.text, None, (release / "config.json").read_text())
+    for code_file in ("configuration_mmkd.py", "modeling_mmkd.py", "pipeline_mmkd.py"):  # the code the Hub copy runs
         assert (release / code_file).read_bytes() == (setup["student"] / code_file).read_bytes()
     loaded = AutoModelForSequenceClassification.from_pretrained(release, trust_remote_code=True).eval()
     original = AutoModelForSequenceClassification.from_pretrained(setup["student"]).eval()
@@ -86,7 +118,16 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
         torch.testing.assert_close(loaded(**batch).logits, original(**batch).logits)
 
 
-def test_publish_uploads_with_hfapi(setup, tmp_path):
+@pytest.fixture
+def online(monkeypatch):
+    """The Hub as if reachable: HF_HUB_OFFLINE off (conftest sets it), a token; HfApi itself is mocked by the test."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+
+
+def test_publish_uploads_with_hfapi(setup, tmp_path, online):
     seen = {}
 
     def upload_folder(**kwargs):
@@ -107,7 +148,7 @@ def test_publish_uploads_with_hfapi(setup, tmp_path):
     assert not Path(kwargs["folder_path"]).exists()  # the temporary release folder is cleaned up
 
 
-def test_train_push_to_hub_publishes_the_release_once(tmp_path):
+def test_train_push_to_hub_publishes_the_release_once(tmp_path, online):
     from hf_mmkd import training
 
     out = tmp_path / "run"
@@ -122,6 +163,65 @@ def test_train_push_to_hub_publishes_the_release_once(tmp_path):
     card = ModelCard.load(out / "release" / "README.md")
     assert any(e.metric_config == "p2 mean r=0.0-0.9" for e in card.data.eval_results)
     assert (out / "release" / "demo_p2.png").is_file() and (out / "evaluation" / "demo_p2.json").is_file()
+    assert_honest_card(card.text, None, (out / "release" / "config.json").read_text())
+    assert "**Validation**" in card.text and "total_loss" not in card.text  # train.py's summary reached the card
+
+
+def _hub_env(tmp_path, **changes):
+    """The environment of a user whose Hub is unreachable: HF_ENDPOINT at a closed localhost port, no token."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf_home"), **changes)
+    return env
+
+
+@pytest.mark.parametrize("case, env, message", [
+    ("no token", {}, "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token"),
+    ("unreachable", {"HF_TOKEN": "hf_x"}, "the Hub at http://127.0.0.1:9 is not reachable with this token"),
+    ("offline", {"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set: cannot upload to the Hub"),
+])
+def test_publish_without_hub_fails_in_one_line_before_any_work(setup, tmp_path, case, env, message):
+    exe = Path(sys.executable).parent / "hf-mmkd"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "hf_mmkd.cli"]
+    out = tmp_path / "release"
+    proc = subprocess.run(cmd + ["publish", str(setup["student"]), "--repo-id", "me/x", "--out", str(out)],
+                          capture_output=True, text=True, env=_hub_env(tmp_path, **env), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"hf-mmkd publish: error: {proc.stderr.split(': error: ')[1].strip()}"]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing built
+
+
+def test_train_push_to_hub_without_hub_fails_before_training(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from hf_mmkd import training
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    out = tmp_path / "run"
+    argv = ["--output_dir", str(out), "--method", "logit", "--push_to_hub", "--hub_model_id", "me/x"]
+    assert training.main(argv) == 1
+    assert "train.py: error: no Hugging Face token" in capsys.readouterr().err
+    assert training.main(argv + ["--hub_token", "hf_x"]) == 1
+    err = capsys.readouterr().err
+    assert "train.py: error: the Hub at http://127.0.0.1:9 is not reachable" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # no stage ran
+
+
+def test_failed_upload_names_the_built_release_folder(setup, tmp_path, online, capsys):
+    out = tmp_path / "release"
+    with mock.patch("hf_mmkd.hub.HfApi") as api_cls:
+        api_cls.return_value.upload_folder.side_effect = ConnectionError("connection reset by peer")
+        code = cli.main(["publish", str(setup["student"]), "--repo-id", "me/x", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"upload to me/x failed (ConnectionError: connection reset by peer); the release folder is kept at {out}" in err
+    assert (out / "config.json").is_file()  # built, kept, named
+    with mock.patch("hf_mmkd.hub.HfApi") as api_cls:  # without --out the folder was temporary: say so
+        api_cls.return_value.upload_folder.side_effect = ConnectionError("reset")
+        assert cli.main(["publish", str(setup["student"]), "--repo-id", "me/x"]) == 1
+    assert "the release folder was temporary; pass --out DIR to keep it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["missing_ckpt", "no_weights", "no_config", "protocol", "p4", "split", "dry_run",
@@ -136,7 +236,7 @@ def test_errors_exit_nonzero_with_a_message(setup, tmp_path, capsys, case):
         "no_weights": (evaluate + [str(broken), "--protocol", "p2"], "has no weights"),
         "no_config": (evaluate + [str(broken), "--protocol", "p2"], "has no config.json"),
         "protocol": (evaluate + [teacher, "--protocol", "p7"], "unknown protocol 'p7'"),
-        "p4": (evaluate + [teacher, "--protocol", "p4"], "no evaluation conditions of its own"),
+        "p4": (evaluate + [teacher, "--protocol", "p4", "--rates", "0.05"], "p4 (IMDer) has missing rates MR in"),
         "split": (evaluate + [teacher, "--protocol", "p2", "--split", "dev"], "has no 'dev' split"),
         "dry_run": (["publish", teacher, "--repo-id", "me/x", "--dry-run"], "needs --out"),
         "bad_results": (["publish", teacher, "--repo-id", "me/x", "--results", str(tmp_path / "r.json")],

@@ -80,12 +80,12 @@ def test_standardizer_is_fitted_on_train_only(demo):
     import json
 
     assert FeatureStandardizer(json.loads(json.dumps(d))).to_dict() == d  # JSON-able round trip
-    z = stats("vision", steps.astype(np.float32))
+    z = (steps - np.asarray(d["vision"]["mean"])) / np.asarray(d["vision"]["std"])
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
 
 
-def test_collator_pads_standardises_and_marks_missing_rows(demo):
+def test_collator_pads_and_marks_missing_rows_and_the_model_standardises(demo):
     rows = [dict(demo["train"][i]) for i in range(4)]
     rows[1]["has_audio"] = False
     rows[2]["vision_features"] = float("nan")  # how a null Array2D reads back
@@ -101,14 +101,23 @@ def test_collator_pads_standardises_and_marks_missing_rows(demo):
                                                [True, True, True]]
     assert batch["audio_lengths"][1] == 0 and torch.all(batch["audio_features"][1] == 0)
     assert batch["vision_lengths"][2] == 0
-    # padding stays zero; valid steps are standardised
+    # padding stays zero; valid steps stay raw, no step is flagged as dropped
     assert torch.all(batch["text_features"][0, lengths[0]:] == 0)
     raw = np.asarray(rows[0]["audio_features"], np.float32)
-    expected = (raw - np.asarray(stats["audio"]["mean"])) / np.asarray(stats["audio"]["std"])
-    np.testing.assert_allclose(batch["audio_features"][0, : len(raw)].numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(batch["audio_features"][0, : len(raw)].numpy(), raw)
+    assert batch["audio_dropped"].shape == batch["audio_features"].shape[:2] and not batch["audio_dropped"].any()
     assert batch["labels"].dtype == torch.float32 and batch["row_key"][0] == row_key(rows[0]["id"])
-    out = MMKDForSentiment(config)(**model_inputs(batch))
+    model = MMKDForSentiment(config)
+    out = model(**model_inputs(batch))
     assert torch.isfinite(out.loss)
+    # the model standardises the valid steps (hand-computed) and zeroes padding and dropped steps
+    expected = (raw - np.asarray(stats["audio"]["mean"], np.float32)) / np.asarray(stats["audio"]["std"], np.float32)
+    steps = torch.arange(batch["audio_features"].shape[1])[None] < batch["audio_lengths"][:, None]
+    dropped = torch.zeros_like(steps)
+    dropped[0, 0] = True
+    z = model.mmkd.standardize_features("audio", batch["audio_features"], steps, dropped)
+    np.testing.assert_allclose(z[0, 1: len(raw)].numpy(), expected[1:], rtol=1e-6, atol=1e-6)
+    assert torch.all(z[0, 0] == 0) and torch.all(z[~steps] == 0)
 
 
 def test_collator_rejects_a_feature_width_mismatch(demo):

@@ -199,8 +199,8 @@ def test_errors_name_the_problem(tiny, tmp_path):
     one = {"t": ckpts["teacher"]}
     with pytest.raises(ValueError, match="unknown protocol 'p9'"):
         evaluate_checkpoints(one, data, "p9")
-    with pytest.raises(ValueError, match="p4 .* no evaluation"):
-        evaluate_checkpoints(one, data, "p4")
+    with pytest.raises(ValueError, match="p4 \(IMDer\) has missing rates MR in"):
+        evaluate_checkpoints(one, data, "p4", rates=(0.05,))
     with pytest.raises(ValueError, match="has no 'dev' split"):
         evaluate_checkpoints(one, data, "p2", split="dev")
     with pytest.raises(FileNotFoundError, match="does not exist"):

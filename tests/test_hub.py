@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from hf_mmkd.hub import build_card, build_release_dir, eval_results, upload
 from hf_mmkd.metrics import COMPLETE_SET, P3_SETS, rate_condition
 from hf_mmkd.report import plot_results
+from tiny import assert_honest_card
 
 AUTO_MAP = {"AutoConfig": "configuration_mmkd.MMKDConfig",
             "AutoModelForSequenceClassification": "modeling_mmkd.MMKDForSentiment"}
@@ -86,7 +87,35 @@ def test_card_round_trip(tmp_path, checkpoint):
     assert "| learning_rate | `0.001` |" in text
     assert "protocol P2 (LNLN)" in text and "protocol P3 (CorrKD/HRLF)" in text
     assert "![Robustness to missing modalities](robustness.png)" in text
-    assert "does **not** contain or redistribute" in text and "CMU-MOSI" in text and "ICT-MMMO" in text
+    assert "does **not** contain or redistribute" in text
+    assert_honest_card(text, None, (checkpoint / "config.json").read_text())  # no spec: training data "unknown"
+    assert "Terms and weights" not in text and "scd_weight=1.0" in text  # CorrKD's defaults, from its loss module
+
+
+MMMO_SPEC = {"version": 1, "name": "ICT-MMMO", "task": "regression", "label_column": "label", "label_range": [1, 5],
+             "neutral_band": [3, 3], "class_names": None,
+             "modalities": {"audio": {"kind": "features", "dim": 74}, "vision": {"kind": "features", "dim": 36}},
+             "source": "MFN h5 files", "splits": {"train": {"rows": 220}, "test": {"rows": 80}}}
+
+
+def test_card_data_section_comes_from_the_spec_only(tmp_path):
+    summary = {"method": "mitr", "method_kwargs": {"kd_weight": 0.1}, "teacher": None, "missing_protocol": "p1",
+               "missing_rate": 0.3, "num_train_epochs": 2, "validation": {"r=0 MAE": 0.91}}
+    config = {**CONFIG, "distillation_method": "mitr", "dataset_spec": MMMO_SPEC,
+              "text_config": None, "audio_config": {"model_type": "wav2vec2", "_name_or_path": "/root/w2v"}}
+    text = str(build_card([], "student", repo_id="me/x", config=config, summary=summary))
+    assert_honest_card(text, "ICT-MMMO")
+    assert "a sentiment score in [1, 5]; scores in [3, 3] are neutral" in text
+    assert "modalities audio (features, 74-d), vision (features, 36-d); splits train 220 rows, test 80 rows" in text
+    assert "kd_weight=0.1" in text and "recon_weight=1.0" in text  # recorded kwargs over the defaults
+    assert "(student view): p1 (rate 0.3)" in text and "r=0 MAE 0.91" in text and "`w2v` backbone" in text
+    assert "Accuracy, weighted F1" not in text and "Acc-2 (Has0 / Non0)" in text
+    classes = dict(MMMO_SPEC, task="classification", class_names=["neg", "pos"], label_range=None)
+    text = str(build_card([], "teacher", repo_id="me/x", config={**CONFIG, "role": "teacher",
+                                                                  "dataset_spec": classes}))
+    assert_honest_card(text, "ICT-MMMO")
+    assert "classification into 0 = neg, 1 = pos" in text and "Accuracy, weighted F1" in text
+    assert "teacher, trained on complete inputs" in text
 
 
 def test_build_release_dir(tmp_path, checkpoint):

@@ -1,4 +1,4 @@
-"""Missing-modality protocols P1-P5 (docs/methods-and-results.md §1.3) on collated batches."""
+"""Missing-modality protocols P1-P5 (docs/protocols.md) on collated batches."""
 
 import math
 
@@ -132,8 +132,10 @@ def test_eval_needs_row_keys_and_model_inputs_drops_extras():
     with pytest.raises(ValueError, match="return_row_keys=True"):
         MissingModalitySimulator("p1", rate=0.3)(batch)
     out = MissingModalitySimulator("p2", training=True)(batch)
-    assert "audio_dropped" in out and "audio_dropped" not in model_inputs(out)
-    assert set(model_inputs(out)) == set(batch)
+    out["row_key"] = torch.zeros(4, dtype=torch.long)
+    # the dropped flags reach the model (it puts dropped feature steps at the training mean); row_key does not
+    assert "audio_dropped" in model_inputs(out) and "row_key" not in model_inputs(out)
+    assert set(model_inputs(out)) == set(batch) | {f"{m}_dropped" for m in ("text", "audio", "vision")}
 
 
 # ---- P2 ------------------------------------------------------------------------------------------------------

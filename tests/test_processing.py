@@ -55,6 +55,10 @@ def _image(seed, size=(12, 12)):
 
 
 def _assert_same(a, b):
+    # The collator's `<m>_dropped` flags (all False) are training-only; the processor emits none.
+    for k in [k for k in b if k.endswith("_dropped") and k not in a]:
+        assert not b[k].any(), k
+    b = {k: v for k, v in b.items() if k in a or not k.endswith("_dropped")}
     assert sorted(a) == sorted(b)
     for k in a:
         assert a[k].dtype == b[k].dtype, k
@@ -63,7 +67,7 @@ def _assert_same(a, b):
 
 
 # ---- equal to the collator (what training saw) ------------------------------------------------------------------
-def test_features_and_standardisation_equal_the_collator(feature_config):
+def test_raw_features_equal_the_collator(feature_config):
     g = np.random.default_rng(1)
     rows = [
         {"text_features": g.normal(size=(4, 7)), "audio_features": 50 + 9 * g.normal(size=(3, 5)),
@@ -75,9 +79,22 @@ def test_features_and_standardisation_equal_the_collator(feature_config):
     processor = build_processor(feature_config)
     got = processor(**{f"{m}_features": [r[f"{m}_features"] for r in rows] for m in ("text", "audio", "vision")})
     _assert_same(dict(got), expected)
-    # standardisation really happened (audio is far from zero mean before it)
-    assert abs(float(got["audio_features"][0, :3].mean())) < 50
-    assert processor.feature_standardization == feature_config.feature_standardization
+    # both pass the features raw (the model standardises them: one place)
+    np.testing.assert_allclose(got["audio_features"][0, :3].numpy(), rows[0]["audio_features"], rtol=1e-6)
+    assert not hasattr(processor, "feature_standardization")
+
+
+def test_processor_saved_before_the_model_standardised_ignores_its_statistics(tmp_path, feature_config):
+    """Older processors stored `feature_standardization` and applied it; the model applies it now, so a processor
+    loaded from such a processor_config.json must pass features raw (else they would be standardised twice)."""
+    build_processor(feature_config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert "feature_standardization" not in saved
+    saved["feature_standardization"] = feature_config.feature_standardization  # what older versions wrote
+    (tmp_path / "processor_config.json").write_text(json.dumps(saved))
+    x = 50 + np.zeros((3, 5), np.float32)
+    got = MMKDProcessor.from_pretrained(tmp_path)(audio_features=[x])
+    np.testing.assert_array_equal(got["audio_features"][0].numpy(), x)
 
 
 @pytest.mark.parametrize("with_sub_processors", [True, False])
@@ -183,7 +200,6 @@ def test_feature_only_round_trip_has_no_sub_processor(tmp_path, feature_config):
                                                          "processor_config.json"]
     loaded = AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)
     assert (loaded.tokenizer, loaded.feature_extractor, loaded.image_processor) == (None, None, None)
-    assert loaded.feature_standardization == feature_config.feature_standardization
     x = {"audio_features": np.ones((4, 5), np.float32), "text_features": [np.ones((2, 7), np.float32)]}
     _assert_same(dict(loaded(**x)), dict(processor(**x)))
     assert MMKDProcessor.from_pretrained(tmp_path).feature_dims == {"text": 7, "audio": 5, "vision": 6}

@@ -53,7 +53,8 @@ def test_checkpoint_loads_without_hf_mmkd(tmp_path, kind):
     model.save_pretrained(ckpt)
 
     files = sorted(p.name for p in ckpt.iterdir())
-    assert files == ["config.json", "configuration_mmkd.py", "model.safetensors", "modeling_mmkd.py"]
+    assert files == ["config.json", "configuration_mmkd.py", "model.safetensors", "modeling_mmkd.py",
+                     "pipeline_mmkd.py"]
     auto_map = json.loads((ckpt / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_mmkd.MMKDConfig",

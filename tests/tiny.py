@@ -69,3 +69,28 @@ def backbone_batch(batch_size=4, modality_mask=None, labels=True, frames=3):
     if labels:
         batch["labels"] = torch.empty(batch_size).uniform_(-3, 3, generator=g)
     return batch
+
+
+ABSOLUTE_PATH_MARKERS = ("/tmp/", "/home/", "/root/", "/work/", "/usr/", "/var/", "/private/", "/Users/", ".venv/")
+
+
+def assert_honest_card(text: str, training_data: str | None, config_text: str | None = None) -> None:
+    """What every generated card must satisfy: no absolute local path (in the card or the config.json beside it),
+    a filled method section, and the training data the model saw (the spec's name, or "unknown" without a
+    spec), never a data set it did not see."""
+    import os
+    import re
+    import sys
+
+    local = [sys.prefix, os.getcwd(), *ABSOLUTE_PATH_MARKERS]
+    for name, body in (("card", text), ("config.json", config_text or "")):
+        leaks = [m for m in local if m in body]
+        assert not leaks, f"{name} leaks local paths {leaks}"
+    method = re.search(r"## Method and hyper-parameters\n(.*?)\n## ", text, re.S)
+    assert method and "- **" in method.group(1) and "**Load**" in method.group(1), "empty method section"
+    data = re.search(r"## Training data, provenance and terms\n(.*?)\n## ", text, re.S).group(1)
+    expected = "unknown" if training_data is None else f"**{training_data}**"
+    assert f"- Training data: {expected}" in data, data
+    for other in ("CMU-MOSI", "ICT-MMMO", "MOSEI", "IEMOCAP"):
+        if training_data is None or other.lower().replace("-", "") not in training_data.lower().replace("-", ""):
+            assert other not in data, f"the card lists {other}, which the model did not see"

@@ -5,7 +5,7 @@
 - `FeatureStandardizer.fit(train_split).to_dict()` -> `MMKDConfig.feature_standardization`.
 - `MMKDDataCollator(config, tokenizer=..., feature_extractor=..., image_processor=...)` -> padded batches.
 - `MissingModalitySimulator(protocol, rate=..., availability=..., training=..., seed=...)(batch)` -> the
-  degraded view of a collated batch (P1-P5 of docs/methods-and-results.md §1.3); `model_inputs(batch)` keeps
+  degraded view of a collated batch (P1-P5 of docs/protocols.md); `model_inputs(batch)` keeps
   the keys `forward` takes.
 """
 

@@ -11,9 +11,11 @@ Which input each modality gets is decided by the model config (`config.encoder_k
 plus `modality_mask` (B, 3) bool (text, audio, vision), `labels` (B,) and, with `return_row_keys=True`,
 `row_key` (B,) int64 for the missing-modality simulator (pop it, e.g. with `model_inputs`, before `forward`).
 A row without a modality gets zeros with length 0 (mask 0) and `modality_mask` False. A modality that the
-model does not have gets no tensors and `modality_mask` False. Feature sequences are standardised with
-`config.feature_standardization` (see `FeatureStandardizer`). Sequences are right-padded to the longest in
-the batch (at least one step, so no tensor has a zero-sized axis).
+model does not have gets no tensors and `modality_mask` False. Feature sequences stay raw: the model
+standardises them itself with `config.feature_standardization` (`MMKDModel.standardize_features`), the one place
+that does. Each feature modality also gets `<m>_dropped` (B, T), all False: the flags that the missing-modality
+simulator sets on the steps it drops (so every view of a batch has the same keys). Sequences are right-padded to
+the longest in the batch (at least one step, so no tensor has a zero-sized axis).
 
 Use it with `Trainer(..., data_collator=collator)` and `TrainingArguments(remove_unused_columns=False)`:
 the collator needs columns (`raw_text`, `has_*`, `id`) that `forward` does not take.
@@ -28,7 +30,6 @@ import torch
 
 from hf_mmkd.data.media import SAMPLING_RATE, decode_wav
 from hf_mmkd.data.missing import MODALITIES, row_key
-from hf_mmkd.data.standardize import FeatureStandardizer
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,7 @@ class MMKDDataCollator:
     """Pads each modality of a list of prepared rows; see the module docstring for the output keys.
 
     Args:
-        config: an `MMKDConfig` (or any object with `encoder_kind(m)`, `<m>_feature_dim`, `task`,
-            `feature_standardization`).
+        config: an `MMKDConfig` (or any object with `encoder_kind(m)`, `<m>_feature_dim`, `task`).
         tokenizer: for text backbones (tokenises `raw_text`); feature_extractor: for audio backbones (e.g.
             `Wav2Vec2FeatureExtractor`; without one the raw 16 kHz waveform is used); image_processor: for vision
             backbones (without one, frames must share one size and are scaled to [0, 1]).
@@ -66,7 +66,6 @@ class MMKDDataCollator:
         self.max_text_length, self.max_audio_seconds = max_text_length, max_audio_seconds
         self.label_column, self.return_row_keys = label_column, return_row_keys
         self.kinds = {m: config.encoder_kind(m) for m in MODALITIES}
-        self.standardizer = FeatureStandardizer(getattr(config, "feature_standardization", None))
         self._warned_truncation = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -120,7 +119,6 @@ class MMKDDataCollator:
                     )
                 if not np.isfinite(x).all():
                     raise ValueError(f"row {row.get('id', n)!r}: {col} contains NaN or inf values")
-                x = self.standardizer(m, x)
             else:
                 x = np.zeros((0, dim), np.float32)
             seqs.append(x)
@@ -130,7 +128,8 @@ class MMKDDataCollator:
         for n, s in enumerate(seqs):
             out[n, : len(s)] = s
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        return {col: torch.from_numpy(out), f"{m}_lengths": lengths}, present
+        dropped = torch.zeros(len(rows), longest, dtype=torch.bool)  # (B, T): no step dropped (yet)
+        return {col: torch.from_numpy(out), f"{m}_lengths": lengths, f"{m}_dropped": dropped}, present
 
     # ---- text -----------------------------------------------------------------------------------------------
     def _tokens(self, rows):

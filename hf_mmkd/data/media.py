@@ -1,6 +1,6 @@
 """Decoding of raw media with PyAV (`av`, which bundles FFmpeg): 16 kHz mono audio and frames at a fixed rate.
 
-torchcodec is avoided on purpose (docs/hf-conventions.md §4): audio is stored as wav bytes in an
+torchcodec is avoided on purpose (it needs FFmpeg libraries of its own): audio is stored as wav bytes in an
 `Audio(decode=False)` column and decoded here with soundfile; frames are stored as `Image` (PIL).
 """
 

@@ -1,4 +1,4 @@
-"""Missing-modality simulation on collated batches: protocols P1-P5 of docs/methods-and-results.md §1.3.
+"""Missing-modality simulation on collated batches: protocols P1-P5 of docs/protocols.md.
 
 `MissingModalitySimulator(protocol, ...)(batch)` returns a NEW dict (the input is never mutated), so a trainer
 can give the teacher the complete batch and the student its degraded view of the same rows. The new dict has
@@ -8,7 +8,7 @@ marking the steps that were dropped (what MITR-DNet reconstructs), each shaped l
 | modality input | step mask | `<m>_dropped` | a dropped step becomes |
 |---|---|---|---|
 | `input_ids` | `attention_mask` (B, L) | (B, L) | the tokenizer's unk id; [CLS] (position 0) and the last valid token ([SEP]) are kept |
-| `<m>_features` | `<m>_lengths` | (B, T) | a zero vector |
+| `<m>_features` | `<m>_lengths` | (B, T) | a zero vector here; the model, which standardises raw features itself, puts it at the standardised zero (the training mean) |
 | `input_values` | `audio_attention_mask` (B, S) | (B, ceil(S / 320)) | zeros: a "step" is a 320-sample chunk (20 ms at 16 kHz, the wav2vec2 frame stride) |
 | `pixel_values` | `frame_mask` (B, F) | (B, F) | a zero frame |
 
@@ -55,12 +55,14 @@ P2_VALID_RATE = 0.5  # LNLN validates at r = 0.5
 MODEL_INPUT_KEYS = (
     "input_ids", "attention_mask", "input_values", "audio_attention_mask", "pixel_values", "frame_mask",
     "text_features", "text_lengths", "audio_features", "audio_lengths", "vision_features", "vision_lengths",
-    "modality_mask", "labels",
+    "modality_mask", "labels", "text_dropped", "audio_dropped", "vision_dropped",
 )
 
 
 def model_inputs(batch: dict) -> dict:
-    """The keys of a (simulated) batch that `MMKDForSentiment.forward` takes (drops `row_key`, `*_dropped`)."""
+    """The keys of a (simulated) batch that `MMKDForSentiment.forward` takes (drops `row_key`). The `<m>_dropped`
+    flags are kept: the model standardises raw feature inputs itself and puts dropped steps at the training mean
+    (`MMKDModel.standardize_features`); it ignores them for backbone inputs."""
     return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
 
 

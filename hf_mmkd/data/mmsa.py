@@ -1,6 +1,6 @@
 """MMSA-layout pickles -> `DatasetDict` in the prepared schema (see `hf_mmkd.data.prepared`).
 
-The layout is that of `thuiar/MMSA` `unaligned_50.pkl` / `aligned_50.pkl` (docs/methods-and-results.md §1.1):
+The layout is that of `thuiar/MMSA` `unaligned_50.pkl` / `aligned_50.pkl` (docs/protocols.md#mmsa-layout):
 `{"train"|"valid"|"test": {key: array with one row per utterance}}`. The conversion follows MMSA's
 `data_loader.py`: audio `-inf` becomes 0, and each sequence keeps only its valid (right-padded) steps.
 

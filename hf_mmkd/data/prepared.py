@@ -1,6 +1,6 @@
 """Prepared datasets: the on-disk layout shared by every `dataset_scripts/prepare_*.py`, and its loader.
 
-datasets >= 4 has no loading scripts (docs/hf-conventions.md §4): a prepared dataset is a folder of parquet
+datasets >= 4 has no loading scripts: a prepared dataset is a folder of parquet
 shards plus a `README.md` whose YAML front matter declares the splits (`configs:`), which is exactly what the
 Hub expects of a dataset repository. `load_prepared` reads such a folder (or a Hub repo of the same layout).
 

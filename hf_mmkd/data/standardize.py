@@ -2,8 +2,9 @@
 
 Feature files are often unnormalised (the MOSI openSMILE audio spans -11..376, MMMO COVAREP +-255), which
 stalls a small Transformer. The statistics are a JSON-able dict `{"audio": {"mean": [...], "std": [...]}}`
-that is stored in `MMKDConfig.feature_standardization`; the collator applies whatever the config holds, so
-training, evaluation and inference all see the same inputs.
+that is stored in `MMKDConfig.feature_standardization`; the model applies whatever its config holds to its raw
+feature inputs (`MMKDModel.standardize_features`, the one place that does), so training, evaluation, a direct
+call, the processor and the pipeline all see the same inputs. This module only fits the statistics.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ MIN_STD = 1e-6  # a constant feature keeps std 1 (it is only centred) instead of
 
 
 class FeatureStandardizer:
-    """Per-feature (last-axis) z-scoring: `(x - mean) / std`, statistics over every valid step of every row."""
+    """Statistics of per-feature (last-axis) z-scoring `(x - mean) / std`, over every valid step of every row."""
 
     def __init__(self, stats: dict | None = None):
         self.stats = {m: {"mean": list(map(float, s["mean"])), "std": list(map(float, s["std"]))}
                       for m, s in (stats or {}).items()}
-        self._arrays = {m: (np.asarray(s["mean"], np.float32), np.asarray(s["std"], np.float32))
-                        for m, s in self.stats.items()}
 
     @classmethod
     def fit(cls, train_split, modalities=MODALITIES) -> "FeatureStandardizer":
@@ -57,14 +56,3 @@ class FeatureStandardizer:
     def to_dict(self) -> dict:
         """The JSON-able statistics, for `MMKDConfig.feature_standardization`."""
         return {m: {"mean": list(s["mean"]), "std": list(s["std"])} for m, s in self.stats.items()}
-
-    def __call__(self, modality: str, x: np.ndarray) -> np.ndarray:
-        """Standardise a (steps, D) array of `modality`; modalities without statistics pass through."""
-        if modality not in self._arrays:
-            return x
-        mean, std = self._arrays[modality]
-        if x.shape[-1] != mean.shape[0]:
-            raise ValueError(
-                f"feature_standardization[{modality!r}] has {mean.shape[0]} features but the data has {x.shape[-1]}"
-            )
-        return ((x - mean) / std).astype(np.float32)

@@ -2,7 +2,7 @@
 
 Paper: Li et al., "Correlation-Decoupled Knowledge Distillation for Multimodal Sentiment Analysis with
 Incomplete Modalities", CVPR 2024 (arXiv 2404.16456). No official code; the losses follow the paper's
-description as written down in doc §3.
+description (docs/methods.md#corrkd).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hf_mmkd.distillation.functional import (
 
 
 def scd_loss(h_s: Tensor, h_t: Tensor, margin: float, row_weights: Tensor | None = None) -> Tensor:
-    r"""Sample-level contrastive distillation (doc §3, item 1):
+    r"""Sample-level contrastive distillation (docs/methods.md#corrkd):
 
         L_SCD = 1/N^2 \sum_i \sum_j [ 1(i=j) ||h_i^s - h_j^t||^2 + 1(i!=j) max(0, eta - ||h_i^s - h_j^t||)^2 ]
 
@@ -38,7 +38,7 @@ def scd_loss(h_s: Tensor, h_t: Tensor, margin: float, row_weights: Tensor | None
 
 
 def cpd_loss(h_t: Tensor, h_s: Tensor, classes: Tensor, row_weights: Tensor | None = None) -> Tensor:
-    r"""Category-guided prototype distillation (doc §3, item 2):
+    r"""Category-guided prototype distillation (docs/methods.md#corrkd):
 
         c_k^w = mean{ h_i^w : y_i = k },   S_ik^w = cos(h_i^w, c_k^w),
         L_CPD = 1/(N K) \sum_i \sum_k (S_ik^t - S_ik^s)^2
@@ -57,7 +57,7 @@ def cpd_loss(h_t: Tensor, h_s: Tensor, classes: Tensor, row_weights: Tensor | No
 
 
 class CorrKDLoss(DistillationLoss):
-    r"""CorrKD's three distillation terms between a frozen teacher and a student (doc §3):
+    r"""CorrKD's three distillation terms between a frozen teacher and a student (docs/methods.md#corrkd):
 
     - loss_scd = scd_weight * L_SCD(h^s, h^t)  on the fused representations (`output.fused`), margin eta;
     - loss_cpd = cpd_weight * L_CPD(h^t, h^s)  with batch class prototypes;

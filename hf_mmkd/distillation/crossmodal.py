@@ -1,7 +1,7 @@
 """Cross-modal KD with a teacher regularised by auxiliary-modality MI and conditional entropy — REBUILD.
 
 Paper: Chen, Xing, Wang, Zhang, "Enhanced Multimodal Representation Learning with Cross-modal KD", CVPR 2023
-(arXiv 2306.07646). No code and no loss details are public; this is the rebuild of doc §5.
+(arXiv 2306.07646). No code and no loss details are public; this is the rebuild in docs/methods.md#cross-modal-kd.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hf_mmkd.distillation.functional import contrastive_diagnostics, grad_revers
 
 
 class CrossModalKDLoss(DistillationLoss):
-    r"""Maximise I(T; S) + alpha I(T; A) - beta H(T|S) (rebuild, doc §5), as the loss terms
+    r"""Maximise I(T; S) + alpha I(T; A) - beta H(T|S) (rebuild, docs/methods.md#cross-modal-kd), as the loss terms
 
     - loss_nce_ts = ts_weight * L_NCE(g_T(f_T), g_S(f_S))
     - loss_nce_ta = alpha * L_NCE(g_T(f_T), g_A(f_A))

@@ -1,7 +1,7 @@
 """Stateless pieces shared by the distillation losses: one contrastive core (SupCon and InfoNCE are both
 instances of it), the Jensen-Shannon MI bound, label binning, soft class responses and gradient reversal.
 
-Only torch is imported. Doc references (`§n`) point to /work/shared/docs/methods-and-results.md.
+Only torch is imported. Formulas are documented in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float, l
 
 
 def decouple_response(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-    r"""Split a response into its target and non-target parts (CorrKD RCD, §3; as in DKD, Zhao et al. 2022):
+    r"""Split a response into its target and non-target parts (CorrKD RCD, docs/methods.md#corrkd; as in DKD, Zhao et al. 2022):
 
         b = [p_y, 1 - p_y]  with p = softmax(logits);   p_hat = softmax(logits without the target column).
 

@@ -2,7 +2,7 @@
 
 Paper: Wang, Wang, Yu, Jiao, "Modality-Invariant Bidirectional Temporal Representation Distillation Network
 for Missing Multimodal Sentiment Analysis", ICASSP 2025 (arXiv 2501.05474); read from the training code of
-`Wangai30/MITR-DNet` (doc §4). The MIB-TRL temporal block lives in the model, not here.
+`Wangai30/MITR-DNet` (docs/methods.md#mitr-dnet). The MIB-TRL temporal block lives in the model, not here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _NO_ALIGNMENT = ("audio",)  # backbone inputs without a per-step alignment to th
 
 class SimSiamHead(nn.Module):
     """Projector Linear(d, d) + BatchNorm(no affine) -> z;  predictor Linear(d, d/2, no bias) + BN + ReLU +
-    Linear(d/2, d) -> p. As `Projector` / `Predictor` in MITR-DNet's model file (doc §4, item 6)."""
+    Linear(d/2, d) -> p. As `Projector` / `Predictor` in MITR-DNet's model file (docs/methods.md#mitr-dnet)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -58,7 +58,7 @@ def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1
 
 
 class MITRLoss(DistillationLoss):
-    r"""MITR-DNet's distillation terms (doc §4, "Losses"). Z_m = `<m>_pooled` (mean-pooled MIB-TRL features),
+    r"""MITR-DNet's distillation terms (docs/methods.md#mitr-dnet). Z_m = `<m>_pooled` (mean-pooled MIB-TRL features),
     F = `fused`; superscript s = masked (student) view, t = complete (teacher) view of the SAME model:
 
     - loss_attra = attra_weight * \sum_m -1/2[cos(p_m^s, sg(z_m^t)) + cos(p_m^t, sg(z_m^s))]   (SimSiam, one
@@ -112,6 +112,13 @@ class MITRLoss(DistillationLoss):
             elif m not in _NO_ALIGNMENT:
                 self.recon[m], self.recon_from_features[m] = nn.Linear(d, d), False
         self.fused_proj = nn.Linear(fusion_dim, d) if fusion_dim != d else nn.Identity()
+        # Feature inputs reach the model raw and are standardised inside it; reconstruction targets the same
+        # standardised values (the model's training statistics), not the raw ones.
+        stats = getattr(config, "feature_standardization", None) or {}
+        for m, from_features in self.recon_from_features.items():
+            if from_features and m in stats:
+                self.register_buffer(f"{m}_mean", torch.tensor(stats[m]["mean"], dtype=torch.float), persistent=False)
+                self.register_buffer(f"{m}_std", torch.tensor(stats[m]["std"], dtype=torch.float), persistent=False)
 
     @property
     def term_names(self) -> tuple[str, ...]:
@@ -124,7 +131,10 @@ class MITRLoss(DistillationLoss):
             return None
         seq_s = getattr(student_out, f"{m}_sequence")  # (B, L, d); None when no student row has m
         if self.recon_from_features[m]:
-            target = teacher_batch[f"{m}_features"]  # (B, L, D_m)
+            target = teacher_batch[f"{m}_features"]  # (B, L, D_m), raw
+            mean = getattr(self, f"{m}_mean", None)
+            if mean is not None:
+                target = (target - mean) / getattr(self, f"{m}_std")
         else:
             target = getattr(teacher_out, f"{m}_sequence")  # (B, L, d)
             target = None if target is None else target.detach()

@@ -1,7 +1,7 @@
 """MM-CKD: Multi-View Supervised Contrastive distillation (MVSC) — REBUILD.
 
 Paper: Sang, Funakoshi, Okumura, "Contrastive Knowledge Distillation for Robust Multimodal Sentiment
-Analysis", arXiv 2410.08692 (2024). Only the abstract is public; this is the rebuild of doc §2.
+Analysis", arXiv 2410.08692 (2024). Only the abstract is public; this is the rebuild in docs/methods.md#mm-ckd.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hf_mmkd.distillation.functional import check_label_shift, class_targets, co
 
 
 class MVSCLoss(DistillationLoss):
-    r"""MVSC: SupCon over the teacher view and K student views of a batch (rebuild, doc §2).
+    r"""MVSC: SupCon over the teacher view and K student views of a batch (rebuild, docs/methods.md#mm-ckd).
 
     With N samples and V = 1 + K views (teacher, students), z_i^v = g(fused_i^v) / ||g(fused_i^v)|| and all
     N*V views as anchors:
