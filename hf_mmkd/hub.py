@@ -150,6 +150,17 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
                   f"- **Term weights and settings**: {shown}.",
                   f"- **Teacher**: {teacher} (teacher mode `{mode}`).",
                   f"- **Missing-modality training protocol** (student view): {protocol}; see docs/protocols.md."]
+        shaping = []
+        if summary.get("teacher_folds"):
+            shaping.append(f"cross-fitted teacher ({summary['teacher_folds']} folds: each training row's response "
+                           "from a teacher that never saw it)")
+        if summary.get("balance_terms"):
+            shaping.append(f"term gradients balanced to {summary.get('balance_band')} x the task's")
+        if summary.get("recoverability_floor") is not None:
+            shaping.append(f"rows weighted by recoverability (floor {summary['recoverability_floor']})")
+        if shaping:
+            lines.append("- **Shared distillation machinery** (`docs/methods.md#shared-machinery`): "
+                         + "; ".join(shaping) + ".")
     for key, label in (("num_train_epochs", "Epochs"), ("learning_rate", "Learning rate"), ("seed", "Seed")):
         if summary.get(key) is not None:
             lines.append(f"- **{label}**: {summary[key]}")

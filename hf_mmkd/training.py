@@ -434,7 +434,8 @@ def printable_metrics(stage: str, metrics: dict) -> dict:
     return shown
 
 
-def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metrics: dict) -> dict:
+def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metrics: dict,
+                     teacher_folds: int = 0) -> dict:
     """What a checkpoint's card says about its training (saved as `training_summary.json` beside it): method and
     its kwargs, teacher (portable name), missing-modality protocol, schedule, validation numbers (r = 0 / r > 0)."""
     from hf_mmkd.hub import portable_name
@@ -448,6 +449,9 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "teacher": portable_name(teacher_dir) if teacher_dir is not None else None,
             "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
             "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
+            "teacher_folds": teacher_folds, "balance_terms": args.balance_terms,
+            "balance_band": args.balance_band if args.balance_terms else None,
+            "recoverability_floor": args.recoverability_floor,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
 
@@ -549,7 +553,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         logger.info("teacher stage: complete inputs, no distillation")
         trainer = train_teacher(root / "teacher_run", teacher_dir)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
-        write_card(teacher_dir, training_summary(teacher_args, None, results["teacher"]), args)
+        write_card(teacher_dir, training_summary(trainer.args, None, results["teacher"]), args)
     elif run_teacher:
         logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
     if run_teacher and stage.teacher_folds:
@@ -558,7 +562,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 continue
             logger.info("teacher fold %d/%d", k + 1, stage.teacher_folds)
             rest = splits["train"].filter(lambda row: row_key(row["id"]) % stage.teacher_folds != k)
-            train_teacher(root / "teacher_run" / f"fold_{k}", fold_dir(k), rest)
+            trainer = train_teacher(root / "teacher_run" / f"fold_{k}", fold_dir(k), rest)
+            write_card(fold_dir(k), training_summary(trainer.args, None, {}), args)
 
     if stage.stage in ("student", "both"):
         logger.info("student stage: method %s, student view %s", args.method, args.missing_protocol)
@@ -594,8 +599,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
             save(student_model, folder)
         results["student"] = evaluate_rates(trainer, rates, "eval")
         for folder in folders:
-            write_card(folder, training_summary(args, teacher_dir if needs_teacher else None, results["student"]),
-                       args)
+            write_card(folder, training_summary(args, teacher_dir if needs_teacher else None, results["student"],
+                                                teacher_folds=len(fold_teachers or [])), args)
 
     if args.process_index == 0:
         results_path.parent.mkdir(parents=True, exist_ok=True)
