@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     src = Path(args.pickle)
     if not src.is_file():
-        raise SystemExit(f"error: input pickle {src} not found")
+        raise FileNotFoundError(f"input pickle {src} not found")
     guard = output_folder(args.out_dir, "prepare_mmsa.py", args.overwrite, inputs=[src])
     guard.check()  # fail before any work
     with open(src, "rb") as f:

@@ -112,26 +112,28 @@ def check_teacher(teacher_dir: str | os.PathLike, record: Mapping[str, Any], *, 
 
     teacher_dir = Path(teacher_dir)
     check_weight_files(teacher_dir)  # no weights, a truncated file: one line (load_model checks the rest)
-    problems = teacher_incompatibility(read_json(teacher_dir / "config.json"), student_kwargs, method)
-    if problems:
-        raise ValueError(f"the teacher in {teacher_dir} cannot teach this student ({'; '.join(problems)}): train "
-                         "one for this data and model (--stage both --reuse_teacher never) or pass another "
-                         "--teacher_name_or_path")
     how = ("pass --reuse_teacher never to train a new teacher in its place (or choose another --output_dir), or "
            "--reuse_teacher always to use it as it is" if trains_teacher else
            "train a matching one (--stage both --reuse_teacher never), or pass --reuse_teacher always to use it as "
            "it is")
     recorded = read_provenance(teacher_dir)
     if recorded is None:
-        if reuse == "always":
-            return [f"no provenance record ({PROVENANCE_FILE})"]
-        raise ValueError(f"{teacher_dir} holds a teacher without a provenance record ({PROVENANCE_FILE}: trained "
-                         f"by an older hf_mmkd or elsewhere), so this run cannot tell what it was trained on: {how}")
-    sections = ("data", "model", "training") if trains_teacher else ("data", "model")
-    differences = provenance_differences(recorded, record, sections)
-    if (recorded.get("result") or {}).get("global_step") == 0:
-        differences.insert(0, "it was trained for 0 steps")
-    if differences and reuse != "always":
-        raise ValueError(f"the teacher in {teacher_dir} was not trained on this data with these arguments "
-                         f"({'; '.join(differences)}): {how}")
+        differences = [f"it has no provenance record ({PROVENANCE_FILE})"]
+        if reuse != "always":
+            raise ValueError(f"{teacher_dir} holds a teacher without a provenance record ({PROVENANCE_FILE}: "
+                             "trained by an older hf_mmkd or elsewhere), so this run cannot tell what it was trained "
+                             f"on: {how}")
+    else:
+        sections = ("data", "model", "training") if trains_teacher else ("data", "model")
+        differences = provenance_differences(recorded, record, sections)
+        if (recorded.get("result") or {}).get("global_step") == 0:
+            differences.insert(0, "it was trained for 0 steps")
+        if differences and reuse != "always":
+            raise ValueError(f"the teacher in {teacher_dir} was not trained on this data with these arguments "
+                             f"({'; '.join(differences)}): {how}")
+    problems = teacher_incompatibility(read_json(teacher_dir / "config.json"), student_kwargs, method)
+    if problems:
+        raise ValueError(f"the teacher in {teacher_dir} cannot teach this student ({'; '.join(problems)}): train "
+                         "one for this data and model (--stage both --reuse_teacher never) or pass another "
+                         "--teacher_name_or_path")
     return differences

@@ -664,8 +664,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
                                 ).save_pretrained(tmp)
                 write_provenance(tmp, provenance)
 
-    def train(trainer, run_dir: Path):
-        resume = resume_point(args, run_dir)
+    def train(trainer, run_dir: Path, resume: str | None):
         with checkpoint_writes(run_dir):
             trainer.train(resume_from_checkpoint=resume)
 
@@ -695,9 +694,10 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
         # pattern_embedding is a student option: the teacher only ever sees the complete pattern
         teacher = new_model(model_args, {**config_kwargs, "role": "teacher", "pattern_embedding": False},
                             train_labels)
+        resume = resume_point(args, run_dir)
         record_outputs(guard, run_dir.name)  # the Trainer creates its folder as it starts
         trainer = make_trainer(teacher, teacher_args)
-        train(trainer, run_dir)
+        train(trainer, run_dir, resume)
         record_outputs(teacher_guard, teacher_dir.name)
         save(trainer.student, teacher_dir, {**record, "result": {"global_step": trainer.state.global_step}})
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
@@ -724,10 +724,11 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
         else:
             student = new_model(model_args, student_kwargs, train_labels)
         run_dir = root / "student_run"
+        resume = resume_point(args, run_dir)
         record_outputs(guard, run_dir.name)
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher)
         say(f"student stage: method {args.method}, student view {args.missing_protocol}, into {root}")
-        train(trainer, run_dir)
+        train(trainer, run_dir, resume)
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
         students = {"student": wrapper.student} if len(wrapper.students) == 1 else {
             f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}

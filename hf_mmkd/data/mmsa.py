@@ -57,7 +57,7 @@ def _check_numeric(split: str, key: str, value) -> None:
                 return
         except (TypeError, ValueError):
             pass
-    first = arr.reshape(-1)[0] if arr.size else None
+    first = arr.reshape(-1)[0].item() if arr.size else None
     _fail(split, key, f"must hold numbers, got {arr.dtype} values (e.g. {first!r})")
 
 

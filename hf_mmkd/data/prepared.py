@@ -49,9 +49,10 @@ def card_front_matter(splits, extra: dict | None = None) -> str:
 
 
 # The longest feature sequence (steps) of one row that hf_mmkd accepts. Self-attention over L steps holds
-# L x L scores per head and layer, so one row of 200 000 steps would need about 160 GB per head: a clear error
-# beats an allocator failure. Real corpora stay far below (MOSI/MOSEI: at most a few hundred steps per row).
-MAX_STEPS = 20_000
+# L x L float32 scores per head and layer: 0.4 GB at this limit, 160 GB for a row of 200 000 steps. A clear error
+# beats an allocator failure. Real corpora stay far below (MOSI/MOSEI: at most a few hundred steps per row; 100 Hz
+# acoustic frames of a one-minute clip: 6 000).
+MAX_STEPS = 10_000
 
 
 def check_steps(steps: int, where: str) -> None:
@@ -59,7 +60,7 @@ def check_steps(steps: int, where: str) -> None:
     if steps > MAX_STEPS:
         gigabytes = 4 * steps * steps / 1e9
         raise ValueError(f"{where} has {steps} steps per row; hf_mmkd accepts at most {MAX_STEPS} (self-attention "
-                         f"over one such row needs about {gigabytes:,.0f} GB per head and layer): cut or downsample "
+                         f"over one such row needs about {gigabytes:,.1f} GB per head and layer): cut or downsample "
                          "the sequences")
 
 
