@@ -226,11 +226,10 @@ class OutputFolder:
             raise OutputFolderError(f"{self.flag} {out} exists and is not a folder")
         self._check_inputs()
         self._check_writable()
-        if out.is_dir():
-            if self.outputs is None:
-                clean_stale_temporaries(out.parent, [out.name])
-            else:
-                clean_stale_temporaries(out, [*self.outputs, MANIFEST])
+        if self.outputs is None:  # the temporaries of this folder's own earlier saves, beside it
+            clean_stale_temporaries(out.parent, [out.name])
+        else:  # every hf_mmkd temporary of a dead process inside the folder
+            clean_stale_temporaries(out)
         if self.outputs is None:
             self._check_whole()
         else:
@@ -255,7 +254,7 @@ class OutputFolder:
     def _check_writable(self) -> None:
         """Create and remove a probe file in the folder (or in its nearest existing parent, without creating the
         folder): `os.access` cannot tell a read-only file system, and root passes every permission check."""
-        probe_in = self.path
+        probe_in = self.path.parent if self.outputs is None else self.path  # where the first write goes
         while not probe_in.exists():
             if probe_in.parent == probe_in:
                 break

@@ -1078,19 +1078,23 @@ def test_bad_input(index, tmp_path, caplog):
 
 
 def test_commands_really_exit_nonzero_in_a_subprocess(tmp_path):
-    """One row of each command, run as `python script ...` in real processes (concurrently, to save time)."""
-    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", TRAIN: "unknown stage"}
+    """One row of each command, run as `python script ...` (hf-mmkd: `python -m hf_mmkd.cli`) in real processes
+    (concurrently, to save time): a non-zero status, one error line and no traceback on stderr."""
+    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", MAKE_DEMO: "OUT_DIR is a file",
+             TRAIN: "unknown stage", HF_MMKD: "repo id without an owner"}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = {}
     for script, case in picks.items():
         row = next(r for r in ROWS if r.script == script and r.case == case)
         tmp = tmp_path / Path(script).stem
         tmp.mkdir()
-        procs[script] = (row, tmp, subprocess.Popen([sys.executable, script, *row.run(tmp)], cwd=REPO_ROOT, env=env,
+        command = [sys.executable, "-m", "hf_mmkd.cli"] if script == HF_MMKD else [sys.executable, script]
+        procs[script] = (row, tmp, subprocess.Popen([*command, *row.run(tmp)], cwd=REPO_ROOT, env=env,
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for script, (row, tmp, proc) in procs.items():
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode != 0 and shows(stderr, row.expect), (script, proc.returncode, stderr[-2000:])
+        assert "Traceback" not in stderr and len([ln for ln in stderr.splitlines() if ": error: " in ln]) == 1, stderr
         if script != TRAIN:
             assert leftovers(tmp) == []
 
