@@ -168,6 +168,20 @@ def clean_stale_temporaries(folder: str | os.PathLike, names: Iterable[str] | No
     return removed
 
 
+def parse_yaml(text: str, name: str) -> Any:
+    """`yaml.safe_load(text)`; invalid YAML raises a one-line ValueError "<name> is not valid YAML: <problem> (line
+    L, column C)" (`name` says what the text is: a file, a card's front matter)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ValueError(f"{name} is not valid YAML: {problem}{where}") from None
+
+
 def read_json(path: str | os.PathLike, name: str | None = None) -> Any:
     """The parsed JSON file at `path`; invalid JSON (or text that is not UTF-8) raises a ValueError naming the
     file (`name`, default the path)."""

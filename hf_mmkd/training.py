@@ -5,10 +5,17 @@ Argument groups (HfArgumentParser dataclasses, in this order): `ModelArguments`,
 command line override it. With no arguments the job trains on the synthetic demo set (`dataset=demo`).
 
 Layout of `output_dir`:
-    teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files)
+    teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files, and
+                    hf_mmkd_provenance.json: what produced it, see hf_mmkd/provenance.py)
     student/        the trained student, same format
     teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
     results.json    validation metrics of each stage, complete and under the evaluation protocol
+    .hf_mmkd_outputs.json   what train.py wrote there (hf_mmkd.io.OutputFolder): nothing else is ever replaced
+
+Safety (hf_mmkd/io.py): arguments, data and method are checked before anything is written or trained; the run holds
+a lock on `output_dir` (a second run into it is refused at start; a killed run's lock dies with it); an existing
+teacher is reused only when its provenance record matches the run (`--reuse_teacher` overrides); every user error is
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
@@ -48,6 +54,7 @@ from hf_mmkd.io import (
     atomic_folder,
     atomic_write,
     error_message,
+    parse_yaml,
     read_json,
     run_lock,
     write_provenance,
@@ -196,13 +203,7 @@ def read_config(path: str | os.PathLike) -> dict:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"--config {path} is not a YAML text file (it is not UTF-8 text)") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        raise ValueError(f"--config {path} is not valid YAML: {problem}{where}") from None
+    loaded = parse_yaml(text, f"--config {path}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -21,14 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
 import datasets
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from test_resume import kill_mid_stage
 from test_bad_inputs import (
     HF_MMKD,
     MAKE_DEMO,
@@ -246,47 +245,18 @@ def test_read_only_output_folder_fails_before_any_work(tmp_path, how, monkeypatc
 
 # ---- concurrent runs, interrupted saves ---------------------------------------------------------------------
 
-# train.py's main job with a hold point: entering its first training step it writes a marker and waits to be killed.
-HOLDER = """
-import pathlib, sys, time
-from hf_mmkd.trainer import MMKDTrainer
-from hf_mmkd.training import main
-
-marker = pathlib.Path(sys.argv[1])
-
-def training_step(self, *args, **kwargs):
-    marker.write_text("holding")
-    time.sleep(600)
-
-MMKDTrainer.training_step = training_step
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 def test_second_run_into_a_busy_output_dir_is_refused_and_a_killed_run_leaves_no_lock(tmp_path):
     out = tmp_path / "run"
     argv = ["--output_dir", str(out), *QUICK, "--stage", "teacher"]
-    marker = tmp_path / "holding"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(marker), *argv], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, f"the first run ended early:\n{proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "the first run never started training"
-            time.sleep(0.1)
-        code, err = run_command(TRAIN, argv)  # refused at start: nothing of the first run is touched
+
+    def second_run(proc):  # refused at start: nothing of the first run is touched
+        code, err = run_command(TRAIN, argv)
         assert code == 1
         one_error_line(err, f"{out} is in use by another run (process {proc.pid}, train.py): wait for it to finish")
         assert proc.poll() is None and not (out / "teacher").exists()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+
+    # The first run holds inside its first training step until it is killed (SIGKILL: no clean-up of its own).
+    assert kill_mid_stage(out, argv[2:], tmp_path / "holding", hold_at=1, while_held=second_run) == -signal.SIGKILL
     code, err = run_command(TRAIN, argv)  # the kernel released the killed run's lock
     assert code == 0, err[-3000:]
     assert (out / "teacher" / "config.json").is_file()

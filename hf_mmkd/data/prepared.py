@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from hf_mmkd.io import MANIFEST, OutputFolder
+from hf_mmkd.io import MANIFEST, OutputFolder, parse_yaml
 
 SPLITS = ("train", "validation", "test")
 MODALITIES = ("text", "audio", "vision")
@@ -99,13 +99,7 @@ def _card_metadata(readme: Path) -> dict:
     parts = text.split("---", 2)
     if len(parts) < 3:
         raise ValueError(f"{readme}: the YAML front matter has no closing '---' line")
-    try:
-        meta = yaml.safe_load(parts[1])
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ValueError(f"{readme}: the YAML front matter is not valid YAML: {problem}{where}") from None
+    meta = parse_yaml(parts[1], f"{readme}: the YAML front matter")
     if meta is None:
         return {}
     if not isinstance(meta, dict):
