@@ -667,7 +667,15 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
 
     def train(trainer, run_dir: Path, resume: str | None):
         with checkpoint_writes(run_dir):
-            trainer.train(resume_from_checkpoint=resume)
+            try:
+                trainer.train(resume_from_checkpoint=resume)
+            except RuntimeError as err:  # the Trainer loads the checkpoint with load_state_dict: a page of these
+                if resume is None or "size mismatch" not in str(err):
+                    raise
+                first = next(line.strip() for line in str(err).splitlines() if "size mismatch" in line)
+                raise ValueError(f"resume_from_checkpoint {resume} was saved by a run with other model sizes "
+                                 f"({first}); resume with the arguments that wrote it, or start over "
+                                 "(--resume_from_checkpoint false)") from None
 
     train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
     train_teacher = False
@@ -703,6 +711,8 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
         save(trainer.student, teacher_dir, {**record, "result": {"global_step": trainer.state.global_step}})
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
 
+    if not student_stage:
+        say("student stage skipped: --stage teacher")
     if student_stage:
         logger.info("student stage: method %s, student view %s", args.method, args.missing_protocol)
         teacher = None

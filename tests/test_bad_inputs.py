@@ -47,6 +47,7 @@ START, END = "<!-- errors:start -->", "<!-- errors:end -->"
 PREPARE_MMSA = "dataset_scripts/prepare_mmsa.py"
 PREPARE_MEDIA = "dataset_scripts/prepare_media.py"
 MAKE_DEMO = "dataset_scripts/make_demo.py"
+MAKE_RAW_CSV = "dataset_scripts/make_raw_csv.py"
 TRAIN = "train.py"
 HF_MMKD = "hf-mmkd"  # the console script: hf_mmkd.cli.main
 EVALUATE, PREDICT, PUBLISH = "hf-mmkd evaluate", "hf-mmkd predict", "hf-mmkd publish"
@@ -597,6 +598,16 @@ def truncated_resume_checkpoint(folder):
     return str(ckpt)
 
 
+def checkpoint_of_other_sizes(folder):
+    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8."""
+    from hf_mmkd.training import main
+
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert main(["--output_dir", str(folder / "prev"), *TINY_TRAIN, "--stage", "student", "--method", "none",
+                     "--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]) == 0
+    return str(folder / "prev" / "student_run" / "checkpoint-1")
+
+
 def config_file(payload: bytes, name="c.yaml"):
     def setup(tmp):
         path = inputs(tmp) / name
@@ -808,6 +819,11 @@ def rows(caplog=None) -> list[Row]:
             "stored with has_text False (raw_text null)", media_whitespace_text_recovered),
         Row(PREPARE_MEDIA, "missing/corrupt media with --skip-bad", "recovered",
             "the row is skipped, listed on stderr and in the dataset card", media_skip_bad_recovered),
+        # make_raw_csv.py
+        Row(MAKE_RAW_CSV, "MOSI label file not found", "exit", "…label.csv: No such file or directory",
+            lambda t: (inputs(t) / "mosi_v1_1.wav").write_bytes(b"x") and [str(inputs(t)), str(t / "out.csv"),
+                                                                            "--mosi-labels", str(t / "label.csv")],
+            MAKE_RAW_CSV),
         # make_demo.py
         Row(MAKE_DEMO, "OUT_DIR is a file", "exit", "output folder … exists and is not a folder",
             make_demo(lambda f: (f / "afile").write_text("x") and f / "afile"), MAKE_DEMO),
@@ -841,6 +857,10 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "resume checkpoint with a truncated model.safetensors", "exit",
             "resume_from_checkpoint …: …model.safetensors is not a readable safetensors file (truncated or corrupt",
             train("--stage", "teacher", resume=truncated_resume_checkpoint), TRAIN),
+        Row(TRAIN, "resume checkpoint written with other model sizes", "exit",
+            "resume_from_checkpoint … was saved by a run with other model sizes (size mismatch for ",
+            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes),
+            TRAIN),
         Row(TRAIN, "invalid YAML --config", "exit", "--config …c.yaml is not valid YAML: ",
             config_file(b"method: logit\nhidden_size: [8\n"), TRAIN),
         Row(TRAIN, "binary --config file", "exit", "--config …c.yaml is not a YAML text file (it is not UTF-8 text)",
@@ -966,6 +986,10 @@ def rows(caplog=None) -> list[Row]:
         Row(PUBLISH, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("config.json")), HF_MMKD),
+        Row(PUBLISH, "--results file that is not text", "exit", "results file …r.json is not UTF-8 text",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}", "--results", "{in}/r.json",
+                    checkpoint=whole_checkpoint(), files=lambda f: (f / "r.json").write_bytes(bytes(range(256)))),
+            HF_MMKD),
         Row(PUBLISH, "repo id the Hub rejects (--dry-run too)", "exit",
             "--repo-id: repo id 'me/bad--name' is not a valid Hub repository id",
             hf_mmkd("publish", "--repo-id", "me/bad--name", "--dry-run", "--out", "{out}",
@@ -1043,7 +1067,7 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
 
 # train.py rows that fail at a batch, after the Trainer has started (its run folder may hold a checkpoint); every
 # other train.py row fails before anything is written.
-FAILS_WHILE_TRAINING = {"feature sequences too long for memory"}
+FAILS_WHILE_TRAINING = {"feature sequences too long for memory", "resume checkpoint written with other model sizes"}
 
 
 def leftovers(tmp: Path) -> list[str]:

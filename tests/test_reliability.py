@@ -31,6 +31,7 @@ from test_resume import kill_mid_stage
 from test_bad_inputs import (
     HF_MMKD,
     MAKE_DEMO,
+    PREPARE_MEDIA,
     PREPARE_MMSA,
     TINY_TRAIN,
     TRAIN,
@@ -39,6 +40,7 @@ from test_bad_inputs import (
     run_command,
     shows,
     small_demo,
+    write_wav,
 )
 
 from hf_mmkd import MMKDForSentiment
@@ -143,6 +145,14 @@ def tmpfs(folder: Path, options: str):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+def media_csv(folder: Path) -> Path:
+    """A media CSV of two 1-second clips (one train, one validation row)."""
+    write_wav(folder / "a.wav", seconds=1.0)
+    table = folder / "rows.csv"
+    table.write_text("id,media,start,end,text,label,split\nu1,a.wav,,,good,1,train\nu2,a.wav,,,bad,-1,validation\n")
+    return table
+
+
 def nearly_full_tmpfs(folder: Path, free: int = 16 * 1024):
     """A 1 MiB tmpfs at `folder` of which `free` bytes are left (a filler file takes the rest)."""
     stack = contextlib.ExitStack()
@@ -157,8 +167,10 @@ def nearly_full_tmpfs(folder: Path, free: int = 16 * 1024):
 def disk_full_commands(tmp_path: Path, out_root: Path) -> list[tuple[str, list[str], str]]:
     """(command, argv, the output that must not exist afterwards) for make_demo.py, prepare_mmsa.py, train.py."""
     src = write_pickle(tmp_path / "in.pkl", mmsa_data(n=(64, 16, 16)))
+    table = media_csv(tmp_path)
     return [(MAKE_DEMO, [str(out_root / "demo")], "demo"),
             (PREPARE_MMSA, [str(src), str(out_root / "mmsa")], "mmsa"),
+            (PREPARE_MEDIA, [str(table), str(out_root / "media")], "media"),
             (TRAIN, ["--output_dir", str(out_root / "run"), *QUICK, "--stage", "teacher"], "run/teacher")]
 
 
@@ -232,6 +244,7 @@ def test_read_only_output_folder_fails_before_any_work(tmp_path, how, monkeypatc
     src = write_pickle(tmp_path / "in.pkl")
     data = small_demo(tmp_path)
     commands = [(MAKE_DEMO, [str(ro / "demo")]), (PREPARE_MMSA, [str(src), str(ro / "mmsa")]),
+                (PREPARE_MEDIA, [str(media_csv(tmp_path)), str(ro / "media")]),
                 (TRAIN, ["--output_dir", str(ro / "run"), *QUICK]),
                 (HF_MMKD, ["evaluate", str(_checkpoint()), "--dataset", data, "--protocol", "p2", "--out", str(ro)])]
     with stack:
@@ -328,9 +341,11 @@ def test_teacher_is_reused_only_when_its_provenance_matches(tmp_path, capsys):
     assert "although data.max_train_samples: 8 -> 6" in capsys.readouterr().out
 
 
-def test_method_without_a_teacher_says_the_teacher_stage_is_skipped(tmp_path, capsys):
-    assert train_main(["--output_dir", str(tmp_path / "run"), *QUICK, "--method", "none"]) == 0
+def test_every_skipped_stage_is_said_in_the_normal_output(tmp_path, capsys):
+    assert train_main(["--output_dir", str(tmp_path / "a"), *QUICK, "--method", "none"]) == 0
     assert "teacher stage skipped: method 'none' trains no separate teacher" in capsys.readouterr().out
+    assert train_main(["--output_dir", str(tmp_path / "b"), *QUICK, "--stage", "teacher"]) == 0
+    assert "student stage skipped: --stage teacher" in capsys.readouterr().out
 
 
 # ---- evaluate: a subset of P2's rates; publish: the release is checked before the upload --------------------------
