@@ -320,7 +320,10 @@ def verify_release(folder: str | os.PathLike) -> None:
         model_class = get_class_from_dynamic_module(config["auto_map"]["AutoModelForSequenceClassification"], folder)
     except Exception as err:  # anything at all: the shipped code does not import
         raise ValueError(f"the release's code does not load ({type(err).__name__}: {err})") from None
-    model = load_model(folder, device="cpu", model_class=model_class)
+    try:
+        model = load_model(folder, device="cpu", model_class=model_class)
+    except ValueError as err:  # name the release, not its temporary folder
+        raise ValueError(f"the release does not load: {str(err).replace(str(folder), 'the release folder')}") from None
     try:
         with torch.no_grad():
             logits = model(**dummy_inputs(model.config)).logits
@@ -423,9 +426,9 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
             raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
         checkpoint_name = names[0]
     _, config = _check_checkpoint(ckpt)  # fail on an incomplete checkpoint before rendering anything
-    from hf_mmkd.inference import check_weight_files
+    from hf_mmkd.inference import load_model
 
-    check_weight_files(ckpt)  # a truncated or corrupt weight file (verify_release checks the rest)
+    load_model(ckpt, device="cpu")  # a truncated weight file, a config that does not match the weights: named now
     extras = {Path(p).name: Path(p) for p in extra_files}
     if plot is not None:
         extras[Path(plot).name] = Path(plot)

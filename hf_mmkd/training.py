@@ -604,17 +604,21 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                          inputs=[data_args.dataset] + ([] if own_teacher or teacher_stage else [teacher_dir]))
     teacher_guard = guard if own_teacher else OutputFolder(teacher_dir.parent, "train.py", outputs=[],
                                                            flag="teacher folder")
+    # A teacher written outside output_dir (a shared teacher run's folder) is locked there too, but only by a run
+    # that will write it: runs that merely reuse a shared teacher may run side by side.
+    writes_shared_teacher = teacher_stage and not own_teacher and (
+        stage.reuse_teacher == "never" or not (teacher_dir / "config.json").is_file())
     created = not root.exists()
     try:
         with contextlib.ExitStack() as locks:
             guard.check()
-            if teacher_stage and not own_teacher:
+            if writes_shared_teacher:
                 teacher_guard.check()
             error = None
             if main_process:
                 try:
                     locks.enter_context(run_lock(root))
-                    if teacher_stage and not own_teacher:
+                    if writes_shared_teacher:
                         locks.enter_context(run_lock(teacher_dir.parent))
                 except RunLockError as err:
                     error = str(err)

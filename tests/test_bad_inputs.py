@@ -1104,8 +1104,8 @@ def test_bad_input(index, tmp_path, caplog):
 def test_commands_really_exit_nonzero_in_a_subprocess(tmp_path):
     """One row of each command, run as `python script ...` (hf-mmkd: `python -m hf_mmkd.cli`) in real processes
     (concurrently, to save time): a non-zero status, one error line and no traceback on stderr."""
-    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", MAKE_DEMO: "OUT_DIR is a file",
-             TRAIN: "unknown stage", HF_MMKD: "repo id without an owner"}
+    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", TRAIN: "unknown stage",
+             HF_MMKD: "repo id without an owner"}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = {}
     for script, case in picks.items():

@@ -376,6 +376,13 @@ def test_publish_checks_the_release_before_uploading(tmp_path):
     assert code == 1
     one_error_line(err, "config.json does not match its weights: ")
     api.assert_not_called()
+    shutil.copytree(_checkpoint(), tmp_path / "code")  # shipped code that does not run: the library's would
+    (tmp_path / "code" / "modeling_mmkd.py").write_text("raise ImportError('broken on purpose')\n")
+    with mock.patch("hf_mmkd.hub.HfApi") as api:
+        code, err = run_command(HF_MMKD, ["publish", str(tmp_path / "code"), "--repo-id", "me/x"])
+    assert code == 1
+    one_error_line(err, "the release's code does not load (ImportError: broken on purpose)")
+    api.assert_not_called()
     with mock.patch("hf_mmkd.hub.HfApi") as api:  # the same checkpoint, whole: uploaded
         code, err = run_command(HF_MMKD, ["publish", str(_checkpoint()), "--repo-id", "me/x"])
     assert code == 0, err
