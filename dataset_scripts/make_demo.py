@@ -14,11 +14,12 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     from hf_mmkd.data.demo import demo_card, make_demo_dataset
-    from hf_mmkd.data.prepared import check_out_dir, save_prepared
+    from hf_mmkd.data.prepared import output_folder, save_prepared
 
-    check_out_dir(args.out_dir, args.overwrite)
+    guard = output_folder(args.out_dir, "make_demo.py", args.overwrite)
+    guard.check()  # fail before any work
     dsd = make_demo_dataset(seed=args.seed)
-    out = save_prepared(dsd, args.out_dir, demo_card(seed=args.seed), overwrite=args.overwrite,
+    out = save_prepared(dsd, guard, demo_card(seed=args.seed),
                         card_metadata={"pretty_name": "hf_mmkd synthetic demo", "tags": ["synthetic"]})
     print(", ".join(f"{s}: {len(d)} rows" for s, d in dsd.items()))
     print(f"wrote {out}")
@@ -26,7 +27,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    from hf_mmkd.io import run_main
+
+    sys.exit(run_main("make_demo.py", main))

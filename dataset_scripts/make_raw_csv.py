@@ -77,7 +77,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    from hf_mmkd.io import run_main
+
+    sys.exit(run_main("make_raw_csv.py", main))

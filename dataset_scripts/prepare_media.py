@@ -56,18 +56,21 @@ The media keep the licence of their source corpus; do not push them to a public 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hf_mmkd.data.media import build_media_dataset, read_media_csv
-    from hf_mmkd.data.prepared import check_out_dir, save_prepared
+    from hf_mmkd.data.media import build_media_dataset, check_sampling, read_media_csv
+    from hf_mmkd.data.prepared import output_folder, save_prepared
 
-    check_out_dir(args.out_dir, args.overwrite)  # fail before any work
     csv_path = Path(args.csv)
     if not csv_path.is_file():
         raise ValueError(f"CSV file {csv_path} not found")
+    check_sampling(args.fps, args.max_frames, args.frame_size)
     rows = read_media_csv(csv_path, tuple(args.label_range) if args.label_range else None)
+    guard = output_folder(args.out_dir, "prepare_media.py", args.overwrite,
+                          inputs=[csv_path, *sorted({str(r["media"]) for r in rows})])
+    guard.check()  # fail before any decoding
     dsd, skipped = build_media_dataset(rows, args.fps, args.max_frames, args.frame_size, args.skip_bad)
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
-    out = save_prepared(dsd, args.out_dir, card(csv_path, args, dsd, skipped), overwrite=args.overwrite)
+    out = save_prepared(dsd, guard, card(csv_path, args, dsd, skipped))
     for split, d in dsd.items():
         print(f"{split}: {len(d)} rows, has_text {sum(d['has_text'])}, has_audio {sum(d['has_audio'])}, "
               f"has_vision {sum(d['has_vision'])}")
@@ -76,7 +79,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:  # MediaError is a ValueError
-        raise SystemExit(f"error: {err}")
+    from hf_mmkd.io import run_main
+
+    sys.exit(run_main("prepare_media.py", main))

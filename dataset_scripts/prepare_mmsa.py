@@ -88,20 +88,20 @@ research use). Do not push it to a public repository unless those terms allow it
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_mmkd.data.mmsa import mmsa_to_dataset_dict
-    from hf_mmkd.data.prepared import check_out_dir, push_prepared, save_prepared
+    from hf_mmkd.data.prepared import output_folder, push_prepared, save_prepared
 
     src = Path(args.pickle)
     if not src.is_file():
-        raise SystemExit(f"error: input pickle {src} not found")
-    check_out_dir(args.out_dir, args.overwrite)  # fail before any work
+        raise FileNotFoundError(f"input pickle {src} not found")
+    guard = output_folder(args.out_dir, "prepare_mmsa.py", args.overwrite, inputs=[src])
+    guard.check()  # fail before any work
     with open(src, "rb") as f:
         try:
             data = pickle.load(f)
         except Exception as err:  # corrupt or not a pickle
             raise ValueError(f"cannot read {src} as a pickle: {err}") from err
     dsd, report = mmsa_to_dataset_dict(data, tuple(args.label_range) if args.label_range else None)
-    out = save_prepared(dsd, args.out_dir, card(args.name or src.stem, src, sha256(src), report),
-                        overwrite=args.overwrite)
+    out = save_prepared(dsd, guard, card(args.name or src.stem, src, sha256(src), report))
     for split, r in report["splits"].items():
         print(f"{split}: {r['rows']} rows, has_text {r['has_text']}, has_audio {r['has_audio']}, "
               f"has_vision {r['has_vision']}")
@@ -113,7 +113,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    from hf_mmkd.io import run_main
+
+    sys.exit(run_main("prepare_mmsa.py", main))

@@ -9,7 +9,9 @@
 `publish` builds the Hub release folder (card with a model-index from the evaluation JSON, the plot next to it,
 weights, code, processor files) and uploads it; `--dry-run` only builds the folder.
 
-Every error ends the command with a message naming the problem on stderr and exit status 1 (2 for bad usage).
+Every user error (`hf_mmkd.io.USER_ERRORS`) ends the command with one line naming the problem on stderr and exit
+status 1 (2 for bad usage), never a traceback. Output folders follow `hf_mmkd.io.OutputFolder`, checked before any
+work: `--out` must not hold an input, be a file or read-only, and only what hf_mmkd wrote there is replaced.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_mmkd.io import read_json
+from hf_mmkd.io import USER_ERRORS, OutputFolder, error_message, read_json
 
 PROG = "hf-mmkd"
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError, OSError)
 
 
-class CLIError(Exception):
+class CLIError(ValueError):
     """A problem with the command's inputs; printed as `hf-mmkd <command>: error: <message>`."""
 
 
@@ -64,15 +65,27 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `evaluate_checkpoints`, write the report, print the Markdown (with its notes) and the file paths."""
-    from hf_mmkd.evaluation import checkpoint_names, evaluate_checkpoints, report_markdown, write_evaluation_report
+    from hf_mmkd.evaluation import (
+        checkpoint_names,
+        default_stem,
+        evaluate_checkpoints,
+        report_markdown,
+        write_evaluation_report,
+    )
 
     names = checkpoint_names(args.checkpoints, args.names)
+    stem = args.stem or default_stem(args.dataset, args.protocol, args.dataset_name)
+    outputs = [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
+    out = OutputFolder(args.out, f"{PROG} evaluate", inputs=[*args.checkpoints, args.dataset], outputs=outputs,
+                       flag="--out")
+    out.check()  # a file, a read-only folder, a folder holding an input: before the evaluation, not after
     results = evaluate_checkpoints(
         dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
         label_shift=args.label_shift, max_text_length=args.max_text_length, progress_bar=not args.quiet,
     )
-    paths = write_evaluation_report(results, args.out, stem=args.stem)
+    out.record(*outputs)
+    paths = write_evaluation_report(results, args.out, stem=stem)
     print(report_markdown(results))
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
@@ -97,7 +110,8 @@ def _add_publish(sub) -> None:
     p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     p.add_argument("--dry-run", action="store_true", help="build the release folder in --out, do not upload")
     p.add_argument("--out", default=None, help="release folder to keep (required with --dry-run)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder (only if everything in it was written by hf_mmkd)")
     p.set_defaults(func=cmd_publish)
 
 
@@ -145,13 +159,18 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
     from hf_mmkd.evaluation import check_checkpoint_dir
-    from hf_mmkd.hub import check_hub_access, publish
+    from hf_mmkd.hub import check_hub_access, check_repo_id, publish
 
+    try:
+        check_repo_id(args.repo_id)  # in every mode, a dry run included
+    except ValueError as err:
+        raise CLIError(f"--repo-id: {err}") from None
     check_checkpoint_dir(args.checkpoint)
     if args.dry_run and args.out is None:
         raise CLIError("--dry-run builds the release folder only, so it needs --out DIR")
-    if args.repo_id.count("/") > 1 or not args.repo_id.strip("/") or " " in args.repo_id:
-        raise CLIError(f"--repo-id {args.repo_id!r} is not a Hub repository id (ORG/NAME)")
+    if args.out is not None:  # before any work: the release folder must not hold the checkpoint, ...
+        OutputFolder(args.out, f"{PROG} publish", inputs=[args.checkpoint, *(args.results or []), args.plot],
+                     overwrite=args.overwrite, flag="--out").check()
     results = [r for path in (args.results or []) for r in _read_results(path)]
     name = _checkpoint_name(results, args.checkpoint, args.checkpoint_name)
     plot = Path(args.plot) if args.plot else None
@@ -255,9 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.func(args)
-    except (CLIError, *USER_ERRORS) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"{PROG} {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 1
 
 

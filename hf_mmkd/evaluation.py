@@ -71,6 +71,8 @@ __all__ = [
     "check_checkpoint_dir",
     "checkpoint_names",
     "condition_plan",
+    "dataset_key",
+    "default_stem",
     "evaluate_checkpoints",
     "infer_dataset_name",
     "load_checkpoint",
@@ -201,7 +203,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     """
     from transformers import AutoTokenizer
 
-    from hf_mmkd import MMKDForSentiment
+    from hf_mmkd.inference import load_model
 
     ckpt = check_checkpoint_dir(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -212,11 +214,31 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         return model.eval(), {"tokenizer": proc.tokenizer, "feature_extractor": proc.feature_extractor,
                               "image_processor": proc.image_processor, "max_text_length": proc.max_text_length,
                               "max_audio_seconds": proc.max_audio_seconds}
-    model = MMKDForSentiment.from_pretrained(ckpt).to(device).eval()
+    model = load_model(ckpt, device)
     tokenizer = None
     if model.config.encoder_kind("text") == "backbone" and (ckpt / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(ckpt)
     return model, {"tokenizer": tokenizer}
+
+
+def dataset_key(dataset: Any) -> str:
+    """The dataset key of `load_eval_split` (titles, metric set, report names): "dataset" for a `DatasetDict`,
+    "demo", else `infer_dataset_name` of the folder or Hub id and its card."""
+    from datasets import DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        return "dataset"
+    if str(dataset) == "demo":
+        return "demo"
+    readme = Path(dataset) / "README.md"
+    return infer_dataset_name(dataset, readme.read_text(encoding="utf-8", errors="replace")
+                              if readme.is_file() else None)
+
+
+def default_stem(dataset: Any, protocol: str, dataset_name: str | None = None) -> str:
+    """The file name stem `write_evaluation_report` uses for `evaluate_checkpoints(dataset, protocol,
+    dataset_name=...)`: `<dataset key>_<protocol>`, known before the evaluation runs."""
+    return f"{(dataset_name or dataset_key(dataset)).lower()}_{protocol.lower()}".replace("/", "_")
 
 
 def load_eval_split(dataset: Any, split: str = "test"):
@@ -226,17 +248,16 @@ def load_eval_split(dataset: Any, split: str = "test"):
     from hf_mmkd.data.demo import make_demo_dataset
     from hf_mmkd.data.prepared import load_prepared
 
+    name = dataset_key(dataset)
     if isinstance(dataset, DatasetDict):
-        splits, name = dataset, "dataset"
+        splits = dataset
     elif str(dataset) == "demo":
-        splits, name = make_demo_dataset(seed=0), "demo"  # the split train.py trains the demo on
+        splits = make_demo_dataset(seed=0)  # the split train.py trains the demo on
     else:
         folder = Path(dataset)
         if str(dataset).startswith((".", "/", "~")) and not folder.is_dir():
             raise FileNotFoundError(f"dataset folder {folder} does not exist")
         splits = load_prepared(dataset)
-        readme = folder / "README.md"
-        name = infer_dataset_name(dataset, readme.read_text(encoding="utf-8") if readme.is_file() else None)
     if split not in splits:
         raise ValueError(f"dataset {dataset if isinstance(dataset, (str, os.PathLike)) else name!r} has no "
                          f"{split!r} split (splits: {', '.join(splits)})")
@@ -598,7 +619,7 @@ def write_evaluation_report(results: dict[str, Any], out_dir: str | os.PathLike,
     The stem defaults to `<dataset>_<requested protocol>`; returns `{"json", "markdown", "plot"}` paths.
     """
     view = _report_view(results)
-    stem = stem or f"{results['dataset']}_{str(results['protocol']).lower()}".replace("/", "_")
+    stem = stem or default_stem(results["dataset"], str(results["protocol"]), results["dataset"])
     paths = write_report(view, out_dir, stem=stem)
     if view.get("notes"):
         atomic_write(paths["markdown"], report_markdown(results))

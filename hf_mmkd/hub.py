@@ -21,14 +21,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from hf_mmkd.io import atomic_folder, read_json
+from hf_mmkd.io import MANIFEST, OutputFolder, read_json
 from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
 
@@ -43,10 +43,13 @@ __all__ = [
     "build_card",
     "build_release_dir",
     "check_hub_access",
+    "check_repo_id",
     "default_template_path",
+    "dummy_inputs",
     "eval_results",
     "publish",
     "upload",
+    "verify_release",
 ]
 
 PROCESSOR_FILES = (
@@ -389,22 +392,96 @@ def _image_refs(text: str) -> list[str]:
     return [r for r in refs if "://" not in r and not r.startswith("data:")]
 
 
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if the Hub accepts it as a model repository `owner/name` (huggingface_hub's own validator:
+    letters, digits, `-`, `_`, `.`, at most 96 characters, no `--` or `..`); a ValueError naming it otherwise.
+    Every publishing path calls this before any work, a dry run included."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"repo id {repo_id!r} is not of the form owner/name (e.g. my-org/mmkd-student)")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo id {repo_id!r} is not a valid Hub repository id: {' '.join(str(err).split())}") from None
+    return repo_id
+
+
+def dummy_inputs(config) -> dict[str, Any]:
+    """One small input row for every encoder of a model `config` (features, tokens, waveform or frames)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    batch: dict[str, Any] = {}
+    for m in ("text", "audio", "vision"):
+        kind = config.encoder_kind(m)
+        if kind == "features":
+            batch[f"{m}_features"] = torch.randn(1, 4, getattr(config, f"{m}_feature_dim"), generator=g)
+            batch[f"{m}_lengths"] = torch.tensor([4])
+        elif kind == "backbone" and m == "text":
+            vocab = getattr(config.text_config, "vocab_size", 100)
+            batch["input_ids"] = torch.randint(min(5, vocab - 1), vocab, (1, 8), generator=g)
+            batch["attention_mask"] = torch.ones(1, 8, dtype=torch.long)
+        elif kind == "backbone" and m == "audio":
+            batch["input_values"] = torch.randn(1, 4000, generator=g)
+            batch["audio_attention_mask"] = torch.ones(1, 4000, dtype=torch.long)
+        elif kind == "backbone":
+            size = getattr(config.vision_config, "image_size", 224)
+            size = size if isinstance(size, int) else size[0]
+            channels = getattr(config.vision_config, "num_channels", 3)
+            batch["pixel_values"] = torch.randn(1, 2, channels, size, size, generator=g)
+            batch["frame_mask"] = torch.ones(1, 2, dtype=torch.bool)
+    return batch
+
+
+def verify_release(folder: str | os.PathLike) -> None:
+    """Load a release folder with the code it ships (the class its config's `auto_map` names, imported from the
+    folder as `trust_remote_code=True` does) and run it on a dummy input; a ValueError says what fails.
+
+    Catches a truncated weight file, a config that does not match its weights, and shipped code that does not
+    load or run, before anything is written to the final location or uploaded.
+    """
+    import torch
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from hf_mmkd.inference import load_model
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    try:
+        model_class = get_class_from_dynamic_module(config["auto_map"]["AutoModelForSequenceClassification"], folder)
+    except Exception as err:  # anything at all: the shipped code does not import
+        raise ValueError(f"the release's code does not load ({type(err).__name__}: {err})") from None
+    try:
+        model = load_model(folder, device="cpu", model_class=model_class)
+    except ValueError as err:  # name the release, not its temporary folder
+        raise ValueError(f"the release does not load: {str(err).replace(str(folder), 'the release folder')}") from None
+    try:
+        with torch.no_grad():
+            logits = model(**dummy_inputs(model.config)).logits
+    except Exception as err:  # anything at all: the release does not run as shipped
+        raise ValueError(f"the release does not run on a dummy input ({type(err).__name__}: {err})") from None
+    if logits.shape[0] != 1 or not torch.isfinite(logits).all():
+        raise ValueError(f"the release gives no finite prediction on a dummy input (logits {logits.tolist()})")
+
+
 def build_release_dir(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, card: ModelCard | str,
                       extra_files: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike] | None = None,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, verify: Callable[[Path], None] | None = None,
+                      command: str = "build_release_dir") -> Path:
     """Assemble the Hub repository content of a checkpoint in a fresh folder `out_dir`; return its path.
 
     Copies the safetensors weights (or shards + index), config.json (it must carry `auto_map`, and each module it
     names must be present), every top-level `.py` file (configuration/modeling code), processor files that exist
     (`PROCESSOR_FILES`), the card as README.md, and `extra_files` (the plot, results JSON...; a mapping gives
     the names in the release). Refuses a checkpoint missing its weights or config, a card embedding an image that
-    is not shipped, and an existing `out_dir` unless `overwrite`. Written to a temporary sibling folder, then
-    renamed, so `out_dir` is never half-written.
+    is not shipped, and an `out_dir` that the output-folder guard refuses (`hf_mmkd.io.OutputFolder`: it holds
+    the checkpoint or an extra file, or it is not empty without `overwrite`, or it holds files hf_mmkd did not
+    write). Written to a temporary sibling folder; `verify(folder)` (e.g. `verify_release`) runs on it before it
+    is renamed into place, so `out_dir` is never half-written nor holds a release that does not work.
     """
-    ckpt, out = Path(checkpoint_dir), Path(out_dir)
+    ckpt = Path(checkpoint_dir)
     weights, _ = _check_checkpoint(ckpt)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"release folder {out} already exists; pass overwrite=True to replace it")
     if isinstance(extra_files, Mapping):
         extras = {str(k): Path(v) for k, v in extra_files.items()}
     else:
@@ -424,13 +501,16 @@ def build_release_dir(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathL
     if missing:
         raise FileNotFoundError(f"the card embeds {missing}, which are not among the release files; "
                                 f"pass them in extra_files")
-
-    with atomic_folder(out) as tmp:
+    guard = OutputFolder(out_dir, command, inputs=[ckpt, *extras.values()], overwrite=overwrite,
+                         flag="release folder")
+    with guard.write() as tmp:
         for name, src in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / name)
         (tmp / "README.md").write_text(card_text, encoding="utf-8")
-    return out
+        if verify is not None:
+            verify(tmp)
+    return guard.path
 
 
 # ---------------------------------------------------------------------------------------------- upload
@@ -446,7 +526,7 @@ def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = Non
     api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     return api.upload_folder(repo_id=repo_id, folder_path=str(release), repo_type="model",
-                             commit_message=commit_message)
+                             commit_message=commit_message, ignore_patterns=[MANIFEST])
 
 
 def check_hub_access(token: str | None = None) -> str:
@@ -501,6 +581,7 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
     commit info or None)`.
     """
     ckpt = Path(checkpoint_dir)
+    check_repo_id(repo_id)
     if dry_run and release_dir is None:
         raise ValueError("a dry run needs a release folder to write (release_dir / --out)")
     results_list = [] if results is None else _as_list(results)
@@ -510,6 +591,9 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
             raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
         checkpoint_name = names[0]
     _, config = _check_checkpoint(ckpt)  # fail on an incomplete checkpoint before rendering anything
+    from hf_mmkd.inference import load_model
+
+    load_model(ckpt, device="cpu")  # a truncated weight file, a config that does not match the weights: named now
     if (ckpt / TRAINING_SUMMARY).is_file() and "summary" not in card_kwargs:
         card_kwargs["summary"] = read_json(ckpt / TRAINING_SUMMARY)
     extras = {Path(p).name: Path(p) for p in extra_files}
@@ -519,8 +603,10 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
                       plot_filename=Path(plot).name if plot is not None else None, **card_kwargs)
     upload_kwargs = dict(token=token, private=private, commit_message=commit_message)
     if release_dir is not None:
-        out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite)
+        out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite,
+                                verify=verify_release, command="publish")
         return out, (None if dry_run else _upload_release(out, repo_id, True, **upload_kwargs))
     with tempfile.TemporaryDirectory(prefix="hf_mmkd_release_") as tmp:
-        out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras)
+        out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras, verify=verify_release,
+                                command="publish")
         return None, _upload_release(out, repo_id, False, **upload_kwargs)

@@ -36,18 +36,20 @@ vision) cannot be computed from a raw file: giving such a file raises an error t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from hf_mmkd.data.prepared import check_steps
+from hf_mmkd.io import atomic_write
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
 from hf_mmkd.modeling.processing_mmkd import PROCESSOR_NAME, MMKDProcessor
@@ -86,6 +88,88 @@ def _has_file(checkpoint, filename: str) -> bool:
                        _raise_exceptions_for_connection_errors=False) is not None
 
 
+def safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """`{tensor name: shape}` from the header of a safetensors file; a truncated or corrupt file raises a
+    ValueError naming it (the header and the file length must agree)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors.SafetensorError is no OSError/ValueError
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt: {err})") from None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder (one file, or the shards of an index)."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        from hf_mmkd.io import read_json
+
+        weight_map = read_json(index).get("weight_map") or {}
+        shards = [folder / name for name in sorted(set(weight_map.values()))]
+        missing = [p.name for p in shards if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"checkpoint {folder} is missing weight shard(s) {missing} listed in {index.name}")
+        return shards
+    raise FileNotFoundError(f"{folder} has no file named model.safetensors (not a complete checkpoint folder)")
+
+
+def check_weight_files(folder: str | os.PathLike) -> None:
+    """A local checkpoint folder has config.json and readable weight files (their safetensors headers agree with
+    the files' lengths): cheap, no model is built. A ValueError / FileNotFoundError names what is wrong."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a checkpoint folder (no config.json)")
+    for path in _weight_files(folder):
+        safetensors_shapes(path)
+
+
+@contextlib.contextmanager
+def _no_load_report():
+    """transformers logs a multi-page table of the keys before it raises on a bad checkpoint: `load_model`
+    reports the problem in one line instead."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_model(checkpoint, device: str | torch.device | None = None, model_class=None, **kwargs):
+    """`model_class.from_pretrained(checkpoint)` (default `MMKDForSentiment`) in eval mode on `device` (default CUDA
+    when available). Every loader of a saved model goes through here (predict, evaluate, train.py's teacher, the
+    check of a release folder), so that a bad checkpoint is a one-line ValueError naming it: no weights, a
+    truncated or corrupt weight file, or a config.json whose sizes or modalities do not match its weights (the
+    first differing tensor is named)."""
+    if Path(checkpoint).is_dir():
+        check_weight_files(checkpoint)
+    elif Path(checkpoint).exists():
+        raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+    model_class = model_class or MMKDForSentiment
+    try:
+        with _no_load_report():
+            model, info = model_class.from_pretrained(checkpoint, output_loading_info=True,
+                                                      ignore_mismatched_sizes=True, **kwargs)
+    except RuntimeError as err:
+        raise ValueError(f"cannot load checkpoint {checkpoint}: {str(err).splitlines()[0]}") from None
+    problems = [f"{k} is {tuple(have)} in the weights but {tuple(want)} for the config"
+                for k, have, want in sorted(info["mismatched_keys"])]
+    problems += [f"{k} is in the weights but not in the model of the config" for k in sorted(info["unexpected_keys"])]
+    problems += [f"{k} is missing from the weights" for k in sorted(info["missing_keys"])]
+    problems += list(info.get("error_msgs") or [])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"checkpoint {checkpoint}: config.json does not match its weights: {problems[0]}{more}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
 def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> LoadedCheckpoint:
     """Load a checkpoint's model and processor (library classes; no remote code is executed).
 
@@ -96,9 +180,7 @@ def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> Loa
         return checkpoint
     if Path(checkpoint).exists() and not (Path(checkpoint) / "config.json").is_file():
         raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
-    model = MMKDForSentiment.from_pretrained(checkpoint)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
+    model = load_model(checkpoint, device)
     config = model.config
     if _has_file(checkpoint, PROCESSOR_NAME):
         processor = MMKDProcessor.from_pretrained(checkpoint)
@@ -157,6 +239,7 @@ def _read_features(features) -> dict[str, np.ndarray]:
         x = np.asarray(value, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"features[{key!r}] must be a (steps, D) array, got shape {x.shape}")
+        check_steps(x.shape[0], f"features[{key!r}]")
         out[m] = x
     return out
 
@@ -271,17 +354,6 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="predictions.json",
                     batch_size: int = 32, *, neutral_threshold: float = 0.0,
                     device: str | torch.device | None = None) -> Path:
@@ -349,9 +421,10 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
                              "score": "" if r["score"] is None else r["score"],
                              "label": r["label"] or "", "reference": "" if r["reference"] is None else r["reference"]})
         text = buf.getvalue()
-    _write_atomic(out_path, text)
+    atomic_write(out_path, text)
     logger.info("wrote %d predictions of %s to %s", len(records), split, out_path)
     return out_path
 
 
-__all__ = ["LoadedCheckpoint", "build_processor", "load_checkpoint", "predict", "predict_dataset"]
+__all__ = ["LoadedCheckpoint", "build_processor", "check_weight_files", "load_checkpoint", "load_model", "predict",
+           "predict_dataset", "safetensors_shapes"]

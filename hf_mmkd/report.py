@@ -22,9 +22,9 @@ Conditions are the names from `hf_mmkd.metrics`: ``"r=0.3"`` (a missing rate; P1
 the table prints accuracies and F1 in percent, MAE and Corr as they are.
 
 Aggregation (`summarize`): each seed's curve is first reduced with its protocol's summary (P1 AUILC, P2 mean over
-r = 0.0-0.9, P3 mean of the six incomplete sets plus {l,a,v} on its own, P4 mean over MR = 0.1-0.7, P5 mean
-over the patterns), then mean and
-std (population, `np.std`) are taken over seeds, for every condition and every summary.
+r = 0.0-0.9 (over the rates evaluated when they are fewer, named in the label: "mean r=0.0,0.5"), P3 mean of the
+six incomplete sets plus {l,a,v} on its own, P4 mean over MR = 0.1-0.7, P5 mean over the patterns), then mean
+and std (population, `np.std`) are taken over seeds, for every condition and every summary.
 
 Files are written atomically: a temporary file in the target folder, then `os.replace`.
 """
@@ -47,6 +47,7 @@ from hf_mmkd.metrics import (
     auilc,
     mean_over_rates,
     parse_condition,
+    rate_condition,
     seed_mean_std,
     six_set_mean,
 )
@@ -125,12 +126,15 @@ def validate_results(results: dict[str, Any]) -> None:
 # -------------------------------------------------------------------------------------------- summarise
 
 
-def _protocol_summary(protocol: str, conditions: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """One seed's protocol summary rows: {label: {metric: value}}."""
+def _protocol_summary(protocol: str, conditions: dict[str, dict[str, float]],
+                      rates: Sequence[float] = P2_RATES) -> dict[str, dict[str, float]]:
+    """One seed's protocol summary rows: {label: {metric: value}}; `rates`: P2's rates (see `_p2_rates`)."""
     if protocol == "p1":
         return {"AUILC": auilc(conditions)}
     if protocol == "p2":
-        return {"mean r=0.0-0.9": mean_over_rates(conditions, P2_RATES)}
+        label = "mean r=0.0-0.9" if list(rates) == list(P2_RATES) else \
+            "mean r=" + ",".join(rate_condition(r)[2:] for r in rates)
+        return {label: mean_over_rates(conditions, rates)}
     if protocol == "p4":
         return {"mean MR=0.1-0.7": mean_over_rates(conditions, P4_RATES)}
     if protocol == "p3":
@@ -139,6 +143,15 @@ def _protocol_summary(protocol: str, conditions: dict[str, dict[str, float]]) ->
     rows = list(conditions.values())
     keys = [k for k in rows[0] if all(k in r for r in rows)]
     return {f"Avg. ({len(rows)} patterns)": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
+
+
+def _p2_rates(results: dict[str, Any]) -> tuple[float, ...]:
+    """The rates P2's mean is over: r = 0.0-0.9 (LNLN) when the results hold all ten (an extra r = 1.0 is left
+    out), else every rate they hold (`--rates 0.0 0.5`: the label then names them, "mean r=0.0,0.5"). Every seed
+    must have each of them."""
+    held = sorted({round(parse_condition(c)[1], 6) for seeds in results["checkpoints"].values()
+                   for conds in seeds.values() for c in conds})
+    return P2_RATES if all(round(r, 6) in held for r in P2_RATES) else tuple(held)
 
 
 def _sort_conditions(conds: Sequence[str]) -> list[str]:
@@ -156,13 +169,14 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     "summary": {label: {metric: {"mean", "std", "n"}}}}}`; see the module docstring for the order of steps."""
     validate_results(results)
     protocol = str(results["protocol"]).lower()
+    rates = _p2_rates(results) if protocol == "p2" else P2_RATES
     out = {}
     for ckpt, seeds in results["checkpoints"].items():
         per_seed = {}
         for seed, conds in seeds.items():
             conds = {c: dict(m) for c, m in conds.items()}
             try:
-                summary = _protocol_summary(protocol, conds)
+                summary = _protocol_summary(protocol, conds, rates)
             except ValueError as e:
                 raise ValueError(f"checkpoint {ckpt!r} seed {seed}: {e}") from None
             per_seed[seed] = {"conditions": conds, "summary": summary}

@@ -5,18 +5,28 @@ Argument groups (HfArgumentParser dataclasses, in this order): `ModelArguments`,
 command line override it. With no arguments the job trains on the synthetic demo set (`dataset=demo`).
 
 Layout of `output_dir`:
-    teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files)
+    teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files, and
+                    hf_mmkd_provenance.json: what produced it, see hf_mmkd/provenance.py)
     student/        the trained student, same format
     teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
     results.json    validation metrics of each stage, complete and under the evaluation protocol
+    .hf_mmkd_outputs.json   what train.py wrote there (hf_mmkd.io.OutputFolder): nothing else is ever replaced
+
+Safety (hf_mmkd/io.py): arguments, data and method are checked before anything is written or trained; the run holds
+a lock on `output_dir` (a second run into it is refused at start; a killed run's lock dies with it); an existing
+teacher is reused only when its provenance record matches the run (`--reuse_teacher` overrides); every user error is
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import types
 import typing
@@ -25,20 +35,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
+from hf_mmkd import __version__ as hf_mmkd_version
 from hf_mmkd.data.collator import MMKDDataCollator
 from hf_mmkd.data.demo import make_demo_dataset
 from hf_mmkd.data.missing import MissingModalitySimulator, row_key
 from hf_mmkd.data.prepared import load_prepared
 from hf_mmkd.data.standardize import FeatureStandardizer
-from hf_mmkd.distillation import DISTILLATION_LOSSES
-from hf_mmkd.inference import build_processor
-from hf_mmkd.io import atomic_folder
+from hf_mmkd.distillation import DISTILLATION_LOSSES, build_distillation_loss
+from hf_mmkd.inference import build_processor, load_model, safetensors_shapes
+from hf_mmkd.io import (
+    MANIFEST,
+    USER_ERRORS,
+    OutputFolder,
+    RunLockError,
+    atomic_folder,
+    atomic_write,
+    error_message,
+    parse_yaml,
+    read_json,
+    run_lock,
+    write_provenance,
+)
 from hf_mmkd.metrics import make_compute_metrics
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
+from hf_mmkd.provenance import REUSE_TEACHER, check_teacher, data_fingerprint, training_record
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
 
 logger = logging.getLogger("hf_mmkd")
@@ -93,12 +116,37 @@ class StageArguments:
     teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
     report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
     teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key % K == k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
+    reuse_teacher: str = field(default="matching", metadata={
+        "help": "an existing teacher: 'matching' reuses it only when its provenance record (training data "
+                "fingerprint, model and training arguments) matches this run and stops otherwise; 'always' uses "
+                "it as it is; 'never' trains a new one in its place (hf_mmkd/provenance.py)"})
 
     def __post_init__(self):
         if self.stage not in ("teacher", "student", "both"):
             raise ValueError(f"stage must be teacher, student or both, got {self.stage!r}")
         if self.teacher_folds == 1 or self.teacher_folds < 0:
             raise ValueError(f"teacher_folds must be 0 (off) or >= 2, got {self.teacher_folds}")
+        if self.reuse_teacher not in REUSE_TEACHER:
+            raise ValueError(f"--reuse_teacher must be one of {', '.join(REUSE_TEACHER)}, got {self.reuse_teacher!r}")
+        self.rates = parse_rates(self.report_rates)
+
+
+def parse_rates(text: str) -> list[float]:
+    """`--report_rates "0.0,0.5"` -> [0.0, 0.5]; each a missing rate in [0, 1] (an empty string: none)."""
+    rates = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            rate = float(part)
+        except ValueError:
+            rate = float("nan")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"--report_rates must be comma-separated missing rates in [0, 1] (e.g. 0.0,0.5); "
+                             f"{part!r} is not one")
+        rates.append(rate)
+    return rates
 
 
 PARSER_TYPES = (ModelArguments, DataArguments, StageArguments, MMKDTrainingArguments)
@@ -132,16 +180,10 @@ def parse_args(argv: list[str] | None = None):
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ValueError("--config needs a YAML file")
-        path = Path(argv[i + 1])
-        if not path.is_file():
-            raise ValueError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of argument names to values")
-        values.update(loaded)
+        values.update(read_config(argv[i + 1]))
         del argv[i : i + 2]
     known = {f.name for t in PARSER_TYPES for f in dataclasses.fields(t)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
         raise ValueError(f"unknown arguments in the config: {unknown}")
     cli = []
@@ -167,6 +209,24 @@ def build_parser() -> HfArgumentParser:
             if f"--no_{name}" in action.option_strings:
                 action.help = text
     return parser
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The mapping of argument names to values in a `--config` YAML file; a missing, binary or invalid file is
+    a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path} is not a YAML text file (it is not UTF-8 text)") from None
+    loaded = parse_yaml(text, f"--config {path}")
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a mapping of argument names to values")
+    return loaded
 
 
 NULL_STRINGS = ("None", "null")  # a YAML null reaches the parser as str(None) == "None"
@@ -205,7 +265,8 @@ def accept_null_for_optional_fields(parser: HfArgumentParser) -> None:
 
 
 def load_splits(data_args: DataArguments, seed: int):
-    """train / validation / test of a prepared dataset (or the demo)."""
+    """(train / validation / test of a prepared dataset (or the demo), the fingerprint of its whole train split
+    (`hf_mmkd.provenance.data_fingerprint`, for the teacher provenance record))."""
     if data_args.dataset == "demo":
         splits = make_demo_dataset(seed=0)
     else:
@@ -213,11 +274,29 @@ def load_splits(data_args: DataArguments, seed: int):
     for name in ("train", "validation"):
         if name not in splits:
             raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
+        if len(splits[name]) == 0:
+            raise ValueError(f"dataset {data_args.dataset!r}: the {name!r} split has 0 rows")
+    fingerprint = data_fingerprint(data_args.dataset, splits["train"])
     if data_args.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:
         splits["validation"] = splits["validation"].select(range(min(data_args.max_eval_samples, len(splits["validation"]))))
-    return splits
+    return splits, fingerprint
+
+
+def check_labels(splits, dataset: str) -> None:
+    """Every train and validation row has a finite `label` (found now, not at the batch that holds it)."""
+    for name in ("train", "validation"):
+        split = splits[name]
+        if "label" not in split.column_names:
+            raise ValueError(f"dataset {dataset!r}: the {name!r} split has no 'label' column")
+        labels = np.array([np.nan if y is None else y for y in split["label"]], dtype=np.float64)
+        bad = np.nonzero(~np.isfinite(labels))[0]
+        if bad.size:
+            i = int(bad[0])
+            row = split[i]["id"] if "id" in split.column_names else i
+            raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, not a finite number "
+                             f"({bad.size} such row(s)); fix the data set")
 
 
 def feature_dims(dataset) -> dict[str, int]:
@@ -394,15 +473,23 @@ def last_complete_checkpoint(stage_dir: Path) -> str | None:
 
 def resume_point(args: MMKDTrainingArguments, stage_dir: Path):
     """`--resume_from_checkpoint true` means the last complete checkpoint of this stage, if it has one; a path
-    must be a complete checkpoint folder."""
+    must be a complete checkpoint folder. Its weight files must be readable (a truncated one is named)."""
     value = args.resume_from_checkpoint
     if value in (None, False, "False", "false", ""):
         return None
     if value in (True, "True", "true"):
-        return last_complete_checkpoint(stage_dir)
-    if not checkpoint_is_complete(Path(value)):
+        value = last_complete_checkpoint(stage_dir)
+        if value is None:
+            return None
+    elif not checkpoint_is_complete(Path(value)):
         raise ValueError(f"resume_from_checkpoint {value} is not a complete Trainer checkpoint "
                          "(no readable trainer_state.json); pass 'true' to resume from the last complete one")
+    for path in sorted(Path(value).rglob("*.safetensors")):
+        try:
+            safetensors_shapes(path)
+        except ValueError as err:
+            raise ValueError(f"resume_from_checkpoint {value}: {err}; resume from another checkpoint or start over "
+                             "(--resume_from_checkpoint false)") from None
     return value
 
 
@@ -486,28 +573,174 @@ def preflight(args: MMKDTrainingArguments) -> None:
         check_hub_access(args.hub_token)
 
 
+TRAIN_OUTPUTS = ("student", "teacher_run", "student_run", "results.json", "evaluation", "release")
+
+
+def teacher_epochs(stage: StageArguments, args: MMKDTrainingArguments) -> float:
+    return args.num_train_epochs if stage.teacher_num_train_epochs is None else stage.teacher_num_train_epochs
+
+
+def check_arguments(stage: StageArguments, args: MMKDTrainingArguments, train_teacher_stage: bool,
+                    student_stage: bool) -> None:
+    """Everything about the arguments that can fail, checked before any data is read or any model trained."""
+    if args.max_steps is None or args.max_steps <= 0:
+        lengths = []
+        if train_teacher_stage:
+            flag = "--num_train_epochs" if stage.teacher_num_train_epochs is None else "--teacher_num_train_epochs"
+            lengths.append(("teacher", flag, teacher_epochs(stage, args)))
+        if student_stage:
+            lengths.append(("student", "--num_train_epochs", args.num_train_epochs))
+        for what, flag, epochs in lengths:
+            if not epochs > 0:
+                raise ValueError(f"{flag} {epochs:g} trains nothing: the {what} would be saved untrained (and a later "
+                                 "run could reuse it); give a positive number of epochs or --max_steps")
+    if stage.reuse_teacher == "never" and not train_teacher_stage:
+        raise ValueError("--reuse_teacher never retrains the teacher, but this run has no teacher stage "
+                         f"(--stage {stage.stage}, method {args.method!r})")
+    if student_stage:
+        views = (("--missing_protocol", args.missing_protocol, dict(rate=args.missing_rate, training=True)),
+                 ("--eval_missing_protocol", args.eval_missing_protocol,
+                  dict(rate=args.eval_missing_rate, availability=args.eval_missing_availability, training=False)))
+        for flag, protocol, kwargs in views:
+            try:
+                MissingModalitySimulator(protocol, **kwargs)
+            except ValueError as err:
+                raise ValueError(f"{flag} {protocol}: {err}") from None
+    if args.push_to_hub and student_stage:
+        from hf_mmkd.hub import check_repo_id
+
+        if not args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id OWNER/NAME (the Hub repository to publish to)")
+        try:
+            check_repo_id(args.hub_model_id)
+        except ValueError as err:
+            raise ValueError(f"--hub_model_id: {err}") from None
+
+
+def check_method(args: MMKDTrainingArguments, config_kwargs: dict) -> None:
+    """The distillation method's loss module builds for this model (unknown or bad --method_kwargs fail here,
+    not after the teacher has trained)."""
+    config = MMKDConfig(**{**config_kwargs, "role": "student", "distillation_method": args.method})
+    try:
+        build_distillation_loss(args.method, config, **args.method_kwargs)
+    except TypeError as err:
+        raise ValueError(f"--method_kwargs {json.dumps(args.method_kwargs)}: {err}") from None
+
+
+@contextlib.contextmanager
+def checkpoint_writes(folder: Path):
+    """torch.save reports a full or read-only disk as a RuntimeError of its zip writer: make it one line."""
+    try:
+        yield
+    except RuntimeError as err:
+        text = str(err)
+        if not any(key in text for key in ("PytorchStreamWriter", "inline_container", "file write failed")):
+            raise
+        probe = folder
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        full = shutil.disk_usage(probe).free < (1 << 20)
+        reason = "no space left on the device (disk full)" if full else "torch could not write the file"
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"cannot write the checkpoints in {folder}: {reason}") from None
+
+
+def agree(args: MMKDTrainingArguments, error: str | None) -> None:
+    """Raise `error` (found by the main process: a busy folder) on every process, so that no rank trains alone."""
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [error]
+        broadcast_object_list(box, from_process=0)
+        error = box[0]
+    if error is not None:
+        raise RunLockError(error)
+
+
 def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
         args: MMKDTrainingArguments) -> dict:
+    """Both stages (see the module docstring). Arguments, data and method are checked before anything is written;
+    then `output_dir` is locked (`hf_mmkd.io.run_lock`) and guarded (`hf_mmkd.io.OutputFolder`) for the run."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
     preflight(args)
     set_seed(args.seed)
-    if args.process_index == 0:
-        print(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
+    main_process = args.process_index == 0
+    say = print if main_process else (lambda *a, **k: None)  # the normal output: what runs and what is skipped
+    say(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
     root = Path(args.output_dir)
-    splits = load_splits(data_args, args.seed)
+    needs_teacher = DISTILLATION_LOSSES[args.method].teacher_mode in ("frozen", "online")
+    teacher_stage = stage.stage == "teacher" or (stage.stage == "both" and needs_teacher)
+    student_stage = stage.stage in ("student", "both")
+    teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
+    check_arguments(stage, args, teacher_stage, student_stage)
+
+    splits, fingerprint = load_splits(data_args, args.seed)
+    check_labels(splits, data_args.dataset)
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
     config_kwargs = model_config_kwargs(model_args, splits, standardization)
     model_args = trained_model_args(model_args, splits)
-    rates = [float(r) for r in stage.report_rates.split(",") if r.strip()]
-    method_cls = DISTILLATION_LOSSES[args.method]
-    needs_teacher = method_cls.teacher_mode in ("frozen", "online")
+    if student_stage:
+        check_method(args, config_kwargs)
+    rates = stage.rates
     compute_metrics = training_compute_metrics(data_args.dataset, config_kwargs.get("task", "regression"))
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
             splits[name] = add_length_column(splits[name], tokenizer)
+    record = training_record(
+        dataset=data_args.dataset, fingerprint=fingerprint, train_rows=len(splits["train"]),
+        data_args=dataclasses.asdict(data_args), model_args=dataclasses.asdict(model_args),
+        epochs=teacher_epochs(stage, args),
+        learning_rate=stage.teacher_learning_rate if stage.teacher_learning_rate is not None else args.learning_rate,
+        training_args=args, version=hf_mmkd_version)
+    student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
+
+    # The run's folders: the dataset (and a teacher that is only read) are inputs, never written over.
+    own_teacher = os.path.realpath(teacher_dir) == os.path.realpath(root / "teacher")
+    guard = OutputFolder(root, "train.py", flag="--output_dir", outputs=TRAIN_OUTPUTS,
+                         inputs=[data_args.dataset] + ([] if own_teacher or teacher_stage else [teacher_dir]))
+    teacher_guard = guard if own_teacher else OutputFolder(teacher_dir.parent, "train.py", outputs=[],
+                                                           flag="teacher folder")
+    # A teacher written outside output_dir (a shared teacher run's folder) is locked there too, but only by a run
+    # that will write it: runs that merely reuse a shared teacher may run side by side.
+    writes_shared_teacher = teacher_stage and not own_teacher and (
+        stage.reuse_teacher == "never" or not (teacher_dir / "config.json").is_file()
+        or any(not (teacher_dir / "folds" / f"fold_{k}" / "config.json").is_file() for k in range(stage.teacher_folds)))
+    created = not root.exists()
+    try:
+        with contextlib.ExitStack() as locks:
+            guard.check()
+            if writes_shared_teacher:
+                teacher_guard.check()
+            error = None
+            if main_process:
+                try:
+                    locks.enter_context(run_lock(root))
+                    if writes_shared_teacher:
+                        locks.enter_context(run_lock(teacher_dir.parent))
+                except RunLockError as err:
+                    error = str(err)
+            agree(args, error)
+            return _run_stages(
+                model_args=model_args, data_args=data_args, stage=stage, args=args, splits=splits, say=say,
+                config_kwargs=config_kwargs, student_kwargs=student_kwargs, record=record, rates=rates,
+                guard=guard, teacher_guard=teacher_guard, teacher_dir=teacher_dir, teacher_stage=teacher_stage,
+                student_stage=student_stage, needs_teacher=needs_teacher, compute_metrics=compute_metrics,
+                preprocessors=(tokenizer, feature_extractor, image_processor))
+    except BaseException:
+        if created and main_process and root.is_dir() and {p.name for p in root.iterdir()} <= {MANIFEST}:
+            shutil.rmtree(root, ignore_errors=True)  # nothing of this run is left: no empty run folder either
+        raise
+
+
+def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwargs, student_kwargs, record, rates,
+                guard, teacher_guard, teacher_dir, teacher_stage, student_stage, needs_teacher, compute_metrics,
+                preprocessors) -> dict:
+    """The stages themselves, inside the run's lock."""
+    tokenizer, feature_extractor, image_processor = preprocessors
+    root = Path(args.output_dir)
+    main_process = args.process_index == 0
     results_path = root / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_json(results_path) if results_path.is_file() else {}
 
     def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
@@ -518,8 +751,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
                            compute_metrics=compute_metrics, fold_teachers=fold_teachers)
 
-    def save(model, folder: Path):
-        if args.process_index == 0:
+    def record_outputs(folder_guard, *names):
+        if main_process:
+            folder_guard.record(*names)
+
+    def save(model, folder: Path, provenance: dict):
+        if main_process:
             # Written to a temporary sibling and renamed into place: an interrupted save never leaves a
             # half-written teacher/ or student/ that looks complete (an older one is replaced only at the end).
             with atomic_folder(folder) as tmp:
@@ -528,44 +765,76 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
                                 image_processor=image_processor, max_text_length=data_args.max_text_length,
                                 ).save_pretrained(tmp)
+                write_provenance(tmp, provenance)
+
+    def train(trainer, run_dir: Path, resume: str | None):
+        with checkpoint_writes(run_dir):
+            try:
+                trainer.train(resume_from_checkpoint=resume)
+            except RuntimeError as err:  # the Trainer loads the checkpoint with load_state_dict: a page of these
+                if resume is None or "size mismatch" not in str(err):
+                    raise
+                first = next(line.strip() for line in str(err).splitlines() if "size mismatch" in line)
+                raise ValueError(f"resume_from_checkpoint {resume} was saved by a run with other model sizes "
+                                 f"({first}); resume with the arguments that wrote it, or start over "
+                                 "(--resume_from_checkpoint false)") from None
 
     train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
-    teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
-    def train_teacher(run_dir: Path, out_dir: Path, train_dataset=None):
+    train_teacher = False
+    if teacher_stage:
+        if (teacher_dir / "config.json").is_file() and stage.reuse_teacher != "never":
+            accepted = check_teacher(teacher_dir, record, trains_teacher=True, reuse=stage.reuse_teacher,
+                                     method=args.method, student_kwargs=student_kwargs)
+            why = (f"used as it is (--reuse_teacher always) although {'; '.join(accepted)}" if accepted else
+                   "it was trained on the same data with the same arguments (--reuse_teacher never retrains it)")
+            say(f"teacher stage skipped: reusing the teacher in {teacher_dir}: {why}")
+        else:
+            train_teacher = True
+    elif stage.stage == "both":
+        say(f"teacher stage skipped: method {args.method!r} trains no separate teacher")
+
+    def fit_teacher(run_dir: Path, out_dir: Path, provenance: dict, train_dataset=None):
+        """Train a teacher on complete inputs (task loss only) into `out_dir`; return its trainer."""
         teacher_args = stage_args(
             args, run_dir, method="none", method_kwargs={}, missing_protocol="none", eval_missing_protocol="none",
             eval_missing_availability=None,  # the student's P3/P5 evaluation set; the teacher sees complete inputs
-            num_train_epochs=stage.teacher_num_train_epochs or args.num_train_epochs,
-            learning_rate=stage.teacher_learning_rate or args.learning_rate,
-            diagnostics_steps=0, balance_terms=False, recoverability_floor=None,
+            num_train_epochs=teacher_epochs(stage, args), learning_rate=record["training"]["learning_rate"],
+            diagnostics_steps=0, balance_terms=False, recoverability_floor=None,  # student-stage machinery
         )
-        teacher = new_model(model_args, {**config_kwargs, "role": "teacher"}, train_labels)
+        # pattern_embedding is a student option: the teacher only ever sees the complete pattern
+        teacher = new_model(model_args, {**config_kwargs, "role": "teacher", "pattern_embedding": False},
+                            train_labels)
+        resume = resume_point(args, run_dir)
+        record_outputs(guard, run_dir.relative_to(root).parts[0])  # the Trainer creates its folder as it starts
         trainer = make_trainer(teacher, teacher_args, train_dataset=train_dataset)
-        trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
-        save(trainer.student, out_dir)
+        train(trainer, run_dir, resume)
+        save(trainer.student, out_dir, {**provenance, "result": {"global_step": trainer.state.global_step}})
         return trainer
 
     def fold_dir(k: int) -> Path:
         return teacher_dir / "folds" / f"fold_{k}"
 
-    run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
-    if run_teacher and not (teacher_dir / "config.json").is_file():
+    if train_teacher:
         logger.info("teacher stage: complete inputs, no distillation")
-        trainer = train_teacher(root / "teacher_run", teacher_dir)
+        say(f"teacher stage: training a teacher on complete inputs into {teacher_dir}")
+        record_outputs(teacher_guard, teacher_dir.name)
+        trainer = fit_teacher(root / "teacher_run", teacher_dir, record)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
         write_card(teacher_dir, training_summary(trainer.args, None, results["teacher"]), args)
-    elif run_teacher:
-        logger.info("teacher stage skipped: %s already holds a trained teacher", teacher_dir)
-    if run_teacher and stage.teacher_folds:
+    if teacher_stage and stage.teacher_folds:
         for k in range(stage.teacher_folds):  # cross-fitting: fold k's teacher never sees fold k's rows
             if (fold_dir(k) / "config.json").is_file():
+                say(f"teacher fold {k + 1}/{stage.teacher_folds} skipped: {fold_dir(k)} exists")
                 continue
-            logger.info("teacher fold %d/%d", k + 1, stage.teacher_folds)
+            say(f"teacher fold {k + 1}/{stage.teacher_folds}: training without fold {k} into {fold_dir(k)}")
             rest = splits["train"].filter(lambda row: row_key(row["id"]) % stage.teacher_folds != k)
-            trainer = train_teacher(root / "teacher_run" / f"fold_{k}", fold_dir(k), rest)
+            trainer = fit_teacher(root / "teacher_run" / f"fold_{k}", fold_dir(k),
+                                  {**record, "fold": {"index": k, "folds": stage.teacher_folds}}, rest)
             write_card(fold_dir(k), training_summary(trainer.args, None, {}), args)
 
-    if stage.stage in ("student", "both"):
+    if not student_stage:
+        say("student stage skipped: --stage teacher")
+    if student_stage:
         logger.info("student stage: method %s, student view %s", args.method, args.missing_protocol)
         teacher = None
         if needs_teacher:
@@ -573,15 +842,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 where = f"{teacher_dir} has no config.json" if teacher_dir.is_dir() else f"none at {teacher_dir}"
                 raise ValueError(f"method {args.method!r} needs a trained teacher; {where} "
                                  "(run --stage teacher first, or pass --teacher_name_or_path)")
-            teacher = MMKDForSentiment.from_pretrained(teacher_dir)
+            if not teacher_stage:
+                accepted = check_teacher(teacher_dir, record, trains_teacher=False, reuse=stage.reuse_teacher,
+                                         method=args.method, student_kwargs=student_kwargs)
+                if accepted:
+                    say(f"using the teacher in {teacher_dir} as it is (--reuse_teacher always) although "
+                        f"{'; '.join(accepted)}")
+            teacher = load_model(teacher_dir, device="cpu")
         fold_teachers = None
-        if stage.teacher_folds and method_cls.teacher_mode == "frozen":
+        if stage.teacher_folds and DISTILLATION_LOSSES[args.method].teacher_mode == "frozen":
             missing = [str(fold_dir(k)) for k in range(stage.teacher_folds) if not (fold_dir(k) / "config.json").is_file()]
             if missing:
-                raise ValueError(f"teacher_folds={stage.teacher_folds} needs the cross-fitted teachers; missing "
+                raise ValueError(f"--teacher_folds {stage.teacher_folds} needs the cross-fitted teachers; missing "
                                  f"{missing} (run the teacher stage with --teacher_folds {stage.teacher_folds})")
-            fold_teachers = [MMKDForSentiment.from_pretrained(fold_dir(k)) for k in range(stage.teacher_folds)]
-        student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
+            fold_teachers = [load_model(fold_dir(k), device="cpu") for k in range(stage.teacher_folds)]
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
             student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)}, train_labels)
@@ -589,50 +863,56 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         else:
             student = new_model(model_args, student_kwargs, train_labels)
         run_dir = root / "student_run"
+        resume = resume_point(args, run_dir)
+        record_outputs(guard, run_dir.name)
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher,
                                fold_teachers=fold_teachers)
-        trainer.train(resume_from_checkpoint=resume_point(args, run_dir))
+        say(f"student stage: method {args.method}, student view {args.missing_protocol}, into {root}")
+        train(trainer, run_dir, resume)
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
-        folders = {root / "student": wrapper.student} if len(wrapper.students) == 1 else {
-            root / f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}
-        for folder, student_model in folders.items():
-            save(student_model, folder)
+        students = {"student": wrapper.student} if len(wrapper.students) == 1 else {
+            f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}
+        for name, model in students.items():
+            record_outputs(guard, name)
+            save(model, root / name, {**record, "role": "student", "method": args.method,
+                                      "result": {"global_step": trainer.state.global_step}})
         results["student"] = evaluate_rates(trainer, rates, "eval")
-        for folder in folders:
-            write_card(folder, training_summary(args, teacher_dir if needs_teacher else None, results["student"],
-                                                teacher_folds=len(fold_teachers or [])), args)
+        for name in students:
+            write_card(root / name, training_summary(args, teacher_dir if needs_teacher else None, results["student"],
+                                                     teacher_folds=len(fold_teachers or [])), args)
 
-    if args.process_index == 0:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-        os.replace(tmp, results_path)
+    if main_process:
+        record_outputs(guard, "results.json")
+        atomic_write(results_path, json.dumps(results, indent=2, sort_keys=True))
         for name, metrics in results.items():
             print(f"[{name}] {json.dumps(printable_metrics(name, metrics), sort_keys=True)}")
-    if args.push_to_hub and args.process_index == 0 and stage.stage in ("student", "both"):
+    if args.push_to_hub and main_process and student_stage:
         from hf_mmkd.evaluation import publish_training_run
 
+        record_outputs(guard, "evaluation", "release")
         release = publish_training_run(
             root, data_args.dataset,
-            repo_id=args.hub_model_id or root.resolve().name, protocol=args.eval_missing_protocol,
+            repo_id=args.hub_model_id, protocol=args.eval_missing_protocol,
             seeds=(args.missing_seed,), private=args.hub_private_repo, token=args.hub_token,
             max_text_length=data_args.max_text_length,
             hyperparameters={"method": args.method, "num_train_epochs": args.num_train_epochs,
                              "learning_rate": args.learning_rate, "seed": args.seed,
-                             "missing_protocol": args.missing_protocol})
-        print(f"published {release} to https://huggingface.co/{args.hub_model_id or root.resolve().name}")
+                             "missing_protocol": args.missing_protocol, "dataset": data_args.dataset})
+        print(f"published {release} to https://huggingface.co/{args.hub_model_id}")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`train.py`: exit status 0, 2 for bad arguments, 1 for any other user error (one line on stderr, never a
+    traceback; see `hf_mmkd.io.USER_ERRORS`)."""
     try:
         model_args, data_args, stage, args = parse_args(argv)
-    except ValueError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"train.py: error: {error_message(err)}", file=sys.stderr)
         return 2
     try:
         run(model_args, data_args, stage, args)
-    except ValueError as err:  # bad data, a missing teacher, ...: one line that names the problem
-        print(f"train.py: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:  # bad data, a missing teacher, a full disk, a busy folder: one line
+        print(f"train.py: error: {error_message(err)}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 import logging
 import os
 import pickle
@@ -45,6 +46,8 @@ from hf_mmkd.data.media import encode_wav
 START, END = "<!-- errors:start -->", "<!-- errors:end -->"
 PREPARE_MMSA = "dataset_scripts/prepare_mmsa.py"
 PREPARE_MEDIA = "dataset_scripts/prepare_media.py"
+MAKE_DEMO = "dataset_scripts/make_demo.py"
+MAKE_RAW_CSV = "dataset_scripts/make_raw_csv.py"
 TRAIN = "train.py"
 HF_MMKD = "hf-mmkd"  # the console script: hf_mmkd.cli.main
 EVALUATE, PREDICT, PUBLISH = "hf-mmkd evaluate", "hf-mmkd predict", "hf-mmkd publish"
@@ -303,7 +306,8 @@ def write_video_without_decodable_frames(path):
     return path
 
 
-def media(make_media=None, label="0.5", split="train", text="a sentence", columns=None, *extra):
+def media(make_media=None, label="0.5", split="train", text="a sentence", columns=None, *extra, start="", end="",
+          out=None):
     """An `exit` row's function: write a one-row CSV (+ its media file), return prepare_media.py's argv."""
     def setup(tmp):
         folder = inputs(tmp)
@@ -313,10 +317,37 @@ def media(make_media=None, label="0.5", split="train", text="a sentence", column
             writer = csv.writer(f)
             header = columns or ["id", "media", "start", "end", "text", "label", "split"]
             writer.writerow(header)
-            values = {"id": "u1", "media": name, "start": "", "end": "", "text": text, "label": label, "split": split}
+            values = {"id": "u1", "media": name, "start": start, "end": end, "text": text, "label": label,
+                      "split": split}
             writer.writerow([values[c] for c in header])
-        return [str(table), str(tmp / "out"), "--max-frames", "2", "--frame-size", "16", *extra]
+        target = out(folder) if out is not None else tmp / "out"
+        return [str(table), str(target), "--max-frames", "2", "--frame-size", "16", *extra]
     return setup
+
+
+def latin1_csv(tmp):
+    folder = inputs(tmp)
+    write_wav(folder / "ok.wav")
+    (folder / "rows.csv").write_bytes("id,media,start,end,text,label,split\nu1,ok.wav,,,très bien,1,train\n"
+                                      .encode("latin-1"))
+    return [str(folder / "rows.csv"), str(tmp / "out")]
+
+
+def image_renamed_mp4(folder):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "clip.png")
+    (folder / "clip.png").rename(folder / "clip.mp4")
+    return "clip.mp4"
+
+
+def full_folder(folder, name="full", files=("notes.txt",)):
+    """A folder holding files that hf_mmkd did not write."""
+    target = folder / name
+    target.mkdir(exist_ok=True)
+    for f in files:
+        (target / f).write_text("the user's own file")
+    return target
 
 
 def media_whitespace_text_recovered(tmp):
@@ -358,12 +389,91 @@ def train(*argv, dataset=None, teacher=None, resume=None):
     return setup
 
 
-def small_demo(folder, name="ds", mutate=None):
-    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+def small_demo(folder, name="ds", mutate=None, seed=0):
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=seed)
     if mutate is not None:
         dsd = mutate(dsd)
     save_prepared(dsd, folder / name, "test data")
     return str(folder / name)
+
+
+def nan_label(folder):
+    def mutate(dsd):
+        from datasets import Dataset
+
+        columns = dsd["train"].to_dict()
+        columns["label"][2] = float("nan")
+        dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
+        return dsd
+    return small_demo(folder, mutate=mutate)
+
+
+def long_sequence(split):
+    """A demo data set whose first `split` row has an audio sequence longer than hf_mmkd's limit."""
+    def make(folder):
+        from hf_mmkd.data.prepared import MAX_STEPS
+
+        def mutate(dsd):
+            from datasets import Dataset
+
+            columns = dsd[split].to_dict()
+            columns["audio_features"][0] = np.zeros((MAX_STEPS + 1, 8), np.float32).tolist()
+            dsd[split] = Dataset.from_dict(columns, features=dsd[split].features)
+            return dsd
+        dsd = make_demo_dataset(sizes={"train": 8, "validation": 4, "test": 4}, seed=0)
+        save_prepared(mutate(dsd), folder / "ds", "test data")
+        return str(folder / "ds")
+    return make
+
+
+def card_edit(old, new):
+    """A prepared folder whose README card has `old` replaced by `new` (invalid YAML, an entry without path)."""
+    def make(folder):
+        path = demo_with_test_split(folder)
+        readme = Path(path) / "README.md"
+        readme.write_text(readme.read_text().replace(old, new, 1))
+        return path
+    return make
+
+
+@functools.cache
+def _trained_teacher() -> Path:
+    """A teacher trained by train.py (so with its provenance record) on the 8-row demo set used by the train rows."""
+    import tempfile
+
+    from hf_mmkd.training import main
+
+    root = Path(tempfile.mkdtemp(prefix="hf_mmkd_bad_inputs_teacher_"))
+    data = small_demo(root)
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert main(["--output_dir", str(root / "run"), *TINY_TRAIN, "--stage", "teacher", "--dataset", data]) == 0
+    return root / "run" / "teacher"
+
+
+def trained_teacher(edit=None):
+    """A copy of `_trained_teacher()`, edited by `edit(folder)`; used with `--dataset small_demo`."""
+    def make(folder):
+        target = folder / "teacher"
+        shutil.copytree(_trained_teacher(), target)
+        if edit is not None:
+            edit(target)
+        return str(target)
+    return make
+
+
+def set_config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        config.update(changes)
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def truncate(name="model.safetensors"):
+    def edit(folder):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+    return edit
 
 
 def corrupt_parquet(folder):
@@ -427,6 +537,17 @@ def checkpoint_without(filename, kind="features", name="teacher"):
     return make
 
 
+def edited_checkpoint(edit, kind="features", name="ckpt"):
+    """A copy of `_checkpoint(kind)` changed by `edit(folder)` (a truncated weight file, a config that does not
+    match the weights, ...)."""
+    def make(folder):
+        target = folder / name
+        shutil.copytree(_checkpoint(kind), target)
+        edit(target)
+        return str(target)
+    return make
+
+
 # ---- hf-mmkd evaluate / predict / publish -------------------------------------------------------------------
 
 
@@ -465,6 +586,52 @@ def incomplete_checkpoint(folder):
     ckpt.mkdir(parents=True)
     (ckpt / "model.safetensors").write_bytes(b"cut")
     return str(ckpt)
+
+
+def truncated_resume_checkpoint(folder):
+    """A checkpoint whose save finished (trainer_state.json) but whose weight file was cut afterwards."""
+    ckpt = folder / "teacher_run" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    shutil.copy(_checkpoint() / "model.safetensors", ckpt / "model.safetensors")
+    truncate()(ckpt)
+    return str(ckpt)
+
+
+def checkpoint_of_other_sizes(folder):
+    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8."""
+    from hf_mmkd.training import main
+
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert main(["--output_dir", str(folder / "prev"), *TINY_TRAIN, "--stage", "student", "--method", "none",
+                     "--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]) == 0
+    return str(folder / "prev" / "student_run" / "checkpoint-1")
+
+
+def config_file(payload: bytes, name="c.yaml"):
+    def setup(tmp):
+        path = inputs(tmp) / name
+        path.write_bytes(payload)
+        return ["--output_dir", str(tmp / "out"), *TINY_TRAIN, "--config", str(path)]
+    return setup
+
+
+def make_demo(out):
+    """An `exit` row's function for make_demo.py: `out(inputs folder)` is OUT_DIR."""
+    def setup(tmp):
+        return [str(out(inputs(tmp)))]
+    return setup
+
+
+def run_folder(folder):
+    """A train.py output folder as a finished run leaves it (student/ is the checkpoint to publish)."""
+    run = folder / "run"
+    for name in ("teacher_run", "student_run"):
+        (run / name).mkdir(parents=True)
+    shutil.copytree(_checkpoint(), run / "teacher")
+    shutil.copytree(_checkpoint(), run / "student")
+    (run / "results.json").write_text("{}")
+    return str(run / "student")
 
 
 # ---- the table ---------------------------------------------------------------------------------------------
@@ -581,7 +748,35 @@ def rows(caplog=None) -> list[Row]:
         Row(PREPARE_MMSA, "negative or fractional class label", "exit", "is not a class index (a whole number >= 0)",
             mmsa(set_item("train", "classification_labels", np.array([0, 1, -1, 2]))), PREPARE_MMSA),
         Row(PREPARE_MMSA, "OUT_DIR not empty", "exit", "is not empty; pass --overwrite",
-            lambda t: (inputs(t) / "x").write_text("x") and mmsa()(t)[:1] + [str(inputs(t))], PREPARE_MMSA),
+            lambda t: mmsa()(t)[:1] + [str(full_folder(inputs(t)))], PREPARE_MMSA),
+        Row(PREPARE_MMSA, "--overwrite of a folder holding files hf_mmkd did not write", "exit",
+            "holds notes.txt, which hf_mmkd did not write (not in its .hf_mmkd_outputs.json); --overwrite replaces "
+            "only what hf_mmkd wrote", lambda t: mmsa()(t)[:1] + [str(full_folder(inputs(t))), "--overwrite"],
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "OUT_DIR is the folder of the input pickle (--overwrite)", "exit",
+            "output folder … contains the input …in.pkl: prepare_mmsa.py never writes where its inputs are",
+            lambda t: mmsa()(t)[:1] + [str(inputs(t)), "--overwrite"], PREPARE_MMSA),
+        Row(PREPARE_MMSA, "both 'valid' and 'dev' split keys", "exit",
+            "split keys ['valid', 'dev'] all mean the 'validation' split",
+            mmsa(lambda d: d.__setitem__("dev", d["valid"])), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "labels given as strings", "exit",
+            "split 'train', key 'regression_labels': must hold numbers, got <U3 values (e.g. '0.5')",
+            mmsa(set_item("train", "regression_labels", np.array(["0.5", "1.0", "2.0", "0.0"]))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "features given as strings", "exit", "split 'test', key 'vision': must hold numbers",
+            mmsa(set_item("test", "vision", lambda d: d["test"]["vision"].astype(str))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "2-D lengths", "exit",
+            "key 'audio_lengths': must be a 1-D array of one length per row, got shape (4, 2)",
+            mmsa(set_item("train", "audio_lengths", np.full((4, 2), 6))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "fractional lengths", "exit",
+            "key 'vision_lengths': row 1 has length 2.5, which is not a whole number of steps",
+            mmsa(set_item("valid", "vision_lengths", np.array([6, 2.5, 6]))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "a split with 0 rows", "exit",
+            "split 'test', key 'regression_labels': has 0 rows; every split needs at least one row",
+            mmsa(lambda d: d.__setitem__("test", {k: v[:0] for k, v in d["test"].items()})), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "feature sequences too long for memory", "exit",
+            "split 'train', key 'audio' has 10001 steps per row; hf_mmkd accepts at most 10000 (self-attention over "
+            "one such row needs about 0.4 GB per head and layer)",
+            mmsa(set_item("train", "audio", np.zeros((4, 10001, 5), np.float32))), PREPARE_MMSA),
         Row(PREPARE_MMSA, "NaN/inf features", "recovered",
             "set to 0 (audio -inf as MMSA's loader does) and counted in the dataset card",
             mmsa_non_finite_features_recovered),
@@ -606,10 +801,35 @@ def rows(caplog=None) -> list[Row]:
             media(lambda f: write_wav(f / "empty.wav", seconds=0).name), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "video with no decodable frame", "exit", "no decodable video frame",
             media(lambda f: write_video_without_decodable_frames(f / "cut.mkv").name), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "--fps 0", "exit", "--fps must be a positive number of frames per second, got 0",
+            media(None, "0.5", "train", "hi", None, "--fps", "0"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "negative --fps", "exit", "--fps must be a positive number of frames per second, got -2",
+            media(None, "0.5", "train", "hi", None, "--fps", "-2"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "segment start after its end", "exit", "line 2 (id 'u1'): end 0.1 s is not after start 0.2 s",
+            media(start="0.2", end="0.1"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "negative segment start", "exit", "line 2 (id 'u1'): start -1 s is negative",
+            media(start="-1"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "an image file renamed .mp4", "exit",
+            "row 'u1': …clip.mp4 is a still image (png_pipe), not an audio or video file",
+            media(image_renamed_mp4), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "CSV that is not UTF-8", "exit", "rows.csv is not UTF-8 text", latin1_csv, PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "OUT_DIR is the folder of the media (--overwrite)", "exit", "contains the input",
+            media(None, "0.5", "train", "hi", None, "--overwrite", out=lambda f: f), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "empty or whitespace-only transcript", "recovered",
             "stored with has_text False (raw_text null)", media_whitespace_text_recovered),
         Row(PREPARE_MEDIA, "missing/corrupt media with --skip-bad", "recovered",
             "the row is skipped, listed on stderr and in the dataset card", media_skip_bad_recovered),
+        # make_raw_csv.py
+        Row(MAKE_RAW_CSV, "MOSI label file not found", "exit", "…label.csv: No such file or directory",
+            lambda t: (inputs(t) / "mosi_v1_1.wav").write_bytes(b"x") and [str(inputs(t)), str(t / "out.csv"),
+                                                                            "--mosi-labels", str(t / "label.csv")],
+            MAKE_RAW_CSV),
+        # make_demo.py
+        Row(MAKE_DEMO, "OUT_DIR is a file", "exit", "output folder … exists and is not a folder",
+            make_demo(lambda f: (f / "afile").write_text("x") and f / "afile"), MAKE_DEMO),
+        Row(MAKE_DEMO, "--overwrite of a folder holding files hf_mmkd did not write", "exit",
+            "which hf_mmkd did not write",
+            lambda t: make_demo(full_folder)(t) + ["--overwrite"], MAKE_DEMO),
         # train.py
         Row(TRAIN, "unknown flag", "exit", "arguments are not used by the HfArgumentParser: ['--bogus_flag'", train("--bogus_flag", "1"), TRAIN),
         Row(TRAIN, "unknown stage", "exit", "stage must be teacher, student or both", train("--stage", "teachers"), TRAIN),
@@ -634,6 +854,62 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "resume_from_checkpoint is an incomplete checkpoint", "exit",
             "resume_from_checkpoint … is not a complete Trainer checkpoint (no readable trainer_state.json)",
             train("--stage", "teacher", resume=incomplete_checkpoint), TRAIN),
+        Row(TRAIN, "resume checkpoint with a truncated model.safetensors", "exit",
+            "resume_from_checkpoint …: …model.safetensors is not a readable safetensors file (truncated or corrupt",
+            train("--stage", "teacher", resume=truncated_resume_checkpoint), TRAIN),
+        Row(TRAIN, "resume checkpoint written with other model sizes", "exit",
+            "resume_from_checkpoint … was saved by a run with other model sizes (size mismatch for ",
+            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes),
+            TRAIN),
+        Row(TRAIN, "invalid YAML --config", "exit", "--config …c.yaml is not valid YAML: ",
+            config_file(b"method: logit\nhidden_size: [8\n"), TRAIN),
+        Row(TRAIN, "binary --config file", "exit", "--config …c.yaml is not a YAML text file (it is not UTF-8 text)",
+            config_file(bytes(range(256)) * 4), TRAIN),
+        Row(TRAIN, "bad --report_rates", "exit",
+            "--report_rates must be comma-separated missing rates in [0, 1] (e.g. 0.0,0.5); '1.5' is not one",
+            train("--report_rates", "0.0,1.5"), TRAIN),
+        Row(TRAIN, "unknown --missing_protocol (before the teacher trains)", "exit",
+            "--missing_protocol p9: unknown protocol 'p9'", train("--missing_protocol", "p9"), TRAIN),
+        Row(TRAIN, "unknown method_kwargs key (before the teacher trains)", "exit",
+            "method_kwargs ['bogus'] are not arguments of method 'corrkd'",
+            train("--method_kwargs", '{"bogus": 1}'), TRAIN),
+        Row(TRAIN, "--num_train_epochs 0", "exit",
+            "--num_train_epochs 0 trains nothing: the teacher would be saved untrained",
+            train("--num_train_epochs", "0"), TRAIN),
+        Row(TRAIN, "NaN label in the training data", "exit",
+            "train row 'demo_train_2' has label nan, not a finite number", train(dataset=nan_label), TRAIN),
+        Row(TRAIN, "data-set card with invalid YAML", "exit", "README.md: the YAML front matter is not valid YAML",
+            train(dataset=card_edit("configs:", "configs: [")), TRAIN),
+        Row(TRAIN, "data-set card entry without 'path'", "exit",
+            "README.md: configs[0].data_files[0] must have a 'split' and a 'path'",
+            train(dataset=card_edit("path: data/train-", "file: data/train-")), TRAIN),
+        Row(TRAIN, "feature sequences too long for memory", "exit",
+            "row 'demo_train_0': audio_features has 10001 steps per row; hf_mmkd accepts at most 10000",
+            train("--max_train_samples", "None", "--stage", "teacher", dataset=long_sequence("train")), TRAIN),
+        Row(TRAIN, "--output_dir is a file", "exit", "--output_dir … exists and is not a folder",
+            lambda t: (inputs(t) / "f").write_text("x") and train()(t) + ["--output_dir", str(inputs(t) / "f")],
+            TRAIN),
+        Row(TRAIN, "--output_dir contains the dataset", "exit", "--output_dir … contains the input",
+            lambda t: train(dataset=small_demo)(t) + ["--output_dir", str(inputs(t))], TRAIN),
+        Row(TRAIN, "--push_to_hub with an invalid --hub_model_id", "exit",
+            "--hub_model_id: repo id 'me/two words' is not a valid Hub repository id",
+            train("--push_to_hub", "--hub_model_id", "me/two words"), TRAIN),
+        Row(TRAIN, "reused teacher trained with another hidden_size", "exit",
+            "the teacher in … was not trained on this data with these arguments (model.hidden_size: 8 -> 16): train a "
+            "matching one (--stage both --reuse_teacher never), or pass --reuse_teacher always",
+            train("--hidden_size", "16", dataset=small_demo, teacher=trained_teacher()), TRAIN),
+        Row(TRAIN, "reused teacher trained on another data set", "exit",
+            "was not trained on this data with these arguments (data.fingerprint: ",
+            train(dataset=lambda f: small_demo(f, seed=1), teacher=trained_teacher()), TRAIN),
+        Row(TRAIN, "teacher without a provenance record", "exit",
+            "holds a teacher without a provenance record (hf_mmkd_provenance.json: trained by an older hf_mmkd or "
+            "elsewhere)", train(teacher=whole_checkpoint()), TRAIN),
+        Row(TRAIN, "teacher with a truncated model.safetensors", "exit",
+            "…teacher/model.safetensors is not a readable safetensors file (truncated or corrupt",
+            train(dataset=small_demo, teacher=trained_teacher(truncate())), TRAIN),
+        Row(TRAIN, "teacher whose config does not match its weights", "exit",
+            "checkpoint …teacher: config.json does not match its weights: ",
+            train(dataset=small_demo, teacher=trained_teacher(set_config(num_encoder_layers=2))), TRAIN),
         # hf-mmkd evaluate / predict / publish
         Row(EVALUATE, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_without("config.json"),
@@ -648,6 +924,32 @@ def rows(caplog=None) -> list[Row]:
         Row(EVALUATE, "unknown protocol", "exit", "unknown protocol 'p7'",
             hf_mmkd("evaluate", "--protocol", "p7", "--out", "{out}", checkpoint=whole_checkpoint(),
                     dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "--out is a file (before the evaluation)", "exit", "--out … exists and is not a folder",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{in}/afile", checkpoint=whole_checkpoint(),
+                    dataset=demo_with_test_split, files=lambda f: (f / "afile").write_text("x")), HF_MMKD),
+        Row(EVALUATE, "--out holds the checkpoint", "exit", "--out … contains the input",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{in}", checkpoint=edited_checkpoint(lambda f: None),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "--out holds a report file hf_mmkd did not write", "exit",
+            "…demo_p2.json exists and was not written by hf_mmkd",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{in}/reports", checkpoint=whole_checkpoint(),
+                    dataset=lambda f: "demo", files=lambda f: full_folder(f, "reports", ["demo_p2.json"])), HF_MMKD),
+        Row(EVALUATE, "truncated model.safetensors", "exit",
+            "…model.safetensors is not a readable safetensors file (truncated or corrupt",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=edited_checkpoint(truncate()),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "config whose sizes do not match its weights", "exit",
+            "checkpoint … config.json does not match its weights: mmkd.",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=edited_checkpoint(
+                set_config(hidden_size=16)), dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "data-set card entry without 'path'", "exit",
+            "README.md: configs[0].data_files[1] must have a 'split' and a 'path'",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=card_edit("path: data/validation-", "paths: data/validation-")), HF_MMKD),
+        Row(EVALUATE, "feature sequences too long for memory", "exit",
+            "row 'demo_test_0': audio_features has 10001 steps per row; hf_mmkd accepts at most 10000",
+            hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
+                    checkpoint=whole_checkpoint(), dataset=long_sequence("test")), HF_MMKD),
         Row(PREDICT, "checkpoint folder without its weights", "exit", "no file named model.safetensors",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("model.safetensors"),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
@@ -666,12 +968,51 @@ def rows(caplog=None) -> list[Row]:
             hf_mmkd("predict", "--text", "  ", checkpoint=whole_checkpoint("backbones")), HF_MMKD),
         Row(PREDICT, "no input at all", "exit", "nothing to predict from",
             hf_mmkd("predict", checkpoint=whole_checkpoint()), HF_MMKD),
+        Row(PREDICT, "truncated model.safetensors", "exit",
+            "…model.safetensors is not a readable safetensors file (truncated or corrupt",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(truncate()),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "config whose sizes do not match its weights", "exit",
+            "config.json does not match its weights: ",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(set_config(
+                vision_feature_dim=None)), files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "feature sequence too long for memory", "exit",
+            "features['audio'] has 10001 steps per row; hf_mmkd accepts at most 10000",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=whole_checkpoint(),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((10001, 8), np.float32))), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("config.json")), HF_MMKD),
+        Row(PUBLISH, "--results file that is not text", "exit", "results file …r.json is not UTF-8 text",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}", "--results", "{in}/r.json",
+                    checkpoint=whole_checkpoint(), files=lambda f: (f / "r.json").write_bytes(bytes(range(256)))),
+            HF_MMKD),
+        Row(PUBLISH, "repo id the Hub rejects (--dry-run too)", "exit",
+            "--repo-id: repo id 'me/bad--name' is not a valid Hub repository id",
+            hf_mmkd("publish", "--repo-id", "me/bad--name", "--dry-run", "--out", "{out}",
+                    checkpoint=whole_checkpoint()), HF_MMKD),
+        Row(PUBLISH, "repo id without an owner", "exit", "--repo-id: repo id 'x' is not of the form owner/name",
+            hf_mmkd("publish", "--repo-id", "x", "--dry-run", "--out", "{out}", checkpoint=whole_checkpoint()),
+            HF_MMKD),
+        Row(PUBLISH, "truncated model.safetensors", "exit",
+            "…model.safetensors is not a readable safetensors file (truncated or corrupt",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=edited_checkpoint(truncate())), HF_MMKD),
+        Row(PUBLISH, "config whose sizes do not match its weights", "exit",
+            "config.json does not match its weights: ",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=edited_checkpoint(set_config(hidden_size=16))), HF_MMKD),
+        Row(PUBLISH, "--out is the run folder holding the checkpoint (--overwrite)", "exit",
+            "--out … contains the input …student", lambda t: hf_mmkd("publish", "--repo-id", "me/x", "--dry-run",
+                                                                    "--overwrite", checkpoint=run_folder)(t)
+            + ["--out", str(inputs(t) / "run")], HF_MMKD),
+        Row(PUBLISH, "--overwrite of a folder holding files hf_mmkd did not write", "exit",
+            "which hf_mmkd did not write", hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--overwrite",
+                                                   "--out", "{in}/full", checkpoint=whole_checkpoint(),
+                                                   files=full_folder), HF_MMKD),
     ]
 
 
@@ -724,6 +1065,11 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+# train.py rows that fail at a batch, after the Trainer has started (its run folder may hold a checkpoint); every
+# other train.py row fails before anything is written.
+FAILS_WHILE_TRAINING = {"feature sequences too long for memory", "resume checkpoint written with other model sizes"}
+
+
 def leftovers(tmp: Path) -> list[str]:
     """Everything in tmp except the inputs folder: an output folder, temp folders, files."""
     return sorted(p.name for p in tmp.iterdir() if p.name != "in")
@@ -741,11 +1087,13 @@ def test_bad_input(index, tmp_path, caplog):
     elif row.outcome == "exit":
         code, stderr = run_command(row.script, row.run(tmp))
         assert code != 0, stderr[-2000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
         assert shows(stderr, row.expect), stderr[-2000:]
-        if row.script == TRAIN:  # nothing that looks like a finished result
+        assert len([line for line in stderr.splitlines() if ": error: " in line]) == 1, stderr[-2000:]
+        if row.script == TRAIN and row.case in FAILS_WHILE_TRAINING:  # nothing that looks like a finished result
             out = tmp / "out"
             assert not any((out / name).exists() for name in ("teacher", "student", "results.json")), leftovers(out)
-        else:
+        else:  # no output folder at all (train.py: not even an empty run folder), no temporary files
             assert leftovers(tmp) == []
     elif row.outcome == "warning":
         assert shows(row.run(tmp), row.expect)
@@ -754,19 +1102,23 @@ def test_bad_input(index, tmp_path, caplog):
 
 
 def test_commands_really_exit_nonzero_in_a_subprocess(tmp_path):
-    """One row of each command, run as `python script ...` in real processes (concurrently, to save time)."""
-    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", TRAIN: "unknown stage"}
+    """One row of each command, run as `python script ...` (hf-mmkd: `python -m hf_mmkd.cli`) in real processes
+    (concurrently, to save time): a non-zero status, one error line and no traceback on stderr."""
+    picks = {PREPARE_MMSA: "truncated pickle", PREPARE_MEDIA: "corrupt media file", TRAIN: "unknown stage",
+             HF_MMKD: "repo id without an owner"}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = {}
     for script, case in picks.items():
         row = next(r for r in ROWS if r.script == script and r.case == case)
         tmp = tmp_path / Path(script).stem
         tmp.mkdir()
-        procs[script] = (row, tmp, subprocess.Popen([sys.executable, script, *row.run(tmp)], cwd=REPO_ROOT, env=env,
+        command = [sys.executable, "-m", "hf_mmkd.cli"] if script == HF_MMKD else [sys.executable, script]
+        procs[script] = (row, tmp, subprocess.Popen([*command, *row.run(tmp)], cwd=REPO_ROOT, env=env,
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for script, (row, tmp, proc) in procs.items():
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode != 0 and shows(stderr, row.expect), (script, proc.returncode, stderr[-2000:])
+        assert "Traceback" not in stderr and len([ln for ln in stderr.splitlines() if ": error: " in ln]) == 1, stderr
         if script != TRAIN:
             assert leftovers(tmp) == []
 

@@ -35,7 +35,8 @@ def setup(tmp_path_factory):
 
 def test_evaluate_writes_report_and_matches_the_api(setup, capsys):
     out = setup["report"]
-    assert sorted(p.name for p in out.iterdir()) == ["mosi_p2.json", "mosi_p2.md", "mosi_p2.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".hf_mmkd_outputs.json", "mosi_p2.json", "mosi_p2.md",
+                                                     "mosi_p2.png"]
     payload = json.loads((out / "mosi_p2.json").read_text())
     res = payload["results"]
     assert res["protocol"] == "p2" and list(res["checkpoints"]) == ["teacher", "student"]
@@ -102,8 +103,8 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
     assert code == 0
     assert "dry run: nothing uploaded" in capsys.readouterr().out
     files = sorted(os.listdir(release))
-    assert files == ["README.md", "config.json", "configuration_mmkd.py", "model.safetensors", "modeling_mmkd.py",
-                     "mosi_p2.json", "mosi_p2.png", "pipeline_mmkd.py"]
+    assert files == [".hf_mmkd_outputs.json", "README.md", "config.json", "configuration_mmkd.py", "model.safetensors",
+                     "modeling_mmkd.py", "mosi_p2.json", "mosi_p2.png", "pipeline_mmkd.py"]
     card = ModelCard.load(release / "README.md")
     configs = {e.metric_config for e in card.data.eval_results}
     assert {"p2 r=0.0", "p2 r=0.9", "p2 mean r=0.0-0.9"} <= configs  # the student's numbers, found by its path

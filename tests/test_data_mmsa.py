@@ -130,9 +130,14 @@ def test_out_dir_rules_and_help(tmp_path, capsys):
     (out / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty; pass --overwrite"):
         prepare_mmsa.main([str(src), str(out)])
-    assert (out / "keep.txt").exists()
-    prepare_mmsa.main([str(src), str(out), "--overwrite"])
-    assert not (out / "keep.txt").exists() and (out / "README.md").exists()
+    with pytest.raises(ValueError, match="holds keep.txt, which hf_mmkd did not write"):  # never deleted
+        prepare_mmsa.main([str(src), str(out), "--overwrite"])
+    assert (out / "keep.txt").read_text() == "x" and not (out / "README.md").exists()
+    (out / "keep.txt").unlink()
+    prepare_mmsa.main([str(src), str(out)])  # empty: written
+    first = (out / "README.md").read_text()
+    prepare_mmsa.main([str(src), str(out), "--overwrite", "--name", "again"])  # all of it hf_mmkd's: replaced
+    assert (out / "README.md").read_text() != first and "# again" in (out / "README.md").read_text()
     with pytest.raises(SystemExit):
         prepare_mmsa.main(["--help"])
     assert "can run arbitrary code" in capsys.readouterr().out

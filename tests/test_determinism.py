@@ -38,6 +38,6 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     for stage in ("teacher", "student"):
         assert_identical(runs["a"][stage], runs["b"][stage])
         assert any(not torch.equal(runs["a"][stage][k], runs["c"][stage][k]) for k in runs["a"][stage]), stage
-    # Nothing of the atomic saves is left next to the checkpoints.
+    # Nothing of the atomic saves is left next to the checkpoints (the manifest lists what train.py wrote).
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "results.json", "student", "student_run", "teacher", "teacher_run"]
+        ".hf_mmkd_outputs.json", "results.json", "student", "student_run", "teacher", "teacher_run"]

@@ -122,12 +122,13 @@ def test_build_release_dir(tmp_path, checkpoint):
     plot = plot_results(p2_results(), tmp_path / "robustness.png")
     card = build_card(p2_results(), "student", repo_id="me/m", config=CONFIG, plot_filename="robustness.png")
     out = build_release_dir(checkpoint, tmp_path / "release", card, extra_files=[plot])
-    assert sorted(os.listdir(out)) == ["README.md", "config.json", "configuration_mmkd.py", "model.safetensors",
-                                       "modeling_mmkd.py", "robustness.png", "tokenizer_config.json"]
+    assert sorted(os.listdir(out)) == [".hf_mmkd_outputs.json", "README.md", "config.json", "configuration_mmkd.py",
+                                       "model.safetensors", "modeling_mmkd.py", "robustness.png",
+                                       "tokenizer_config.json"]
     assert json.loads((out / "config.json").read_text())["auto_map"] == AUTO_MAP
     assert len(ModelCard.load(out / "README.md").data.eval_results) == 22
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(ValueError, match="is not empty; pass --overwrite"):
         build_release_dir(checkpoint, out, card, extra_files=[plot])
     out2 = build_release_dir(checkpoint, out, "---\nlicense: mit\n---\n# x\n", overwrite=True,
                              extra_files={"plots/curve.png": plot})
@@ -179,7 +180,8 @@ def test_upload_calls_hfapi(tmp_path, checkpoint):
     api.create_repo.assert_called_once_with(repo_id="me/mmkd-student", repo_type="model", private=True,
                                             exist_ok=True)
     api.upload_folder.assert_called_once_with(repo_id="me/mmkd-student", folder_path=str(out), repo_type="model",
-                                              commit_message="Upload hf_mmkd model")
+                                              commit_message="Upload hf_mmkd model",
+                                              ignore_patterns=[".hf_mmkd_outputs.json"])  # the manifest stays
     assert api.method_calls[0][0] == "create_repo"  # the repo exists before the upload
     with mock.patch("hf_mmkd.hub.HfApi") as api_cls:
         with pytest.raises(FileNotFoundError, match="missing README.md"):

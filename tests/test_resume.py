@@ -72,9 +72,10 @@ def teacher(tmp_path_factory):
     return root / "teacher"
 
 
-def kill_mid_stage(out, argv, marker):
-    """Run the launcher in a subprocess and SIGKILL it once it holds inside step HOLD_AT_STEP."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLD_AT_STEP": str(HOLD_AT_STEP), "HOLD_MARKER": str(marker)}
+def kill_mid_stage(out, argv, marker, hold_at=HOLD_AT_STEP, while_held=None):
+    """Run the launcher in a subprocess, call `while_held(proc)` once it holds inside step `hold_at`, then SIGKILL
+    it; returns its exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLD_AT_STEP": str(hold_at), "HOLD_MARKER": str(marker)}
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "--output_dir", str(out), *argv],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -83,6 +84,8 @@ def kill_mid_stage(out, argv, marker):
             assert proc.poll() is None, f"the run ended before the kill:\n{proc.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "the run never reached the hold point"
             time.sleep(0.1)
+        if while_held is not None:
+            while_held(proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -181,6 +184,7 @@ def test_final_checkpoint_save_failing_midway_keeps_the_previous_one(tmp_path, m
 
     monkeypatch.setattr(MMKDForSentiment, "save_pretrained", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        main([*tiny, "--stage", "student", "--seed", "3"])
+        main([*tiny, "--stage", "student", "--learning_rate", "0.01"])
     assert {p.name: p.read_bytes() for p in (out / "student").iterdir()} == before  # the old one, whole
-    assert sorted(p.name for p in out.iterdir()) == ["results.json", "student", "student_run", "teacher", "teacher_run"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".hf_mmkd_outputs.json", "results.json", "student", "student_run", "teacher", "teacher_run"]

@@ -30,6 +30,7 @@ import torch
 
 from hf_mmkd.data.media import SAMPLING_RATE, decode_wav
 from hf_mmkd.data.missing import MODALITIES, row_key
+from hf_mmkd.data.prepared import check_steps
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class MMKDDataCollator:
                         f"row {row.get('id', n)!r}: {col} has shape {x.shape}, but the model expects (steps, {dim}) "
                         f"({m}_feature_dim={dim})"
                     )
+                check_steps(x.shape[0], f"row {row.get('id', n)!r}: {col}")
                 if not np.isfinite(x).all():
                     raise ValueError(f"row {row.get('id', n)!r}: {col} contains NaN or inf values")
             else:

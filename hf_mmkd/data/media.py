@@ -133,10 +133,19 @@ def decode_wav(value) -> np.ndarray:
     return wave.mean(1)  # (samples, channels) -> (samples,)
 
 
+def _is_still_image(container) -> bool:
+    """FFmpeg opens a PNG/JPEG/... (whatever its file name) as a one-frame "video" of an image demuxer."""
+    names = set(str(getattr(container.format, "name", "")).split(","))
+    return any(n == "image2" or n.endswith("_pipe") for n in names)
+
+
 def probe(path) -> tuple[bool, bool]:
-    """(has an audio stream, has a video stream) of a media file; MediaError if missing, corrupt or neither."""
+    """(has an audio stream, has a video stream) of a media file; MediaError if missing, corrupt, a still image
+    (e.g. a PNG renamed .mp4), or without audio and video."""
     path = Path(path)
     with _open(path) as container:
+        if _is_still_image(container):
+            raise MediaError(f"{path} is a still image ({container.format.name}), not an audio or video file")
         has_audio, has_video = bool(container.streams.audio), bool(container.streams.video)
     if not (has_audio or has_video):
         raise MediaError(f"{path} has neither an audio nor a video stream")
@@ -144,6 +153,29 @@ def probe(path) -> tuple[bool, bool]:
 
 
 MEDIA_CSV_COLUMNS = ("id", "media", "start", "end", "text", "label", "split")
+MAX_FRAMES = 1024  # frames per row: each one is a full image through the vision backbone
+MAX_FRAME_SIZE = 4096
+
+
+def check_sampling(fps: float, max_frames: int, frame_size: int) -> None:
+    """Frame sampling options: a positive, finite rate, and a frame count and size that fit in memory."""
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a positive number of frames per second, got {fps:g}")
+    if not 1 <= max_frames <= MAX_FRAMES:
+        raise ValueError(f"--max-frames must lie in [1, {MAX_FRAMES}], got {max_frames}")
+    if not 1 <= frame_size <= MAX_FRAME_SIZE:
+        raise ValueError(f"--frame-size must lie in [1, {MAX_FRAME_SIZE}] pixels, got {frame_size}")
+
+
+def _check_segment(start: float | None, end: float | None) -> None:
+    """start/end seconds of a CSV row: finite, start >= 0 and end > start."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{name} {value} is not a finite number of seconds")
+    if start is not None and start < 0:
+        raise ValueError(f"start {start:g} s is negative (seconds from the beginning of the file)")
+    if end is not None and end <= (start or 0.0):
+        raise ValueError(f"end {end:g} s is not after start {start or 0.0:g} s")
 
 
 def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> list[dict]:
@@ -153,7 +185,12 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> 
     import csv
 
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    try:
+        text = csv_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"CSV file {csv_path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                         "UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("id", "media", "label", "split") if c not in (reader.fieldnames or [])]
         if missing:
@@ -171,6 +208,7 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> 
                     "label": float(row["label"]),
                     "split": {"valid": "validation", "dev": "validation"}.get(row["split"], row["split"]),
                 })
+                _check_segment(rows[-1]["start"], rows[-1]["end"])
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{csv_path}, line {line} (id {row.get('id')!r}): {err}") from err
             label = rows[-1]["label"]
@@ -208,6 +246,7 @@ def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16
     """
     from datasets import Dataset, DatasetDict, Value
 
+    check_sampling(fps, max_frames, size)
     features = media_features()
     by_split: dict[str, dict[str, list]] = {}
     skipped = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hf_mmkd.data.prepared import MODALITIES
+from hf_mmkd.data.prepared import MODALITIES, check_steps
 
 SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
 KNOWN_KEYS = frozenset(
@@ -25,6 +25,59 @@ KNOWN_KEYS = frozenset(
 
 def _fail(split: str, key: str, problem: str):
     raise ValueError(f"MMSA pickle, split {split!r}, key {key!r}: {problem}")
+
+
+NUMERIC_KEYS = ("text", "audio", "vision", "text_bert", "text_lengths", "audio_lengths", "vision_lengths",
+                "regression_labels", "classification_labels", "regression_labels_T", "regression_labels_A",
+                "regression_labels_V")
+
+
+def _check_split_names(data: dict) -> None:
+    """Two keys that mean the same split (`valid` and `dev`) would silently drop one of them: refuse."""
+    by_name: dict[str, list[str]] = {}
+    for key in data:
+        by_name.setdefault(SPLIT_NAMES[key], []).append(key)
+    for name, keys in by_name.items():
+        if len(keys) > 1:
+            raise ValueError(f"MMSA pickle: split keys {keys} all mean the {name!r} split (their rows would be "
+                             "mixed up or lost); keep one of them")
+
+
+def _check_numeric(split: str, key: str, value) -> None:
+    """An array of numbers with one row per utterance (not strings, not a scalar)."""
+    if np.ndim(value) == 0:
+        _fail(split, key, f"must be an array with one row per utterance, got {type(value).__name__}")
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iuf":
+        return
+    if arr.dtype.kind == "O":  # numbers stored as Python objects are fine, anything else is not
+        try:
+            np.asarray(value, dtype=np.float64)
+            if all(not isinstance(x, (str, bytes)) for x in arr.reshape(-1)[:1000]):
+                return
+        except (TypeError, ValueError):
+            pass
+    first = arr.reshape(-1)[0].item() if arr.size else None
+    _fail(split, key, f"must hold numbers, got {arr.dtype} values (e.g. {first!r})")
+
+
+def _check_lengths(split: str, arrays: dict, m: str) -> None:
+    """`<m>_lengths`: one whole number in [0, steps] per row."""
+    key = f"{m}_lengths"
+    if m not in arrays:
+        _fail(split, key, f"given without {m!r}")
+    lengths = np.asarray(arrays[key])
+    steps = np.asarray(arrays[m]).shape[1]
+    if lengths.ndim != 1:
+        _fail(split, key, f"must be a 1-D array of one length per row, got shape {lengths.shape}")
+    fractional = np.nonzero(lengths != np.round(lengths))[0]
+    if fractional.size:
+        row = int(fractional[0])
+        _fail(split, key, f"row {row} has length {lengths[row]}, which is not a whole number of steps")
+    bad = np.nonzero((lengths < 0) | (lengths > steps))[0]
+    if bad.size:
+        row = int(bad[0])
+        _fail(split, key, f"row {row} has length {lengths[row]:g} outside [0, {steps}] (the {m} array has {steps} steps)")
 
 
 def _check_split(split: str, arrays: dict) -> int:
@@ -39,29 +92,30 @@ def _check_split(split: str, arrays: dict) -> int:
     label_key = "regression_labels" if "regression_labels" in arrays else "classification_labels"
     if label_key not in arrays:
         _fail(split, "regression_labels", "missing (a split needs regression_labels or classification_labels)")
+    for key in NUMERIC_KEYS:
+        if key in arrays and arrays[key] is not None:
+            _check_numeric(split, key, arrays[key])
+    for key, value in arrays.items():
+        if np.ndim(value) == 0:
+            _fail(split, key, f"must be an array with one row per utterance, got {type(value).__name__}")
     n = len(arrays[label_key])
+    if n == 0:
+        _fail(split, label_key, "has 0 rows; every split needs at least one row (leave an empty split out)")
     for key, value in arrays.items():
         if len(value) != n:
             _fail(split, key, f"has {len(value)} rows but {label_key} has {n} (length mismatch between arrays)")
     for key in ("text", "audio", "vision"):
         if key in arrays and np.asarray(arrays[key]).ndim != 3:
             _fail(split, key, f"must be (N, steps, dim), got shape {np.asarray(arrays[key]).shape}")
+        if key in arrays:
+            check_steps(np.asarray(arrays[key]).shape[1], f"MMSA pickle, split {split!r}, key {key!r}")
     if "text_bert" in arrays:
         shape = np.asarray(arrays["text_bert"]).shape
         if len(shape) != 3 or shape[1] != 3:
             _fail(split, "text_bert", f"must be (N, 3, L) (ids, mask, segments), got shape {shape}")
     for m in MODALITIES:
-        key = f"{m}_lengths"
-        if key not in arrays:
-            continue
-        if m not in arrays:
-            _fail(split, key, f"given without {m!r}")
-        lengths = np.asarray(arrays[key])
-        steps = np.asarray(arrays[m]).shape[1]
-        bad = np.nonzero((lengths < 0) | (lengths > steps))[0]
-        if lengths.ndim != 1 or bad.size:
-            row = int(bad[0]) if bad.size else 0
-            _fail(split, key, f"row {row} has length {lengths[row]} outside [0, {steps}] (the {m} array has {steps} steps)")
+        if f"{m}_lengths" in arrays:
+            _check_lengths(split, arrays, m)
     if "id" in arrays:
         ids = [str(x) for x in arrays["id"]]
         if len(set(ids)) != len(ids):
@@ -113,9 +167,10 @@ def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None) -> 
     """
     if not isinstance(data, dict) or not data:
         raise ValueError(f"MMSA pickle must hold a dict of splits, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(SPLIT_NAMES))
+    unknown = sorted(str(k) for k in set(data) - set(SPLIT_NAMES))
     if unknown:
         raise ValueError(f"MMSA pickle: unknown split key(s) {unknown}; expected 'train', 'valid', 'test'")
+    _check_split_names(data)
     sizes = {s: _check_split(s, arrays) for s, arrays in data.items()}
     for s, arrays in data.items():
         _check_labels(s, arrays, sizes[s], label_range)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from hf_mmkd.io import atomic_folder
+from hf_mmkd.io import MANIFEST, OutputFolder, parse_yaml
 
 SPLITS = ("train", "validation", "test")
 MODALITIES = ("text", "audio", "vision")
@@ -48,50 +48,97 @@ def card_front_matter(splits, extra: dict | None = None) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
-def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a non-empty OUT_DIR unless `overwrite`; call this before any work so nothing partial is written."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {out} is not empty; pass --overwrite to replace it")
-    return out
+# The longest feature sequence (steps) of one row that hf_mmkd accepts. Self-attention over L steps holds
+# L x L float32 scores per head and layer: 0.4 GB at this limit, 160 GB for a row of 200 000 steps. A clear error
+# beats an allocator failure. Real corpora stay far below (MOSI/MOSEI: at most a few hundred steps per row; 100 Hz
+# acoustic frames of a one-minute clip: 6 000).
+MAX_STEPS = 10_000
 
 
-def save_prepared(dataset_dict, out_dir: str | os.PathLike, card_body: str, overwrite: bool = False,
+def check_steps(steps: int, where: str) -> None:
+    """Refuse a feature sequence longer than `MAX_STEPS` (`where` names it: split, key, row)."""
+    if steps > MAX_STEPS:
+        gigabytes = 4 * steps * steps / 1e9
+        raise ValueError(f"{where} has {steps} steps per row; hf_mmkd accepts at most {MAX_STEPS} (self-attention "
+                         f"over one such row needs about {gigabytes:,.1f} GB per head and layer): cut or downsample "
+                         "the sequences")
+
+
+def output_folder(out_dir, command: str = "save_prepared", overwrite: bool = False, inputs=()) -> OutputFolder:
+    """The guard (`hf_mmkd.io.OutputFolder`) of a prepared data-set folder: the whole folder is the output."""
+    return OutputFolder(out_dir, command, inputs=inputs, overwrite=overwrite, flag="output folder")
+
+
+def save_prepared(dataset_dict, out_dir: str | os.PathLike | OutputFolder, card_body: str, overwrite: bool = False,
                   card_metadata: dict | None = None) -> Path:
     """Write `dataset_dict` as `OUT_DIR/data/<split>-00000-of-00001.parquet` plus `OUT_DIR/README.md`.
 
-    Everything is written to a temporary folder next to OUT_DIR and renamed into place at the end, so a
-    failure never leaves a partial OUT_DIR. A non-empty OUT_DIR is refused unless `overwrite`.
+    `out_dir` is a path or the command's `output_folder(...)` guard (which knows its inputs). Everything is
+    written to a temporary folder next to OUT_DIR and renamed into place at the end, so a failure (a full disk
+    included) never leaves a partial OUT_DIR. A non-empty OUT_DIR is refused unless `overwrite`, and then only if
+    everything in it was written by hf_mmkd (see `hf_mmkd.io.OutputFolder`).
     """
-    out = check_out_dir(out_dir, overwrite).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_folder(out) as tmp:
+    guard = out_dir if isinstance(out_dir, OutputFolder) else output_folder(out_dir, overwrite=overwrite)
+    splits = [s for s in SPLITS if s in dataset_dict] + [s for s in dataset_dict if s not in SPLITS]
+    for split in splits:
+        if len(dataset_dict[split]) == 0:
+            raise ValueError(f"split {split!r} has 0 rows; a prepared data set needs at least one row per split")
+    with guard.write() as tmp:
         (tmp / "data").mkdir(parents=True)
-        splits = [s for s in SPLITS if s in dataset_dict] + [s for s in dataset_dict if s not in SPLITS]
         for split in splits:
             dataset_dict[split].to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
         (tmp / "README.md").write_text(card_front_matter(splits, card_metadata) + "\n" + card_body.strip() + "\n")
-        check_out_dir(out, overwrite)  # re-check: someone may have written there meanwhile
-    return out
+    return guard.path.resolve()
+
+
+def _card_metadata(readme: Path) -> dict:
+    """The YAML front matter of a data-set card (`{}` without one); invalid YAML names the file."""
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return {}
+    parts = text.split("---", 2)
+    if len(parts) < 3:
+        raise ValueError(f"{readme}: the YAML front matter has no closing '---' line")
+    meta = parse_yaml(parts[1], f"{readme}: the YAML front matter")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{readme}: the YAML front matter must be a mapping, got {type(meta).__name__}")
+    return meta
 
 
 def _data_files_from_card(folder: Path) -> dict[str, list[str]] | None:
+    """`{split: [files]}` declared by the card's `configs:` (its first config), or None without one."""
     readme = folder / "README.md"
     if not readme.is_file():
         return None
-    text = readme.read_text()
-    if not text.startswith("---"):
-        return None
-    meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    configs = meta.get("configs") or []
+    configs = _card_metadata(readme).get("configs") or []
     if not configs:
         return None
+    first = configs[0] if isinstance(configs, list) else None
+    entries = first.get("data_files") if isinstance(first, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{readme}: configs[0] must hold a list 'data_files' of {{split, path}} entries")
     files = {}
-    for entry in configs[0].get("data_files", []):
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "path" not in entry or "split" not in entry:
+            raise ValueError(f"{readme}: configs[0].data_files[{i}] must have a 'split' and a 'path' "
+                             f"(e.g. {{split: train, path: data/train-*.parquet}}), got {entry!r}")
         paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
-        files[entry["split"]] = [str(folder / p) for p in paths]
+        files[str(entry["split"])] = [str(folder / p) for p in paths]
+    return files
+
+
+def split_files(folder: str | os.PathLike) -> dict[str, list[str]]:
+    """`{split: [file patterns]}` of a prepared folder: its card's `configs:`, else `data/<split>-*.parquet`."""
+    folder = Path(folder)
+    files = _data_files_from_card(folder)
+    if files is None:
+        files = {}
+        for p in sorted((folder / "data").glob("*-*.parquet")):
+            files.setdefault(p.name.split("-")[0], []).append(str(p))
+    if not files:
+        raise ValueError(f"{folder} holds no prepared dataset (no README configs and no data/*.parquet)")
     return files
 
 
@@ -106,13 +153,7 @@ def load_prepared(path_or_repo_id: str | os.PathLike, **load_kwargs):
 
     folder = Path(path_or_repo_id)
     if folder.is_dir():
-        files = _data_files_from_card(folder)
-        if files is None:
-            files = {}
-            for p in sorted((folder / "data").glob("*-*.parquet")):
-                files.setdefault(p.name.split("-")[0], []).append(str(p))
-        if not files:
-            raise ValueError(f"{folder} holds no prepared dataset (no README configs and no data/*.parquet)")
+        files = split_files(folder)
         try:
             return datasets.load_dataset("parquet", data_files=files, **load_kwargs)
         except Exception as err:  # pyarrow.ArrowInvalid on a truncated/corrupt shard, FileNotFoundError, ...
@@ -132,4 +173,4 @@ def push_prepared(out_dir: str | os.PathLike, repo_id: str, private: bool = True
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(out_dir), repo_type="dataset")
+    api.upload_folder(repo_id=repo_id, folder_path=str(out_dir), repo_type="dataset", ignore_patterns=[MANIFEST])
