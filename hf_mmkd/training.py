@@ -661,7 +661,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     """Both stages (see the module docstring). Arguments, data and method are checked before anything is written;
     then `output_dir` is locked (`hf_mmkd.io.run_lock`) and guarded (`hf_mmkd.io.OutputFolder`) for the run."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
-    preflight(args)
     set_seed(args.seed)
     main_process = args.process_index == 0
     say = print if main_process else (lambda *a, **k: None)  # the normal output: what runs and what is skipped
@@ -672,6 +671,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     student_stage = stage.stage in ("student", "both")
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     check_arguments(stage, args, teacher_stage, student_stage)
+    preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
     splits, fingerprint = load_splits(data_args, args.seed)
     check_labels(splits, data_args.dataset)

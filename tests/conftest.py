@@ -38,3 +38,12 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data folder not found at {SHARED_DATA} (the project reads ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The Hub as if reachable: HF_HUB_OFFLINE off (set above), a token; HfApi itself is mocked by the test."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")

@@ -119,15 +119,6 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
         torch.testing.assert_close(loaded(**batch).logits, original(**batch).logits)
 
 
-@pytest.fixture
-def online(monkeypatch):
-    """The Hub as if reachable: HF_HUB_OFFLINE off (conftest sets it), a token; HfApi itself is mocked by the test."""
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-
-
 def test_publish_uploads_with_hfapi(setup, tmp_path, online):
     seen = {}
 

@@ -366,7 +366,13 @@ def test_p2_with_a_subset_of_rates_gives_a_report_that_names_them(tmp_path):
     assert "**mean r=0.0,0.5**" in (tmp_path / "r" / "ds_p2.md").read_text()
 
 
-def test_publish_checks_the_release_before_uploading(tmp_path):
+def _nothing_uploaded(api) -> None:
+    """No repository created and no file sent (the access preflight's read-only `whoami` may have run)."""
+    api.return_value.create_repo.assert_not_called()
+    api.return_value.upload_folder.assert_not_called()
+
+
+def test_publish_checks_the_release_before_uploading(tmp_path, online):
     bad = tmp_path / "ckpt"
     shutil.copytree(_checkpoint(), bad)
     config = json.loads((bad / "config.json").read_text())
@@ -375,14 +381,14 @@ def test_publish_checks_the_release_before_uploading(tmp_path):
         code, err = run_command(HF_MMKD, ["publish", str(bad), "--repo-id", "me/x"])
     assert code == 1
     one_error_line(err, "config.json does not match its weights: ")
-    api.assert_not_called()
+    _nothing_uploaded(api)
     shutil.copytree(_checkpoint(), tmp_path / "code")  # shipped code that does not run: the library's would
     (tmp_path / "code" / "modeling_mmkd.py").write_text("raise ImportError('broken on purpose')\n")
     with mock.patch("hf_mmkd.hub.HfApi") as api:
         code, err = run_command(HF_MMKD, ["publish", str(tmp_path / "code"), "--repo-id", "me/x"])
     assert code == 1
     one_error_line(err, "the release's code does not load (ImportError: broken on purpose)")
-    api.assert_not_called()
+    _nothing_uploaded(api)
     with mock.patch("hf_mmkd.hub.HfApi") as api:  # the same checkpoint, whole: uploaded
         code, err = run_command(HF_MMKD, ["publish", str(_checkpoint()), "--repo-id", "me/x"])
     assert code == 0, err
