@@ -32,10 +32,10 @@ from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
 
 __all__ = [
-    "DATA_PROVENANCE",
     "PROCESSOR_FILES",
     "build_card",
     "build_release_dir",
+    "dataset_section",
     "default_template_path",
     "eval_results",
     "publish",
@@ -52,21 +52,41 @@ _METRIC_TYPES = {  # MMSA key -> model-index metric type
     "Has0_acc_2": "accuracy", "Non0_acc_2": "accuracy", "Mult_acc_2": "accuracy", "Mult_acc_3": "accuracy",
     "Mult_acc_5": "accuracy", "Mult_acc_7": "accuracy", "Accuracy": "accuracy", "WA": "accuracy",
     "UA": "recall", "Has0_F1_score": "f1", "Non0_F1_score": "f1", "F1_score": "f1", "MAE": "mae",
-    "Corr": "pearsonr",
+    "Corr": "pearsonr", "Sign_acc_2": "accuracy", "Sign_F1_score": "f1", "Band_acc_3": "accuracy",
 }
 
-DATA_PROVENANCE = """\
-- **CMU-MOSI** (Zadeh et al., 2016): 2,199 opinion segments from 93 English YouTube movie-review videos, sentiment
-  in [-3, 3]; distributed by the CMU MultiComp Lab (CMU Multimodal SDK) for research use.
-- **ICT-MMMO** (Wöllmer et al., 2013): English online movie-review videos rated 1-5; distributed by its authors
-  for research use.
-- Preprocessed features follow the MMSA layout (https://github.com/thuiar/MMSA).
+_TERMS = """\
+**Terms.** This repository contains model weights and code; it does **not** contain or redistribute any of the
+training data, its features or its transcripts. The weights were trained on the data set named above and inherit
+its terms: check them before any use outside research."""
 
-**Terms.** These corpora are licensed for research use only. This repository contains model weights and code;
-it does **not** contain or redistribute any of the data, its features or its transcripts. Obtain the corpora from
-their original distributors under their terms. The weights were trained on research-use data: check those terms
-before any non-research use of the model.
-"""
+
+def dataset_section(spec: Mapping[str, Any] | None) -> dict[str, str]:
+    """The card's parts that describe the training data and what the outputs mean, from the checkpoint's
+    `config.dataset_spec` (`hf_mmkd.data.spec`): template variables `data_provenance` (training data, label
+    meaning, modalities, rows per split, provenance, terms), `task_description`, `output_description` and
+    `metrics_description`. Without a spec, the card says that the training data are not recorded."""
+    from hf_mmkd.data.spec import METRIC_SETS, DatasetSpec, spec_markdown
+
+    if spec is None:
+        return {"data_provenance": "The training data of this checkpoint are not recorded (its config has no "
+                                   "`dataset_spec`).\n\n" + _TERMS,
+                "task_description": "prediction", "output_description": "the head's outputs",
+                "metrics_description": "Metrics: see the table titles."}
+    spec = DatasetSpec.from_dict(spec, where="config.json: dataset_spec")
+    if spec.task == "classification":
+        task = f"classification into {spec.label_description}"
+        output = f"(B, {spec.num_labels}) class logits, classes in id order: {', '.join(spec.class_names)}"
+    else:
+        a, b = spec.neutral_band
+        task = f"regression ({spec.label_description})"
+        output = (f"(B, 1) scores on the scale [{spec.label_range[0]:g}, {spec.label_range[1]:g}]; "
+                  f"predict() calls a score in [{a:g}, {b:g}] neutral")
+    body = spec_markdown(spec).split("\n", 2)[2]  # without its heading: the card's section has its own
+    provenance = f"Trained on **{spec.name}**.\n\n{body}\n{_TERMS}\n"
+    return {"data_provenance": provenance, "task_description": task, "output_description": output,
+            "metrics_description": f"Metrics (metric set `{spec.metric_set}`): {METRIC_SETS[spec.metric_set]}."}
+
 
 _DEFAULT_TAGS = ["hf_mmkd", "custom_code", "multimodal", "sentiment-analysis", "missing-modalities",
                  "knowledge-distillation"]
@@ -175,11 +195,13 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
                method_citation: str = "see the hf_mmkd README.", hyperparameters: Mapping[str, Any] | None = None,
                plot_filename: str | None = None, base_model: str | list[str] | None = None,
                datasets: list[str] | None = None, dataset_types: Mapping[str, str] | None = None,
-               license: str = "apache-2.0", tags: Iterable[str] = (), data_provenance: str = DATA_PROVENANCE,
+               license: str = "apache-2.0", tags: Iterable[str] = (), data_provenance: str | None = None,
                template_path: str | os.PathLike | None = None, **template_vars: Any) -> ModelCard:
     """Render the model card of `checkpoint` (a key of `results["checkpoints"]`).
 
-    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role and the task.
+    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role, and from its
+    `dataset_spec` the training data, the label meaning and the metric names (`dataset_section`);
+    `data_provenance` replaces the training-data section's text.
     `plot_filename` is the plot's name inside the release folder (pass the file to `build_release_dir`).
     Extra keyword arguments reach the Jinja template.
     """
@@ -198,17 +220,16 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
         # no results: no model-index at all (an empty `results: []` block is not a valid model-index)
         eval_results=eval_results(results_list, checkpoint, dataset_types=dataset_types) or None,
     )
-    task = config.get("task", "regression")
     tables = "\n".join(markdown_table(r) for r in results_list)
+    data = dataset_section(config.get("dataset_spec"))
+    if data_provenance is not None:
+        data["data_provenance"] = data_provenance
     variables = dict(
         model_name=model_name, repo_id=repo_id, model_summary=model_summary,
         role=config.get("role", "sentiment"), method=config.get("distillation_method") or method,
-        task_description="regression (a score; MOSI/MOSEI scale [-3, 3])" if task == "regression"
-        else "classification", **_inputs_table(config),
-        output_description="(B, 1) sentiment scores" if task == "regression" else "(B, num_labels) class logits",
+        **_inputs_table(config), **data,
         method_description=method_description, hyperparameters_table=_hyperparameters_table(hyperparameters),
-        results_markdown=tables, plot_filename=plot_filename, data_provenance=data_provenance,
-        method_citation=method_citation,
+        results_markdown=tables, plot_filename=plot_filename, method_citation=method_citation,
     )
     variables.update(template_vars)
     return ModelCard.from_template(card_data, template_path=str(template_path or default_template_path()),
@@ -340,7 +361,7 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
         raise ValueError("a dry run needs a release folder to write (release_dir / --out)")
     results_list = [] if results is None else _as_list(results)
     if results_list and checkpoint_name is None:
-        names = sorted({n for r in results_list for n in r.get("checkpoints", {})})
+        names = sorted({n for r in results_list for n in r.get("checkpoints", {}) if n != r.get("reference")})
         if len(names) != 1:
             raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
         checkpoint_name = names[0]

@@ -9,6 +9,12 @@ Layout of `output_dir`:
     student/        the trained student, same format
     teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
     results.json    validation metrics of each stage, complete and under the evaluation protocol
+
+What the labels mean comes from the data set's spec (`hf_mmkd.data.spec`, `dataset_spec.json` of the prepared
+folder; the demo's own spec for `dataset=demo`) and from nothing else: the task and the number of outputs, the
+label column, where a regression head starts (the centre of the neutral band), the label bins of CorrKD / MM-CKD
+(through `MMKDConfig.dataset_spec`, which teacher and student carry), and the validation metrics. Train and
+validation rows that have none of the model's modalities are left out with a warning naming their ids.
 """
 
 from __future__ import annotations
@@ -29,15 +35,15 @@ import yaml
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
-from hf_mmkd.data.collator import MMKDDataCollator
-from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
 from hf_mmkd.data.missing import MissingModalitySimulator
-from hf_mmkd.data.prepared import load_prepared
+from hf_mmkd.data.prepared import drop_rows_without_modality, load_dataset_and_spec
+from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES
 from hf_mmkd.inference import build_processor
 from hf_mmkd.io import atomic_folder
-from hf_mmkd.metrics import make_compute_metrics
+from hf_mmkd.metrics import KEY_METRICS, make_compute_metrics, metric_fn
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
 
@@ -70,7 +76,7 @@ class ModelArguments:
     dropout: float = field(default=0.1)
     head_dropout: float = field(default=0.1)
     regression_loss: str = field(default="l1", metadata={"help": "l1 (MMSA) or mse"})
-    head_bias_from_labels: bool = field(default=False, metadata={"help": "regression: start the head's bias at the train labels' mean"})
+    head_bias_from_labels: bool = field(default=False, metadata={"help": "start the head's bias at the train labels' mean (regression) or log class frequencies (classification); default: the neutral band's centre / 0"})
 
 
 @dataclass
@@ -78,7 +84,7 @@ class DataArguments:
     """Where the data come from and how they are read."""
 
     dataset: str = field(default="demo", metadata={"help": "'demo', a folder written by dataset_scripts/, or a Hub dataset id"})
-    max_text_length: int = field(default=50, metadata={"help": "token limit (MMSA: 50)"})
+    max_text_length: int = field(default=DEFAULT_MAX_TEXT_LENGTH, metadata={"help": "token limit (MMSA: 50)"})
     standardize: bool = field(default=True, metadata={"help": "z-score feature sequences with train statistics"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate train (smoke tests)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate validation (smoke tests)"})
@@ -186,12 +192,9 @@ def accept_null_for_optional_fields(parser: HfArgumentParser) -> None:
         action.type = convert
 
 
-def load_splits(data_args: DataArguments, seed: int):
-    """train / validation / test of a prepared dataset (or the demo)."""
-    if data_args.dataset == "demo":
-        splits = make_demo_dataset(seed=0)
-    else:
-        splits = load_prepared(data_args.dataset)
+def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec]:
+    """(train / validation / test, the data set's spec) of a prepared dataset (or the demo)."""
+    splits, spec = load_dataset_and_spec(data_args.dataset)
     for name in ("train", "validation"):
         if name not in splits:
             raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
@@ -199,7 +202,20 @@ def load_splits(data_args: DataArguments, seed: int):
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:
         splits["validation"] = splits["validation"].select(range(min(data_args.max_eval_samples, len(splits["validation"]))))
-    return splits
+    return splits, spec
+
+
+def leave_out_rows_without_modality(splits, modalities: list[str]) -> None:
+    """Drop, in place, the train / validation rows that have none of `modalities` (the model's), with a warning
+    naming their ids: such a row cannot be predicted (the converters leave out rows with no modality at all unless
+    told to keep them, and a model may lack a modality that some rows have alone)."""
+    for name in ("train", "validation"):
+        splits[name], ids = drop_rows_without_modality(splits[name], modalities)
+        if ids:
+            logger.warning("%s: %d row(s) have none of the model's modalities (%s) and are left out: %s%s", name,
+                           len(ids), ", ".join(modalities), ids[:20], " ..." if len(ids) > 20 else "")
+        if not len(splits[name]):
+            raise ValueError(f"no {name} row has any of the model's modalities ({', '.join(modalities)})")
 
 
 def feature_dims(dataset) -> dict[str, int]:
@@ -267,8 +283,11 @@ def untrained_modalities(model_args: ModelArguments, splits) -> dict[str, str]:
     return reasons
 
 
-def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None) -> dict:
-    """MMKDConfig keyword arguments: feature widths from the data, architecture from `model_args`.
+def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None,
+                        spec: DatasetSpec) -> dict:
+    """MMKDConfig keyword arguments: feature widths from the data, architecture from `model_args`, and from the
+    data set's spec the task, the number of outputs, the class names (`id2label`) and the spec itself
+    (`dataset_spec`, which cards, `predict` and the CorrKD / MM-CKD label bins read).
 
     Encoders are built only for modalities with at least one training row (`untrained_modalities`); each one
     left out is named in a warning. `run` also drops the backbones of such modalities (`trained_model_args`).
@@ -288,6 +307,10 @@ def model_config_kwargs(model_args: ModelArguments, splits, standardization: dic
         "hidden_size", "num_encoder_layers", "num_attention_heads", "fusion", "fusion_dim", "temporal_encoder",
         "pattern_embedding", "dropout", "head_dropout", "regression_loss")})
     kwargs["feature_standardization"] = standardization
+    kwargs.update(task=spec.task, dataset_spec=spec.to_dict())
+    if spec.task == "classification":
+        kwargs.update(num_labels=spec.num_labels, id2label=dict(enumerate(spec.class_names)),
+                      label2id={n: i for i, n in enumerate(spec.class_names)})
     return kwargs
 
 
@@ -299,24 +322,33 @@ def trained_model_args(model_args: ModelArguments, splits) -> ModelArguments:
     return dataclasses.replace(model_args, **drop) if drop else model_args
 
 
-def training_compute_metrics(dataset: str, task: str):
-    """`compute_metrics` for the Trainer's validation: MOSI metrics for regression (classification metrics
-    otherwise), after the dataset's label shift from `hf_mmkd.evaluation.metric_scheme` (ICT-MMMO: ratings 1..5
-    shifted by -3, so that Acc-2 / F1 / Acc-7 during training are on the scale the test reports use; MAE and Corr
-    do not change)."""
-    from hf_mmkd.evaluation import infer_dataset_name, metric_scheme
-
-    if task != "regression":
-        return make_compute_metrics("classification")
-    readme = Path(dataset) / "README.md"
-    card = readme.read_text(encoding="utf-8") if dataset != "demo" and readme.is_file() else None
-    return make_compute_metrics("mosi", label_shift=metric_scheme(infer_dataset_name(dataset, card), task).label_shift)
+def check_metric_for_best_model(args: MMKDTrainingArguments, spec: DatasetSpec) -> None:
+    """`metric_for_best_model` must be a loss or a metric of the data set's metric set (e.g. MAE does not exist
+    for classification)."""
+    name = args.metric_for_best_model
+    if not name:
+        return
+    key = name[len("eval_"):] if name.startswith("eval_") else name
+    if key.startswith("loss"):
+        return
+    if spec.task == "classification":
+        have = metric_fn(spec)(np.eye(spec.num_labels, dtype=np.float32), np.arange(spec.num_labels))
+    else:
+        lo, hi = spec.label_range
+        have = metric_fn(spec)(np.array([lo, hi], np.float32), np.array([lo, hi], np.float32))
+    if key not in have:
+        raise ValueError(f"metric_for_best_model {name!r} is not a metric of this data set (metric set "
+                         f"{spec.metric_set!r}: {', '.join(have)}, or a loss)")
 
 
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
-    """A new model from `config_kwargs` (pretrained backbones loaded). With `head_bias_from_labels`, a regression
-    head starts at the mean of `train_labels` instead of 0: MOSI's labels are centred (mean ~0), ICT-MMMO's 1..5
-    ratings are not, and a head that starts 3.5 away spends a small dataset's few steps on the offset."""
+    """A new model from `config_kwargs` (pretrained backbones loaded), its head's bias set from the labels.
+
+    Regression: the head starts at the centre of the data set's neutral band (`dataset_spec`; 0 on [-3, 3], 3 for
+    ratings 1..5), not at 0, so that a data set not centred at 0 does not spend its first steps on the offset;
+    with `head_bias_from_labels`, at the mean of `train_labels`. Classification: with `head_bias_from_labels`, at
+    the log frequency of each class in `train_labels` (add-one smoothed); otherwise the usual init (0).
+    """
     backbones = {}
     for m in MODALITIES:
         source = getattr(model_args, f"{m}_backbone")
@@ -326,11 +358,20 @@ def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None
         model = MMKDForSentiment.from_backbones_pretrained(**backbones, **config_kwargs)
     else:
         model = MMKDForSentiment(MMKDConfig(**config_kwargs))
-    if model_args.head_bias_from_labels and model.config.task == "regression":
+    bias = model.head[-1].bias
+    if model_args.head_bias_from_labels:
         if train_labels is None or len(train_labels) == 0:
             raise ValueError("head_bias_from_labels needs the train split's labels")
+        y = np.asarray(train_labels, dtype=np.float64)
         with torch.no_grad():
-            model.head[-1].bias.fill_(float(np.mean(np.asarray(train_labels, dtype=np.float64))))
+            if model.config.task == "regression":
+                bias.fill_(float(np.mean(y)))
+            else:
+                counts = np.bincount(y.astype(np.int64), minlength=model.config.num_labels) + 1.0
+                bias.copy_(torch.as_tensor(np.log(counts / counts.sum()), dtype=bias.dtype))
+    elif model.config.task == "regression" and model.config.dataset_spec is not None:
+        with torch.no_grad():  # on [-3, 3] the centre is 0, the bias's init: the same model as without a spec
+            bias.fill_(DatasetSpec.from_dict(model.config.dataset_spec, where="dataset_spec").neutral_point)
     return model
 
 
@@ -398,14 +439,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     if args.process_index == 0:
         print(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
     root = Path(args.output_dir)
-    splits = load_splits(data_args, args.seed)
+    splits, spec = load_splits(data_args, args.seed)
+    check_metric_for_best_model(args, spec)
+    config_kwargs = model_config_kwargs(model_args, splits, None, spec)
+    untrained = untrained_modalities(model_args, splits)
+    leave_out_rows_without_modality(splits, [m for m in readable_modalities(model_args, splits) if m not in untrained])
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
-    config_kwargs = model_config_kwargs(model_args, splits, standardization)
+    config_kwargs["feature_standardization"] = standardization
     model_args = trained_model_args(model_args, splits)
     rates = [float(r) for r in stage.report_rates.split(",") if r.strip()]
     method_cls = DISTILLATION_LOSSES[args.method]
     needs_teacher = method_cls.teacher_mode in ("frozen", "online")
-    compute_metrics = training_compute_metrics(data_args.dataset, config_kwargs.get("task", "regression"))
+    compute_metrics = make_compute_metrics(spec)
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
@@ -416,7 +461,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     def make_trainer(model, run_args, teacher=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
                                     feature_extractor=feature_extractor, image_processor=image_processor,
-                                    max_text_length=data_args.max_text_length, return_row_keys=True)
+                                    max_text_length=data_args.max_text_length, label_column=spec.label_column,
+                                    return_row_keys=True)
         return MMKDTrainer(model=model, teacher=teacher, args=run_args, train_dataset=splits["train"],
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
                            compute_metrics=compute_metrics)
@@ -432,7 +478,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                                 image_processor=image_processor, max_text_length=data_args.max_text_length,
                                 ).save_pretrained(tmp)
 
-    train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
+    train_labels = splits["train"][spec.label_column] if model_args.head_bias_from_labels else None
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     run_teacher = stage.stage in ("teacher", "both") and (needs_teacher or stage.stage == "teacher")
     if run_teacher and not (teacher_dir / "config.json").is_file():
@@ -461,6 +507,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 raise ValueError(f"method {args.method!r} needs a trained teacher; {where} "
                                  "(run --stage teacher first, or pass --teacher_name_or_path)")
             teacher = MMKDForSentiment.from_pretrained(teacher_dir)
+            spec.check_labels_match(teacher.config.dataset_spec, f"the teacher {teacher_dir}")
         student_kwargs = {**config_kwargs, "role": "student", "distillation_method": args.method}
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
@@ -484,8 +531,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         tmp = results_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
         os.replace(tmp, results_path)
+        key_metrics = (*KEY_METRICS[spec.metric_set], "_loss")
         for name, metrics in results.items():
-            shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "_loss"))}
+            shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith(key_metrics)}
             print(f"[{name}] {json.dumps(shown, sort_keys=True)}")
     if args.push_to_hub and args.process_index == 0 and stage.stage in ("student", "both"):
         from hf_mmkd.evaluation import publish_training_run
