@@ -203,8 +203,10 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
     summary = summarize(results) if summary is None else summary
     cols = _metric_order(summary, metrics)
     head = ["Checkpoint", "Condition"] + [METRIC_NAMES.get(m, m) for m in cols]
+    plain = [m for m in cols if m in _PLAIN]
     lines = [f"### {_title(results)}", "",
-             "Mean ± std over seeds (population std); accuracies and F1 in %, MAE and Corr as is.", "",
+             "Mean ± std over seeds (population std); accuracies and F1 in %"
+             + (f", {' and '.join(plain)} as is." if plain else "."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ckpt, s in summary.items():
         name = f"{ckpt} ({s['n_seeds']} seed{'s' if s['n_seeds'] != 1 else ''})"
