@@ -87,7 +87,7 @@ def git_dirty() -> bool | None:
 def merge(per_seed: list[dict]) -> dict:
     """Join the per-seed evaluation results (same protocol) into one results structure."""
     merged = dict(per_seed[0])
-    merged["checkpoints"], merged["modalities"], notes = {}, {}, []
+    merged["checkpoints"], merged["modalities"], notes, warnings = {}, {}, [], []
     for results in per_seed:
         for name, seeds in results["checkpoints"].items():
             merged["checkpoints"].setdefault(name, {}).update(seeds)
@@ -95,7 +95,8 @@ def merge(per_seed: list[dict]) -> dict:
             have = merged["modalities"].setdefault(name, [])
             have += [m for m in mods if m not in have]
         notes += [n for n in results.get("notes", []) if n not in notes]  # each seed's notes, once
-    merged["notes"] = notes
+        warnings += [f"seed {next(iter(results['seeds']))}: {w}" for w in results.get("warnings", [])]
+    merged["notes"], merged["warnings"] = notes, warnings
     return merged
 
 

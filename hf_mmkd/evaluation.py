@@ -108,14 +108,13 @@ def constant_reference(spec: DatasetSpec, train_labels) -> tuple[str, float | in
     return f"constant: train median {value:g}", value
 
 
-def near_constant(predictions: np.ndarray, labels: np.ndarray, task: str) -> str | None:
+def near_constant(predictions: np.ndarray, labels: np.ndarray, spec: DatasetSpec) -> str | None:
     """Why `predictions` count as near-constant, or None. Regression: their std is below `NEAR_CONSTANT` (1%) of
     the labels' std. Classification (logits or ids): one class is predicted for every row."""
-    if task == "classification":
-        ids = predictions.argmax(1) if predictions.ndim == 2 else predictions
-        values, counts = np.unique(ids, return_counts=True)
-        if len(values) == 1 and len(np.unique(labels)) > 1:
-            return f"predicts class {int(values[0])} for every row"
+    if spec.task == "classification":
+        ids = np.unique(predictions.argmax(1) if predictions.ndim == 2 else predictions)
+        if len(ids) == 1 and len(np.unique(labels)) > 1:
+            return f"predicts class {spec.class_names[int(ids[0])]!r} for every row"
         return None
     p_std, y_std = float(np.std(predictions)), float(np.std(labels))
     if y_std > 0 and p_std < NEAR_CONSTANT * y_std:
@@ -445,7 +444,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                 preds, labels, skipped = _predict(model, batches, sim)
                 rows[cond] = score(preds, labels)
                 reference_labels.setdefault(cond, labels)
-                if seed == seeds[0] and (why := near_constant(preds, labels, spec.task)):
+                if seed == seeds[0] and (why := near_constant(preds, labels, spec)):
                     flat.append((cond, why))
                 if skipped:
                     left_out.setdefault(ckpt_name, {})[cond] = skipped

@@ -224,3 +224,20 @@ def test_errors_name_the_problem(tiny, tmp_path):
         evaluate_checkpoints(one, data, "p2", sets=["l"])
     with pytest.raises(ValueError, match="missing rate must be in"):
         evaluate_checkpoints(one, data, "p2", rates=[1.5])
+
+
+def test_constant_reference_and_near_constant_by_hand():
+    from test_dataset_spec import classes, spec
+
+    from hf_mmkd.evaluation import constant_reference, near_constant
+
+    ratings, three = spec(), classes()  # [0, 10]; neg / neu / pos
+    assert constant_reference(ratings, [1.0, 7.0, 0.5, None, 3.0]) == ("constant: train median 2", 2.0)
+    assert constant_reference(three, [2, 0, 2, 1]) == ("constant: majority class 'pos'", 2)
+    labels = np.array([2.0, 5.0, 8.0])  # std 2.449
+    why = near_constant(np.array([5.0, 5.001, 4.999]), labels, ratings)  # std 0.000816: 0.033% of it
+    assert why == "prediction std 0.000816 is 0.033% of the labels' std 2.45"
+    assert near_constant(np.array([4.0, 5.0, 6.0]), labels, ratings) is None
+    logits = np.array([[0.0, 0.1, 2.0], [1.0, 0.0, 3.0]])
+    assert near_constant(logits, np.array([0, 2]), three) == "predicts class 'pos' for every row"
+    assert near_constant(logits, np.array([2, 2]), three) is None  # the labels are one class too
