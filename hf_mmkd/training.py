@@ -36,7 +36,7 @@ from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
-from hf_mmkd.data.missing import MissingModalitySimulator
+from hf_mmkd.data.missing import MissingModalitySimulator, availability_flags
 from hf_mmkd.data.prepared import drop_rows_without_modality, load_dataset_and_spec
 from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.data.standardize import FeatureStandardizer
@@ -205,17 +205,24 @@ def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec]
     return splits, spec
 
 
-def leave_out_rows_without_modality(splits, modalities: list[str]) -> None:
+def leave_out_rows_without_modality(splits, modalities: list[str], eval_availability=None) -> None:
     """Drop, in place, the train / validation rows that have none of `modalities` (the model's), with a warning
     naming their ids: such a row cannot be predicted (the converters leave out rows with no modality at all unless
-    told to keep them, and a model may lack a modality that some rows have alone)."""
+    told to keep them, and a model may lack a modality that some rows have alone). With `eval_availability` (the
+    fixed P3/P5 set of the validation view, e.g. "av"), validation rows that have none of its modalities are left
+    out too (the view would empty them)."""
     for name in ("train", "validation"):
-        splits[name], ids = drop_rows_without_modality(splits[name], modalities)
+        keep = modalities
+        if name == "validation" and eval_availability:
+            flags = availability_flags(eval_availability)
+            keep = [m for m, on in zip(MODALITIES, flags) if on and m in modalities]
+        splits[name], ids = drop_rows_without_modality(splits[name], keep)
         if ids:
-            logger.warning("%s: %d row(s) have none of the model's modalities (%s) and are left out: %s%s", name,
-                           len(ids), ", ".join(modalities), ids[:20], " ..." if len(ids) > 20 else "")
+            what = "the model's modalities" if keep == modalities else "the modalities of the validation view"
+            logger.warning("%s: %d row(s) have none of %s (%s) and are left out: %s%s", name, len(ids), what,
+                           ", ".join(keep), ids[:20], " ..." if len(ids) > 20 else "")
         if not len(splits[name]):
-            raise ValueError(f"no {name} row has any of the model's modalities ({', '.join(modalities)})")
+            raise ValueError(f"no {name} row has any of the modalities {', '.join(keep) or '(none)'}")
 
 
 def feature_dims(dataset) -> dict[str, int]:
@@ -443,7 +450,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     check_metric_for_best_model(args, spec)
     config_kwargs = model_config_kwargs(model_args, splits, None, spec)
     untrained = untrained_modalities(model_args, splits)
-    leave_out_rows_without_modality(splits, [m for m in readable_modalities(model_args, splits) if m not in untrained])
+    leave_out_rows_without_modality(splits, [m for m in readable_modalities(model_args, splits) if m not in untrained],
+                                    args.eval_missing_availability)
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
     config_kwargs["feature_standardization"] = standardization
     model_args = trained_model_args(model_args, splits)
