@@ -448,7 +448,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     root = Path(args.output_dir)
     splits, spec = load_splits(data_args, args.seed)
     check_metric_for_best_model(args, spec)
-    config_kwargs = model_config_kwargs(model_args, splits, None, spec)
+    config_kwargs = model_config_kwargs(model_args, splits, None, spec)  # refuses data no modality can train on
+    # The rows the model cannot read are left out before the standardisation is fitted on train.
     untrained = untrained_modalities(model_args, splits)
     leave_out_rows_without_modality(splits, [m for m in readable_modalities(model_args, splits) if m not in untrained],
                                     args.eval_missing_availability)
