@@ -115,29 +115,27 @@ def card(tmp_path):
 # --------------------------------------------------------------------------------------------------- layouts
 
 
-def test_ratings_zero_to_ten_three_modalities_every_method(tmp_path, monkeypatch, caplog, capsys):
+def test_ratings_zero_to_ten_three_modalities(tmp_path, monkeypatch, caplog, capsys):
     """Regression on 0..10 (the generic metric set), three modalities, rows without any modality (left out by the
-    converter); the teacher and all six students."""
+    converter); CorrKD, whose label bins come from the spec's range."""
     empty = write_mmsa_pickle(tmp_path / "my_data.pkl", label_range=(0, 10), empty_rows={"train": 3, "test": 1})
-    plots = run_readme(tmp_path, monkeypatch, prepare_flags=["--label-range", "0", "10"], methods=METHODS,
+    plots = run_readme(tmp_path, monkeypatch, prepare_flags=["--label-range", "0", "10"], methods=("corrkd",),
                        caplog=caplog)
     spec = load_spec(tmp_path / "data_prepared" / "mine")
     assert spec.metric_set == "generic_regression" and spec.neutral_band == pytest.approx((4.166667, 5.833333))
     assert spec.splits["train"]["left_out"] == empty["train"] and spec.splits["test"]["left_out"] == empty["test"]
     assert "train: 37 rows, with text 37, with audio 37, with vision 37; 3 left out (no modality)" in \
         capsys.readouterr().out
-    for m in METHODS:  # every student carries the spec; the label bins of CorrKD / MM-CKD come from it
-        config = MMKDForSentiment.from_pretrained(tmp_path / "outputs" / f"mine_{m}" / "student"
-                                                  if m != "corrkd" else tmp_path / "outputs" / "mine" / "student").config
-        assert config.dataset_spec == spec.to_dict() and config.distillation_method == m
+    for stage in ("teacher", "student"):  # both carry the spec; CorrKD's label bins come from it
+        config = MMKDForSentiment.from_pretrained(tmp_path / "outputs" / "mine" / stage).config
+        assert config.dataset_spec == spec.to_dict()
 
     columns = "| Acc-2 (sign) | F1 (sign) | Acc-3 (band) | MAE | Corr |"
     for protocol, summary in (("p2", "**mean r=0.0-0.9**"), ("p5", "**Avg. (7 patterns)**")):
         md = report(tmp_path, protocol)
         assert f"| Checkpoint | Condition {columns}" in md and "Acc-7" not in md and "Non0" not in md
         assert summary in md and "Metric set `generic_regression`" in md
-        for name in ["mine/teacher", "mine/student"] + [f"mine_{m}/student" for m in METHODS if m != "corrkd"]:
-            assert f"| {name} (1 seed) |" in md, (protocol, name)
+        assert "| teacher (1 seed) |" in md and "| student (1 seed) |" in md
         assert "| constant: train median" in md and "| every condition |" in md
     assert plots[0] == ["Acc-2 (sign) (%) ↑", "F1 (sign) (%) ↑", "Acc-3 (band) (%) ↑", "MAE ↓", "Corr ↑"]
 
@@ -158,28 +156,35 @@ def test_ratings_zero_to_ten_three_modalities_every_method(tmp_path, monkeypatch
     assert names == {"Acc-2 (sign)", "F1 (sign)", "Acc-3 (band)", "MAE", "Corr"}
 
 
-def test_three_classes_text_absent_from_train_kept_rows_without_modality(tmp_path, monkeypatch, caplog):
+def test_three_classes_text_absent_from_train_kept_rows_without_modality_every_method(tmp_path, monkeypatch,
+                                                                                        caplog):
     """Three classes (class names given), text absent from the train split, rows without any modality kept by the
-    converter: training skips them with a warning naming their ids, evaluation leaves them out with a note."""
+    converter: training skips them with a warning naming their ids, evaluation leaves them out with a note. The
+    teacher and all six students."""
     empty = write_mmsa_pickle(tmp_path / "my_data.pkl", task="classification", absent=[("train", "text")],
                               empty_rows={"train": 2, "test": 1})
     flags = ["--task", "classification", "--class-names", "negative", "neutral", "positive",
              "--keep-rows-without-modality"]
-    plots = run_readme(tmp_path, monkeypatch, prepare_flags=flags, methods=("corrkd",), caplog=caplog)
+    plots = run_readme(tmp_path, monkeypatch, prepare_flags=flags, methods=METHODS, caplog=caplog)
     assert "train: 2 row(s) have none of the model's modalities (audio, vision) and are left out: " \
            f"{empty['train']}" in caplog.text
     spec = load_spec(tmp_path / "data_prepared" / "mine")
     assert spec.splits["train"]["text"] == 0 and spec.splits["train"]["left_out"] == []
-    student = MMKDForSentiment.from_pretrained(tmp_path / "outputs" / "mine" / "student").config
-    assert student.task == "classification" and student.num_labels == 3 and student.modalities == ["audio", "vision"]
-    assert student.label_names() == ["negative", "neutral", "positive"]
+    for m in METHODS:  # every student learned class labels and carries the spec
+        folder = tmp_path / "outputs" / ("mine" if m == "corrkd" else f"mine_{m}") / "student"
+        student = MMKDForSentiment.from_pretrained(folder).config
+        assert student.task == "classification" and student.num_labels == 3 and student.distillation_method == m
+        assert student.modalities == ["audio", "vision"] and student.dataset_spec == spec.to_dict()
+        assert student.label_names() == ["negative", "neutral", "positive"]
 
     for protocol in ("p2", "p5"):
         md = report(tmp_path, protocol)
         assert "| Acc | F1 | F1_negative | F1_neutral | F1_positive | WA | UA |" in md and "MAE" not in md
+        for name in ["mine/teacher", "mine/student"] + [f"mine_{m}/student" for m in METHODS if m != "corrkd"]:
+            assert f"| {name} (1 seed) |" in md, (protocol, name)
         assert "| constant: majority class" in md
         assert "Rows that have none of a checkpoint's modalities were left out of its evaluation: " \
-               f"teacher: 1 rows (ids {empty['test'][0]}); student: 1 rows" in md
+               f"mine/teacher: 1 rows (ids {empty['test'][0]}); mine/student: 1 rows" in md
     assert "share only {a,v} (the models have no text encoder)" in report(tmp_path, "p5")
     assert plots[0] == ["Acc (%) ↑", "F1 (%) ↑", "UA (%) ↑"]
 
