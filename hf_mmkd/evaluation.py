@@ -173,14 +173,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     return model, {"tokenizer": tokenizer}
 
 
-def load_eval_split(dataset: Any, split: str = "test"):
+def load_eval_split(dataset: Any, split: str = "test", spec: DatasetSpec | None = None):
     """`(Dataset, DatasetSpec, train labels or None)`: `dataset` is "demo", a prepared folder, a Hub dataset id, or
-    a `DatasetDict` (see `hf_mmkd.data.prepared.load_dataset_and_spec`). The train labels give the constant
-    reference (None when the data set has no train split)."""
+    a `DatasetDict` (see `hf_mmkd.data.prepared.load_dataset_and_spec`). An in-memory `DatasetDict` declares
+    nothing itself: `spec` (e.g. the checkpoint's `config.dataset_spec`) says what its labels mean when given, else
+    `build_spec`'s defaults do. The train labels give the constant reference (None without a train split)."""
+    from datasets import DatasetDict
+
     if isinstance(dataset, (str, os.PathLike)) and str(dataset).startswith((".", "/", "~")) \
             and not Path(dataset).is_dir():
         raise FileNotFoundError(f"dataset folder {dataset} does not exist")
-    splits, spec = load_dataset_and_spec(dataset)
+    if isinstance(dataset, DatasetDict) and spec is not None:
+        splits = dataset
+    else:
+        splits, spec = load_dataset_and_spec(dataset)
     if split not in splits:
         raise ValueError(f"dataset {dataset if isinstance(dataset, (str, os.PathLike)) else spec.name!r} has no "
                          f"{split!r} split (splits: {', '.join(splits)})")
@@ -367,7 +373,8 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
 
     Args:
         checkpoints: `{name: save_pretrained folder}`.
-        dataset: "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`; its spec gives the metric set.
+        dataset: "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`; its spec gives the metric set
+            (a `DatasetDict` takes the first checkpoint's `config.dataset_spec`, else `build_spec`'s defaults).
         protocol: p1 | p2 | p3 | p5 (see the module docstring); split: the split to evaluate.
         seeds: mask seeds of the simulator; rates / sets: override the protocol's rates (p1/p2) or sets (p3/p5).
         dataset_name: display name for titles and file names (default: the spec's `name`); it changes nothing
@@ -393,7 +400,9 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     protocol = protocol.lower()
     condition_plan(protocol, ("text", "audio", "vision"), rates, None)  # fail on a bad protocol/rates early
     paths = {name: check_checkpoint_dir(p) for name, p in checkpoints.items()}
-    data, spec, train_labels = load_eval_split(dataset, split)
+    declared = read_json(next(iter(paths.values())) / "config.json").get("dataset_spec")  # for a DatasetDict
+    data, spec, train_labels = load_eval_split(dataset, split, None if declared is None else
+                                               DatasetSpec.from_dict(declared, where="the first checkpoint's spec"))
     name = dataset_name or spec.name
     score = metric_fn(spec)
     reference, reference_value = constant_reference(spec, train_labels) if train_labels is not None else (None, None)

@@ -241,3 +241,17 @@ def test_constant_reference_and_near_constant_by_hand():
     logits = np.array([[0.0, 0.1, 2.0], [1.0, 0.0, 3.0]])
     assert near_constant(logits, np.array([0, 2]), three) == "predicts class 'pos' for every row"
     assert near_constant(logits, np.array([2, 2]), three) is None  # the labels are one class too
+
+
+def test_an_in_memory_datasetdict_takes_the_checkpoint_spec(tmp_path):
+    dsd = make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)
+    for split in dsd:  # labels in [-0.3, 0.3]: on their own they would default to the range [-1, 1]
+        dsd[split] = dsd[split].map(lambda row: {"label": row["label"] / 10})
+    torch.manual_seed(0)
+    config = MMKDConfig(**{f"{m}_feature_dim": d for m, d in DIMS.items()}, hidden_size=8, num_attention_heads=2,
+                        dataset_spec=demo_spec(make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)).to_dict())
+    MMKDForSentiment(config).save_pretrained(tmp_path / "m")
+    res = evaluate_checkpoints({"m": tmp_path / "m"}, dsd, "p2", seeds=(1111,), rates=(0.0,))
+    assert res["metric_set"] == "mmsa_pm3" and res["dataset"] == "hf_mmkd synthetic demo"
+    assert evaluate_checkpoints({"m": make_checkpoint(tmp_path / "plain")}, dsd, "p2", seeds=(1111,),
+                                rates=(0.0,))["metric_set"] == "mmsa_pm1"  # no spec anywhere: build_spec's defaults
