@@ -208,8 +208,9 @@ def test_five_classes_two_modalities(tmp_path, monkeypatch, caplog):
     write_mmsa_pickle(tmp_path / "my_data.pkl", task="classification", num_classes=5, modalities=("audio", "vision"),
                       both_labels=True)
     names = ["very_negative", "negative", "neutral", "positive", "very_positive"]
-    run_readme(tmp_path, monkeypatch, prepare_flags=["--task", "classification", "--class-names", *names],
-               methods=("mmckd",), caplog=caplog)
+    plots = run_readme(tmp_path, monkeypatch, prepare_flags=["--task", "classification", "--class-names", *names],
+                       methods=("mmckd",), caplog=caplog)
+    assert plots == [["Acc (%) ↑", "F1 (%) ↑", "UA (%) ↑"]] * 2  # the P2 and the P5 plot
     assert load_prepared(tmp_path / "data_prepared" / "mine")["train"].column_names.count("label") == 1  # kept
     md = report(tmp_path, "p5")
     assert "| Acc | F1 | " + " | ".join(f"F1_{n}" for n in names) + " | WA | UA |" in md
@@ -217,7 +218,9 @@ def test_five_classes_two_modalities(tmp_path, monkeypatch, caplog):
     assert "neither the models nor the test split have text" in md
     rows = predictions(tmp_path)
     assert rows and all(r["label"] in names and r["reference"] in "01234" for r in rows)
-    assert "classification into 5 classes (0 very_negative" in card(tmp_path).text
+    text = card(tmp_path).text
+    assert "classification into 5 classes (0 very_negative" in text and "| F1_very_positive |" in text
+    assert "Metrics (metric set `classification`)" in text
 
 
 # ------------------------------------------------------------------------------------------ real data as classes
