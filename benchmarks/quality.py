@@ -3,24 +3,18 @@
     python benchmarks/quality.py --seeds 1111 1112 1113                       # CMU-MOSI -> results/quality_mosi.*
     python benchmarks/quality.py --dataset-name mmmo --seeds 1111 1112 1113   # ICT-MMMO -> results/quality_mmmo.*
 
-One code path for every dataset `NAME` (`--dataset-name`, default mosi; prepared folder data_prepared/NAME).
-Per seed: the teacher (configs/NAME_teacher.yaml), then each method's student from its YAML
-(configs/NAME_<method>.yaml, the same missing-modality training view for all students of a dataset), model
-selection on the validation split only. Then every checkpoint is evaluated on the TEST split, mask seed = run
-seed, with the dataset's protocols (`--protocols` overrides them):
-- mosi: P2 (LNLN): r = 0.0 .. 0.9, the same r for every modality; summary = mean over r. P1 masks (token/frame
-  drop at r = 0.0 .. 1.0, MMSA's fixed per-modality seeds) on the same checkpoints; summary = AUILC. NOTE: the
-  P1 literature trains one model per rate; here the P2-trained models are only *tested* with P1 masks, which is
-  a different (harder to compare) quantity and is labelled as such. Students train with the P2 view.
-- mmmo: P5 (CMAD): the seven fixed availability patterns {l} .. {l,a,v}; summary = mean over the patterns.
-  Students train with the P5 view. ICT-MMMO's train split has no text, so train.py builds no text encoder and
-  P5 evaluates the patterns the models read, {a}, {v}, {a,v}; the reports name the modality and the patterns
-  left out (found from the data and the checkpoints, not typed in). Ratings 1..5 are shifted by -3 for MOSI's
-  metrics (evaluation, and the validation metrics during training).
+One code path for every benchmark `NAME` (`--dataset-name`, default mosi; prepared folder data_prepared/NAME).
+The name only names config files: configs/NAME_benchmark.yaml (test protocols, how to prepare the folder, torch
+threads, work folder, optional targets) and the training configs. Per seed: the teacher (configs/NAME_teacher.yaml),
+then each method's student from its YAML (configs/NAME_<method>.yaml, the same missing-modality training view
+for all students of a dataset), model selection on the validation split only. Then every checkpoint is evaluated
+on the TEST split, mask seed = run seed, with the benchmark's protocols (`--protocols` overrides them). What the
+labels mean, hence the metrics, comes from the prepared folder's data-set spec (`dataset_spec.json`), and every
+report has the constant reference row (the train median / majority class).
 Writes, with NAME as above and P each protocol: quality_NAME.json (every number, the command, seeds, git
 commit, versions, machine), quality_NAME_P.json / .md / .png (per-condition tables and the robustness plot),
-and quality_NAME_targets.md for mosi (the issue's targets, met or not) or quality_NAME_summary.md for the
-others (each checkpoint's protocol mean ± std). No number is typed in.
+and quality_NAME_targets.md when the benchmark config has targets, else quality_NAME_summary.md (each
+checkpoint's protocol mean ± std in the metric set's key metrics). No number is typed in.
 """
 
 from __future__ import annotations
@@ -41,19 +35,26 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("none", "logit", "corrkd", "mmckd", "mitr", "crossmodal")
 MODALITIES = ("text", "audio", "vision")
 LETTER = {"text": "l", "audio": "a", "vision": "v"}
-# Per dataset: the test protocols (the first is the one the summary refers to), the prepare_mmsa.py input, and
-# torch's CPU threads (None: torch's default). ICT-MMMO's models are tiny (<= 20 feature steps, 220 rows): one
-# thread is faster, and on a busy 2-core machine extra threads spin and slow a run down more than 10x.
-DATASETS = {
-    "mosi": {"protocols": ("p2", "p1"), "prepare": "../shared/data/mosi/mosi_text_audio.pkl", "threads": None},
-    "mmmo": {"protocols": ("p5",), "prepare": "../shared/data/mmmo/mmmo_features.pkl --label-range 1 5",
-             "threads": 1},
-}
-SUMMARY_METRICS = ("Non0_acc_2", "Non0_F1_score", "MAE", "Corr", "Mult_acc_7")
-# Issue targets (P2 mean over r, test split) and the reference rows they come from.
-TARGETS = {"Non0_acc_2": (">=", 0.740), "Non0_F1_score": (">=", 0.740), "MAE": ("<=", 1.00), "Corr": (">=", 0.56),
-           "Mult_acc_7": (">=", 0.365)}
-TEACHER_TARGETS = {"Non0_acc_2": (">=", 0.840), "MAE": ("<=", 0.80)}
+
+
+def benchmarks() -> list[str]:
+    """The benchmark names: one per configs/<name>_benchmark.yaml."""
+    return sorted(p.name[: -len("_benchmark.yaml")] for p in (REPO / "configs").glob("*_benchmark.yaml"))
+
+
+def benchmark_config(name: str) -> dict:
+    """configs/<name>_benchmark.yaml: protocols, prepare, threads, work, and optional targets / teacher_targets /
+    kd_gain."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / f"{name}_benchmark.yaml").read_text()) or {}
+    config.setdefault("threads", None)
+    config.setdefault("work", f"outputs/quality_{name}")
+    return config
+
+
+def met(value: float, op: str, target: float) -> bool:
+    return value >= target if op == ">=" else value <= target
 
 
 def train(config: str, seed: int, out: Path, extra: list[str]) -> None:
@@ -86,7 +87,7 @@ def git_dirty() -> bool | None:
 def merge(per_seed: list[dict]) -> dict:
     """Join the per-seed evaluation results (same protocol) into one results structure."""
     merged = dict(per_seed[0])
-    merged["checkpoints"], merged["modalities"], notes = {}, {}, []
+    merged["checkpoints"], merged["modalities"], notes, warnings = {}, {}, [], []
     for results in per_seed:
         for name, seeds in results["checkpoints"].items():
             merged["checkpoints"].setdefault(name, {}).update(seeds)
@@ -94,50 +95,53 @@ def merge(per_seed: list[dict]) -> dict:
             have = merged["modalities"].setdefault(name, [])
             have += [m for m in mods if m not in have]
         notes += [n for n in results.get("notes", []) if n not in notes]  # each seed's notes, once
-    merged["notes"] = notes
+        warnings += [f"seed {next(iter(results['seeds']))}: {w}" for w in results.get("warnings", [])]
+    merged["notes"], merged["warnings"] = notes, warnings
     return merged
 
 
-def targets_table(summary: dict, n_seeds: int) -> str:
-    """The issue's targets against the P2 means (test split), met or not, and KD vs the `none` student."""
-    def cell(name, metric):
-        s = summary[name]["summary"]
-        block = next(iter(s.values()))  # the protocol's one summary row (mean over r)
-        return block[metric]["mean"], block[metric]["std"]
+def _cell(summary: dict, name: str, metric: str) -> tuple[float, float]:
+    block = next(iter(summary[name]["summary"].values()))  # the protocol's one summary row
+    return block[metric]["mean"], block[metric]["std"]
 
-    lines = [f"P2 mean over r = 0.0..0.9 on the MOSI test split, mean ± std over {n_seeds} seed(s).", "",
-             "| checkpoint | " + " | ".join(TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
+
+def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str, reference: str | None) -> str:
+    """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`."""
+    targets = {m: tuple(v) for m, v in config["targets"].items()}
+    lines = [f"{protocol_title}; test split, mean ± std over {n_seeds} seed(s).", "",
+             "| checkpoint | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
     for name in summary:
-        cells = []
-        for metric in TARGETS:
-            mean, std = cell(name, metric)
-            cells.append(f"{mean:.4f} ± {std:.4f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| target | " + " | ".join(f"{op} {v}" for op, v in TARGETS.values()) + " |", ""]
-    students = [n for n in summary if n not in ("teacher", "none")]
-    if students and "none" in summary:
-        best = max(students, key=lambda n: cell(n, "Non0_acc_2")[0])
-        met = [m for m, (op, v) in TARGETS.items()
-               if (cell(best, m)[0] >= v if op == ">=" else cell(best, m)[0] <= v)]
-        delta = 100 * (cell(best, "Non0_acc_2")[0] - cell("none", "Non0_acc_2")[0])
-        lines.append(f"Best KD student by mean Non0 Acc-2: **{best}**; targets met: {met or 'none'}; "
-                     f"not met: {[m for m in TARGETS if m not in met] or 'none'}.")
-        lines.append(f"Best KD student minus the `none` student, mean Non0 Acc-2: {delta:+.2f} points "
-                     f"(target >= +1.0): {'met' if delta >= 1.0 else 'NOT met'}.")
+        lines.append(f"| {name} | " + " | ".join("{:.4f} ± {:.4f}".format(*_cell(summary, name, m)) for m in targets)
+                     + " |")
+    lines += ["", "| target | " + " | ".join(f"{op} {v}" for op, v in targets.values()) + " |", ""]
+    students = [n for n in summary if n not in ("teacher", "none", reference)]
+    gain = config.get("kd_gain")
+    if students and "none" in summary and gain:
+        metric = gain["metric"]
+        best = max(students, key=lambda n: _cell(summary, n, metric)[0])
+        hit = [m for m, (op, v) in targets.items() if met(_cell(summary, best, m)[0], op, v)]
+        delta = 100 * (_cell(summary, best, metric)[0] - _cell(summary, "none", metric)[0])
+        lines.append(f"Best KD student by mean {metric}: **{best}**; targets met: {hit or 'none'}; "
+                     f"not met: {[m for m in targets if m not in hit] or 'none'}.")
+        lines.append(f"Best KD student minus the `none` student, mean {metric}: {delta:+.2f} points "
+                     f"(target >= +{gain['at_least']}): {'met' if delta >= gain['at_least'] else 'NOT met'}.")
     return "\n".join(lines) + "\n"
 
 
-def teacher_complete_table(p2: dict) -> str:
-    rows = [p2["checkpoints"]["teacher"][seed]["r=0.0"] for seed in p2["checkpoints"]["teacher"]]
-    out = ["Teacher on the complete test split (r = 0):", "", "| metric | value | target | met |", "|---|---|---|---|"]
-    for metric, (op, v) in TEACHER_TARGETS.items():
+def teacher_complete_table(results: dict, config: dict) -> str:
+    """The teacher on the complete test split (the main protocol's complete condition) against teacher_targets."""
+    seeds = results["checkpoints"]["teacher"]
+    complete = next(c for c in ("r=0.0", "{l,a,v}") if c in next(iter(seeds.values())))
+    rows = [seeds[seed][complete] for seed in seeds]
+    out = [f"Teacher on the complete test split ({complete}):", "", "| metric | value | target | met |",
+           "|---|---|---|---|"]
+    for metric, (op, v) in config["teacher_targets"].items():
         value = float(np.mean([r[metric] for r in rows]))
-        met = value >= v if op == ">=" else value <= v
-        out.append(f"| {metric} | {value:.4f} | {op} {v} | {'yes' if met else 'no'} |")
+        out.append(f"| {metric} | {value:.4f} | {op} {v} | {'yes' if met(value, op, v) else 'no'} |")
     return "\n".join(out) + "\n"
 
 
-def summary_table(summary: dict, metrics=SUMMARY_METRICS) -> str:
+def summary_table(summary: dict, metrics) -> str:
     """One row per checkpoint: its protocol summary row (e.g. the P5 mean over patterns), mean ± std over seeds;
     accuracies and F1 in %, MAE and Corr as they are (the convention of the per-condition tables)."""
     from hf_mmkd.report import METRIC_NAMES
@@ -163,19 +167,6 @@ def modality_rows(dataset: str) -> dict:
             for split, data in load_prepared(dataset).items()}
 
 
-def constant_reference(dataset: str, name: str) -> dict:
-    """Test metrics of a constant prediction equal to the train split's median label (a floor for MAE)."""
-    from hf_mmkd.data.prepared import load_prepared
-    from hf_mmkd.evaluation import metric_scheme
-
-    splits = load_prepared(dataset)
-    scheme = metric_scheme(name)
-    train, test = (np.asarray(splits[s][scheme.label_column], dtype=np.float32) for s in ("train", "test"))
-    median = float(np.median(train))
-    metrics = scheme(np.full_like(test, median), test)
-    return {"prediction": median, **{k: float(v) for k, v in metrics.items() if k != "Corr"}}
-
-
 def machine() -> dict:
     import torch
 
@@ -185,41 +176,42 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset-name", default="mosi", choices=sorted(DATASETS),
-                        help="which benchmark: configs/NAME_*.yaml, default folder data_prepared/NAME")
+    parser.add_argument("--dataset-name", default="mosi", choices=benchmarks(),
+                        help="which benchmark: configs/NAME_benchmark.yaml and configs/NAME_*.yaml, default folder "
+                             "data_prepared/NAME")
     parser.add_argument("--dataset", default=None, help="prepared folder (default: data_prepared/NAME)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--work", default=None, help="where checkpoints go (default: outputs/quality for mosi, "
-                                                     "outputs/quality_NAME otherwise)")
+    parser.add_argument("--work", default=None, help="where checkpoints go (default: the benchmark config's work)")
     parser.add_argument("--out", default="benchmarks/results", help="where the reports go")
     parser.add_argument("--protocols", nargs="+", default=None, choices=["p1", "p2", "p3", "p5"],
-                        help="test protocols (default: mosi p2 p1, mmmo p5; must include the dataset's main one, "
-                             "which the summary refers to)")
+                        help="test protocols (default: the benchmark config's; must include its main one, the "
+                             "first, which the summary refers to)")
     parser.add_argument("--num-threads", type=int, default=None,
-                        help="torch CPU threads (default: 1 for mmmo, torch's default for mosi)")
+                        help="torch CPU threads (default: the benchmark config's threads)")
     parser.add_argument("--train-args", default="", help="extra train.py flags for every run (e.g. fewer epochs); "
                                                          "write --train-args='--num_train_epochs 1'")
     args = parser.parse_args(argv)
     name = args.dataset_name
-    spec = DATASETS[name]
+    config = benchmark_config(name)
     dataset = args.dataset or f"data_prepared/{name}"
-    work = args.work or ("outputs/quality" if name == "mosi" else f"outputs/quality_{name}")
-    protocols = list(dict.fromkeys(args.protocols or spec["protocols"]))
-    main_protocol = spec["protocols"][0]
+    work = args.work or config["work"]
+    protocols = list(dict.fromkeys(args.protocols or config["protocols"]))
+    main_protocol = config["protocols"][0]
     if main_protocol not in protocols:
         parser.error(f"--protocols must include {main_protocol} (the {name} summary is a {main_protocol} mean)")
     if not Path(dataset).is_dir():
         print(f"quality.py: error: no prepared dataset at {dataset}; run dataset_scripts/prepare_mmsa.py "
-              f"{spec['prepare']} {dataset}", file=sys.stderr)
+              f"{config['prepare']} {dataset}", file=sys.stderr)
         return 2
     import torch
 
-    threads = args.num_threads or spec["threads"]
+    threads = args.num_threads or config["threads"]
     if threads:
         torch.set_num_threads(threads)
     from hf_mmkd.evaluation import evaluate_checkpoints, write_evaluation_report
     from hf_mmkd.io import atomic_write
+    from hf_mmkd.metrics import KEY_METRICS
     from hf_mmkd.report import DATASET_NAMES, PROTOCOLS, summarize
 
     extra = ["--dataset", dataset, *args.train_args.split()]
@@ -261,6 +253,7 @@ def main(argv=None) -> int:
         write_evaluation_report(results, out, stem=f"quality_{name}_{protocol}")
     summaries = {p: summarize(r) for p, r in merged.items()}
     summary = summaries[main_protocol]
+    main = merged[main_protocol]
     import transformers
     record = {
         "command": "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -270,29 +263,29 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
-        "modality_rows": rows, "untrained_modalities": untrained,
-        "constant_train_median_on_test": constant_reference(dataset, name),
+        "modality_rows": rows, "untrained_modalities": untrained, "metric_set": main["metric_set"],
+        "reference": main["reference"], "reference_value": main["reference_value"],
         "results": merged, f"{main_protocol}_summary": summary, "summaries": summaries,
     }
     atomic_write(out / f"quality_{name}.json", json.dumps(record, indent=2, default=float))
     title = DATASET_NAMES.get(name, name)
     text = (f"# {title} quality under missing modalities\n\n" + f"Command: `{record['command']}` (commit "
             f"{record['git_commit'][:10]}).\n\n")
-    if name == "mosi":
-        text += teacher_complete_table(merged["p2"]) + "\n" + targets_table(summary, len(args.seeds))
+    protocol_title = PROTOCOLS[main_protocol]["title"]
+    if config.get("targets"):
+        if config.get("teacher_targets"):
+            text += teacher_complete_table(main, config) + "\n"
+        text += targets_table(summary, len(args.seeds), config, protocol_title, main["reference"])
         report = out / f"quality_{name}_targets.md"
     else:
-        text += (f"{PROTOCOLS[main_protocol]['title']}; {title} test split, mean ± std over {len(args.seeds)} "
+        text += (f"{protocol_title}; {title} test split, mean ± std over {len(args.seeds)} "
                  f"seed(s) (population std), model selection on validation only (training and validation views: "
                  f"`configs/{name}_*.yaml`). Per-condition rows and the plot: `quality_{name}_{main_protocol}.md` / "
-                 "`.png`.\n\n" + summary_table(summary))
-        ref = record["constant_train_median_on_test"]
-        text += (f"\nReference: predicting the train split's median label ({ref['prediction']:g}) for every test row "
-                 f"gives MAE {ref['MAE']:.3f}, Acc-2 (Non0) {100 * ref['Non0_acc_2']:.2f}, Acc-7 "
-                 f"{100 * ref['Mult_acc_7']:.2f}.\n")
-        notes = list(dict.fromkeys(merged[main_protocol].get("notes", [])))
-        text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+                 "`.png`. The row `" + str(main["reference"]) + "` is the constant predictor (reference).\n\n"
+                 + summary_table(summary, KEY_METRICS[main["metric_set"]]))
         report = out / f"quality_{name}_summary.md"
+    notes = list(dict.fromkeys(main.get("warnings", []) + main.get("notes", [])))
+    text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write(report, text)
     print(text)
     return 0

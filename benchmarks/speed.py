@@ -45,19 +45,19 @@ SETTINGS = {  # name: (method, cache_teacher_outputs, student view protocol)
 
 def build(args, method: str, cache: bool, protocol: str):
     """A trainer for one setting, on MOSI's first `steps * batch_size` training rows."""
-    from hf_mmkd.data.prepared import load_prepared
+    from hf_mmkd.data.prepared import load_dataset_and_spec
     from hf_mmkd.training import DataArguments, ModelArguments, load_preprocessors, model_config_kwargs, new_model
     from hf_mmkd.data.collator import MMKDDataCollator
     from hf_mmkd.data.standardize import FeatureStandardizer
     from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments
 
     torch.manual_seed(0)
-    splits = load_prepared(args.dataset)
+    splits, spec = load_dataset_and_spec(args.dataset)
     model_args = ModelArguments(text_backbone="minilm", hidden_size=64,
                                 temporal_encoder="mib_trl" if method == "mitr" else "transformer",
                                 pattern_embedding=method == "mmckd")
     stats = FeatureStandardizer.fit(splits["train"]).to_dict()
-    kwargs = model_config_kwargs(model_args, splits, stats)
+    kwargs = model_config_kwargs(model_args, splits, stats, spec)
     tokenizer, _, _ = load_preprocessors(model_args)
     student = new_model(model_args, {**kwargs, "role": "student"})
     teacher = new_model(model_args, {**kwargs, "role": "teacher"}) if method in ("logit", "corrkd", "mmckd", "crossmodal") else None
@@ -68,7 +68,7 @@ def build(args, method: str, cache: bool, protocol: str):
         auxiliary_modality="audio",
     )
     collator = MMKDDataCollator(student.config, tokenizer=tokenizer, max_text_length=DataArguments.max_text_length,
-                                return_row_keys=True)
+                                label_column=spec.label_column, return_row_keys=True)
     trainer = MMKDTrainer(model=student, teacher=teacher, args=training_args, train_dataset=splits["train"],
                           data_collator=collator, processing_class=tokenizer)
     rows = splits["train"].select(range(args.steps * args.batch_size))

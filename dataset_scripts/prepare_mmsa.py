@@ -1,8 +1,16 @@
 #!/usr/bin/env python
 """Convert an MMSA-layout pickle (thuiar/MMSA `unaligned_50.pkl`, `aligned_50.pkl`, ...) to a prepared dataset.
 
-Writes OUT_DIR/data/{train,validation,test}-*.parquet and OUT_DIR/README.md (`configs:` YAML + provenance);
-load it back with `hf_mmkd.data.load_prepared(OUT_DIR)` or `datasets.load_dataset("parquet", ...)`.
+Writes OUT_DIR/data/{train,validation,test}-*.parquet, OUT_DIR/README.md (`configs:` YAML + provenance) and
+OUT_DIR/dataset_spec.json (what the labels mean; `hf_mmkd.data.spec`). Load it back with
+`hf_mmkd.data.load_prepared(OUT_DIR)` or `datasets.load_dataset("parquet", ...)`.
+
+The task is the kind of labels the pickle has (`regression_labels` or `classification_labels`); MMSA's own
+files carry both, and then `--task` must say which. Regression: the label range defaults to [floor(min),
+ceil(max)] of the labels and the neutral band to the range's (see `hf_mmkd.data.spec`); classification: the
+class names default to the ids (`--class-names` names them in id order). Rows with no modality at all are left
+out (counted per split on stdout and in the card, ids in dataset_spec.json) unless
+--keep-rows-without-modality.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ PICKLE_WARNING = (
 
 
 def parse_args(argv=None):
+    from hf_mmkd.data.spec import add_spec_arguments
+
     parser = argparse.ArgumentParser(
         description=__doc__,
         epilog=PICKLE_WARNING,
@@ -29,10 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("pickle", metavar="IN.pkl", help="MMSA-layout pickle: {'train'|'valid'|'test': {key: array}}")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (must be empty or absent, see --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
-    parser.add_argument("--label-range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
-                        help="refuse regression labels outside [LO, HI] (CMU-MOSI/MOSEI: -3 3, CH-SIMS: -1 1, "
-                             "ICT-MMMO: 1 5); labels are never clipped. Non-finite labels are always refused")
-    parser.add_argument("--name", default=None, help="dataset name for the card (default: the pickle's file name)")
+    add_spec_arguments(parser)
+    parser.add_argument("--name", default=None, help="dataset name for the card and the spec (display only; default: "
+                                                     "the pickle's file name)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None,
                         help="also upload OUT_DIR to this (private) Hub dataset repo; mind the corpus licence")
     parser.add_argument("--public", action="store_true", help="with --push-to-hub: make the repo public")
@@ -47,11 +56,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def card(name: str, src: Path, digest: str, report: dict) -> str:
-    rows = "\n".join(
-        f"| {s} | {r['rows']} | {r['has_text']} | {r['has_audio']} | {r['has_vision']} |"
-        for s, r in report["splits"].items()
-    )
+def card(name: str, src: Path, digest: str, report: dict, spec) -> str:
+    from hf_mmkd.data.spec import spec_markdown
+
     dims = ", ".join(f"{m} {d}" for m, d in report["feature_dims"].items()) or "none"
     notes = []
     if report["audio_neg_inf_set_to_0"]:
@@ -74,21 +81,19 @@ feature column is null (an `Array2D` null reads back as nan, so always use the `
 - Sequences are truncated to their `*_lengths` (right padding removed).
 {notes_text}
 
-| split | rows | has_text | has_audio | has_vision |
-|---|---|---|---|---|
-{rows}
-
+{spec_markdown(spec)}
 ## Licence
 
-This folder holds features derived from the source corpus and inherits its terms (CMU-MOSI / MOSEI / ICT-MMMO:
-research use). Do not push it to a public repository unless those terms allow it.
+This folder holds features derived from the source corpus and inherits its terms. Do not push it to a public
+repository unless those terms allow it.
 """
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hf_mmkd.data.mmsa import mmsa_to_dataset_dict
-    from hf_mmkd.data.prepared import output_folder, push_prepared, save_prepared
+    from hf_mmkd.data.mmsa import mmsa_task, mmsa_to_dataset_dict
+    from hf_mmkd.data.prepared import finish_prepared, output_folder, push_prepared, save_prepared
+    from hf_mmkd.data.spec import split_summary
 
     src = Path(args.pickle)
     if not src.is_file():
@@ -100,11 +105,23 @@ def main(argv=None) -> int:
             data = pickle.load(f)
         except Exception as err:  # corrupt or not a pickle
             raise ValueError(f"cannot read {src} as a pickle: {err}") from err
-    dsd, report = mmsa_to_dataset_dict(data, tuple(args.label_range) if args.label_range else None)
-    out = save_prepared(dsd, guard, card(args.name or src.stem, src, sha256(src), report))
-    for split, r in report["splits"].items():
-        print(f"{split}: {r['rows']} rows, has_text {r['has_text']}, has_audio {r['has_audio']}, "
-              f"has_vision {r['has_vision']}")
+    task = mmsa_task(data, args.task)
+    if task == "classification" and (args.label_range or args.neutral_band):
+        raise ValueError("--label-range and --neutral-band apply to regression labels; this is classification")
+    if task == "regression" and args.class_names:
+        raise ValueError("--class-names applies to classification labels; this is regression")
+    label_range = tuple(args.label_range) if args.label_range else None
+    dsd, report = mmsa_to_dataset_dict(data, label_range, task)
+    digest = sha256(src)
+    name = args.name or src.stem
+    dsd, spec = finish_prepared(
+        dsd, name=name, source=f"MMSA-layout pickle {src.name} (SHA-256 {digest}), dataset_scripts/prepare_mmsa.py",
+        keep_rows_without_modality=args.keep_rows_without_modality, task=task, label_range=label_range,
+        neutral_band=args.neutral_band, class_names=args.class_names)
+    out = save_prepared(dsd, guard, card(name, src, digest, report, spec), spec)
+    print("\n".join(split_summary(spec)))
+    print(f"labels: {spec.task}, {spec.label_description}" + ("" if args.label_range or task != "regression"
+                                                              else " (range from the labels; set it with --label-range)"))
     print(f"wrote {out}")
     if args.push_to_hub:
         push_prepared(out, args.push_to_hub, private=not args.public)

@@ -52,9 +52,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--sets", nargs="+", default=None, help="p3/p5: override the availability sets, e.g. l la lav")
     p.add_argument("--names", nargs="+", default=None, help="display names, one per checkpoint")
     p.add_argument("--dataset-name", default=None,
-                   help="dataset key for titles and metric set (mosi, mosei, sims, mmmo, iemocap; default: inferred)")
-    p.add_argument("--label-shift", type=float, default=None,
-                   help="added to regression labels and predictions before the metrics (default: -3 for mmmo, else 0)")
+                   help="display name for titles and file names (default: the data set spec's name); the metric "
+                        "set always comes from the spec (dataset_spec.json)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-text-length", type=int, default=None, help="token limit (default: train.py's)")
     p.add_argument("--out", required=True, help="output folder for the JSON, Markdown and PNG files")
@@ -82,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_checkpoints(
         dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
-        label_shift=args.label_shift, max_text_length=args.max_text_length, progress_bar=not args.quiet,
+        max_text_length=args.max_text_length, progress_bar=not args.quiet,
     )
     out.record(*outputs)
     paths = write_evaluation_report(results, args.out, stem=stem)
@@ -138,7 +137,7 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
     the folder's name, or the only checkpoint of the results."""
     if not results:
         return given
-    names = list(dict.fromkeys(n for r in results for n in r["checkpoints"]))
+    names = list(dict.fromkeys(n for r in results for n in r["checkpoints"] if n != r.get("reference")))
     if given is not None:
         missing = [f"{r['dataset']}/{r['protocol']}" for r in results if given not in r["checkpoints"]]
         if missing:
@@ -215,7 +214,6 @@ def _add_predict(sub) -> None:
                    help=".npz with text/audio/vision arrays (steps, D), for modalities the model takes as features")
     p.add_argument("--start", type=float, default=None, help="segment start in the media files (seconds)")
     p.add_argument("--end", type=float, default=None, help="segment end in the media files (seconds)")
-    p.add_argument("--neutral-threshold", type=float, default=0.0, help="|score| <= this is 'neutral'")
     p.add_argument("--dataset", default=None, help="predict every row of a prepared dataset split instead")
     p.add_argument("--split", default="test", help="with --dataset: the split (default: test)")
     p.add_argument("--batch-size", type=int, default=32, help="with --dataset: rows per batch")
@@ -237,7 +235,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CLIError(f"give either --dataset or single-example inputs, not both (got --dataset and "
                            f"{', '.join(given)})")
         path = inference.predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=args.out,
-                                         batch_size=args.batch_size, neutral_threshold=args.neutral_threshold)
+                                         batch_size=args.batch_size)
         print(f"wrote predictions: {path}")
         return 0
     if not given:
@@ -245,8 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for flag in ("audio", "video", "features"):
         if raw[flag] is not None and not Path(raw[flag]).is_file():
             raise FileNotFoundError(f"--{flag} file {raw[flag]} does not exist")
-    result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end,
-                               neutral_threshold=args.neutral_threshold)
+    result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -25,17 +25,21 @@ Seeds are the simulator's mask seeds (LNLN: mask seed = run seed, 1111-1113). Th
 (seed, row id), so results do not depend on the batch size. Conditions that draw nothing (r = 0, fixed sets) give
 the same numbers for every seed; they are computed once and copied to each seed.
 
-Metric sets follow the dataset (see `metric_scheme`): MOSI/MOSEI (and the synthetic demo) MMSA regression
-metrics, SIMS its own, IEMOCAP / classification checkpoints classification metrics, and ICT-MMMO the MOSI metrics
-after shifting its 1..5 ratings by -3 (rating 3 = neutral 0), a choice recorded in the results' `notes`.
+The metric set is the data set's (its spec's `metric_set`, `hf_mmkd.data.spec.METRIC_SETS`: by task and label
+range, never by name): MMSA's metrics for scores in [-3, 3] or [-1, 1], classification metrics for classes, and
+MAE / Corr / sign accuracy relative to the neutral band for any other range. Each checkpoint's own spec
+(`config.dataset_spec`) must declare the same labels. Every report also holds a reference row, the constant
+predictor (the train split's median label, or its majority class) scored on the same rows under the same
+conditions, and a warning for each checkpoint whose predictions are near-constant (`near_constant`). Test rows
+that have none of a checkpoint's modalities are left out of its evaluation, with a note naming their ids.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,40 +48,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_mmkd.data.collator import MMKDDataCollator
+from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
 from hf_mmkd.data.missing import PATTERNS, MissingModalitySimulator, model_inputs
+from hf_mmkd.data.prepared import load_dataset_and_spec
+from hf_mmkd.data.spec import DatasetSpec
+from hf_mmkd.io import atomic_write, read_json
 from hf_mmkd.metrics import (
     COMPLETE_SET,
     P2_RATES,
     P3_SETS,
     P4_RATES,
     P5_SETS,
-    classification_metrics,
+    metric_fn,
     parse_condition,
     rate_condition,
-    regression_metrics,
     set_condition,
-    sims_metrics,
 )
-from hf_mmkd.io import atomic_write, read_json
 from hf_mmkd.report import PROTOCOLS, markdown_table, write_report
 
 __all__ = [
     "DEFAULT_SEEDS",
     "EVAL_PROTOCOLS",
-    "MMMO_RATING_RANGE",
+    "NEAR_CONSTANT",
     "P1_RATES",
-    "MetricScheme",
     "check_checkpoint_dir",
     "checkpoint_names",
     "condition_plan",
+    "constant_reference",
     "dataset_key",
     "default_stem",
     "evaluate_checkpoints",
-    "infer_dataset_name",
     "load_checkpoint",
     "load_eval_split",
-    "metric_scheme",
+    "near_constant",
     "publish_training_run",
     "report_markdown",
     "write_evaluation_report",
@@ -86,88 +89,42 @@ __all__ = [
 EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1 ... p5: the protocols hf_mmkd.report can summarise
 DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (docs/protocols.md#p2)
 P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (docs/protocols.md#p1)
-MMMO_RATING_RANGE = (1.0, 5.0)  # ICT-MMMO review ratings; the midpoint is the neutral score
+NEAR_CONSTANT = 0.01  # predictions whose std is below this share of the labels' std are "near-constant"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-_KNOWN_DATASETS = ("mosei", "mosi", "sims", "mmmo", "iemocap", "demo")  # mosei before mosi: name matching
 _LETTER = {"text": "l", "audio": "a", "vision": "v"}
 _MODALITY_COLUMNS = {"text": ("text_features", "raw_text", "text_input_ids"), "audio": ("audio_features", "audio"),
                      "vision": ("vision_features", "frames")}
 
 
-# ------------------------------------------------------------------------------------------- metric sets
+# ------------------------------------------------------------------------------------ reference, warnings
 
 
-@dataclasses.dataclass(frozen=True)
-class MetricScheme:
-    """How predictions and labels of one dataset become metrics.
-
-    `fn(predictions, labels)` is a `hf_mmkd.metrics` metric set; `label_shift` is added to regression predictions
-    and labels first (ICT-MMMO); `label_column` is the prepared-dataset column holding the target; `note` says in
-    words what was done, for the report.
-    """
-
-    dataset: str
-    fn: Callable[..., dict[str, float]]
-    label_shift: float = 0.0
-    label_column: str = "label"
-    note: str = ""
-
-    def __call__(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        if self.fn is classification_metrics:
-            return self.fn(predictions, labels)
-        shift = np.float32(self.label_shift)
-        return self.fn(predictions.astype(np.float32) + shift, labels.astype(np.float32) + shift)
+def constant_reference(spec: DatasetSpec, train_labels) -> tuple[str, float | int]:
+    """`(row name, value)` of the constant predictor: the train split's median label (regression) or its majority
+    class (classification, the lowest id on a tie)."""
+    y = np.asarray([v for v in train_labels if v is not None], dtype=np.float64)
+    if not len(y):
+        raise ValueError("the train split has no label to take the constant reference from")
+    if spec.task == "classification":
+        value = int(np.bincount(y.astype(np.int64), minlength=spec.num_labels).argmax())
+        return f"constant: majority class {spec.class_names[value]!r}", value
+    value = float(np.median(y))
+    return f"constant: train median {value:g}", value
 
 
-def metric_scheme(dataset: str, task: str = "regression", label_shift: float | None = None) -> MetricScheme:
-    """The metric set of a dataset key (`infer_dataset_name`) and the checkpoints' task.
-
-    - classification checkpoints (or `iemocap`): `classification_metrics` on `classification_label`;
-    - `sims`: `sims_metrics`;
-    - `mmmo`: MOSI metrics after shifting ratings 1..5 by -3, so that 3 (neutral) maps to 0: Has0/Non0 Acc-2 is
-      "rating above 3 or not", Acc-5 the exact rating, Acc-7 clips to [-3, 3] (same as Acc-5 here), MAE in rating
-      units; `label_shift` overrides the shift (0 keeps raw ratings, then Acc-2 is meaningless);
-    - anything else (mosi, mosei, demo, unknown names): MOSI/MOSEI regression metrics on raw labels.
-    """
-    key = dataset.lower()
-    if task == "classification" or key == "iemocap":
-        if task != "classification":
-            raise ValueError(f"dataset {dataset!r} needs a classification checkpoint, got task={task!r}")
-        if label_shift:
-            raise ValueError("label_shift only applies to regression")
-        return MetricScheme(key, classification_metrics, label_column="classification_label",
-                            note="Classification metrics (accuracy, weighted F1, per-class F1, WA, UA) on "
-                                 "`classification_label`.")
-    if key == "sims":
-        shift = 0.0 if label_shift is None else float(label_shift)
-        return MetricScheme(key, sims_metrics, shift, note="CH-SIMS metrics (MMSA `__eval_sims_regression`).")
-    if key == "mmmo":
-        lo, hi = MMMO_RATING_RANGE
-        shift = -(lo + hi) / 2 if label_shift is None else float(label_shift)
-        return MetricScheme(key, regression_metrics, shift,
-                            note=f"ICT-MMMO labels are ratings {lo:g}..{hi:g}: predictions and labels were shifted "
-                                 f"by {shift:+g} before the MOSI metrics (rating {-shift:g} = neutral 0), so Acc-2 "
-                                 f"is 'above vs below {-shift:g}', Acc-5 the exact rating and MAE is in rating units.")
-    shift = 0.0 if label_shift is None else float(label_shift)
-    note = "MOSI/MOSEI regression metrics (MMSA `utils/metricsTop.py`)"
-    return MetricScheme(key, regression_metrics, shift,
-                        note=note + (f", labels and predictions shifted by {shift:+g}." if shift else "."))
-
-
-def infer_dataset_name(dataset: str | os.PathLike, card_text: str | None = None) -> str:
-    """A dataset key for titles and metric sets: a known name (mosei, mosi, sims, mmmo, iemocap, demo) found in
-    the folder/Hub id or in the title of its README, else the folder's name (then MOSI metrics are used)."""
-    text = str(dataset).lower()
-    title = ""
-    if card_text:
-        lines = [ln for ln in card_text.splitlines() if ln.startswith("# ")]
-        title = lines[0].lower() if lines else ""
-    for source in (Path(text).name, title, text):
-        for key in _KNOWN_DATASETS:
-            if key in source:
-                return key
-    return Path(text.rstrip("/")).name or text
+def near_constant(predictions: np.ndarray, labels: np.ndarray, spec: DatasetSpec) -> str | None:
+    """Why `predictions` count as near-constant, or None. Regression: their std is below `NEAR_CONSTANT` (1%) of
+    the labels' std. Classification (logits or ids): one class is predicted for every row."""
+    if spec.task == "classification":
+        ids = np.unique(predictions.argmax(1) if predictions.ndim == 2 else predictions)
+        if len(ids) == 1 and len(np.unique(labels)) > 1:
+            return f"predicts class {spec.class_names[int(ids[0])]!r} for every row"
+        return None
+    p_std, y_std = float(np.std(predictions)), float(np.std(labels))
+    if y_std > 0 and p_std < NEAR_CONSTANT * y_std:
+        return f"prediction std {p_std:.3g} is {100 * p_std / y_std:.2g}% of the labels' std {y_std:.3g}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -221,49 +178,47 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     return model, {"tokenizer": tokenizer}
 
 
-def dataset_key(dataset: Any) -> str:
-    """The dataset key of `load_eval_split` (titles, metric set, report names): "dataset" for a `DatasetDict`,
-    "demo", else `infer_dataset_name` of the folder or Hub id and its card."""
-    from datasets import DatasetDict
+def dataset_key(dataset: Any, dataset_name: str | None = None) -> str:
+    """The data set's display name in titles and report file names: `dataset_name` when given, else the name its
+    spec declares (`hf_mmkd.data.spec.load_spec`)."""
+    if dataset_name:
+        return dataset_name
+    from hf_mmkd.data.spec import load_spec
 
-    if isinstance(dataset, DatasetDict):
-        return "dataset"
-    if str(dataset) == "demo":
-        return "demo"
-    readme = Path(dataset) / "README.md"
-    return infer_dataset_name(dataset, readme.read_text(encoding="utf-8", errors="replace")
-                              if readme.is_file() else None)
+    return load_spec(dataset).name
 
 
 def default_stem(dataset: Any, protocol: str, dataset_name: str | None = None) -> str:
     """The file name stem `write_evaluation_report` uses for `evaluate_checkpoints(dataset, protocol,
-    dataset_name=...)`: `<dataset key>_<protocol>`, known before the evaluation runs."""
-    return f"{(dataset_name or dataset_key(dataset)).lower()}_{protocol.lower()}".replace("/", "_")
+    dataset_name=...)`: `<display name>_<protocol>`, made file-name safe, known before the evaluation runs."""
+    return _stem(dataset_key(dataset, dataset_name), protocol)
 
 
-def load_eval_split(dataset: Any, split: str = "test"):
-    """`(Dataset, dataset key)`: `dataset` is "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`."""
+def _stem(name: str, protocol: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{str(protocol).lower()}")
+
+
+def load_eval_split(dataset: Any, split: str = "test", spec: DatasetSpec | None = None):
+    """`(Dataset, DatasetSpec, train labels or None)`: `dataset` is "demo", a prepared folder, a Hub dataset id, or
+    a `DatasetDict` (see `hf_mmkd.data.prepared.load_dataset_and_spec`). An in-memory `DatasetDict` declares
+    nothing itself: `spec` (e.g. the checkpoint's `config.dataset_spec`) says what its labels mean when given, else
+    `build_spec`'s defaults do. The train labels give the constant reference (None without a train split)."""
     from datasets import DatasetDict
 
-    from hf_mmkd.data.demo import make_demo_dataset
-    from hf_mmkd.data.prepared import load_prepared
-
-    name = dataset_key(dataset)
-    if isinstance(dataset, DatasetDict):
+    if isinstance(dataset, (str, os.PathLike)) and str(dataset).startswith((".", "/", "~")) \
+            and not Path(dataset).is_dir():
+        raise FileNotFoundError(f"dataset folder {dataset} does not exist")
+    if isinstance(dataset, DatasetDict) and spec is not None:
         splits = dataset
-    elif str(dataset) == "demo":
-        splits = make_demo_dataset(seed=0)  # the split train.py trains the demo on
     else:
-        folder = Path(dataset)
-        if str(dataset).startswith((".", "/", "~")) and not folder.is_dir():
-            raise FileNotFoundError(f"dataset folder {folder} does not exist")
-        splits = load_prepared(dataset)
+        splits, spec = load_dataset_and_spec(dataset)
     if split not in splits:
-        raise ValueError(f"dataset {dataset if isinstance(dataset, (str, os.PathLike)) else name!r} has no "
+        raise ValueError(f"dataset {dataset if isinstance(dataset, (str, os.PathLike)) else spec.name!r} has no "
                          f"{split!r} split (splits: {', '.join(splits)})")
     if len(splits[split]) == 0:
-        raise ValueError(f"the {split!r} split of {name!r} is empty")
-    return splits[split], name
+        raise ValueError(f"the {split!r} split of {spec.name!r} is empty")
+    train = splits["train"][spec.label_column] if "train" in splits else None
+    return splits[split], spec, train
 
 
 def checkpoint_names(paths: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[str]:
@@ -359,15 +314,19 @@ def _input_signature(config, collate_kwargs: Mapping[str, Any], checkpoint: Path
     return json.dumps(sig, sort_keys=True, default=str)
 
 
-def _collate(split, config, collate_kwargs: Mapping[str, Any], scheme: MetricScheme, batch_size: int) -> list[dict]:
-    """The split as a list of collated batches (in dataset order), with `row_key` for the simulator."""
-    if scheme.label_column not in split.column_names:
-        raise ValueError(f"the split has no {scheme.label_column!r} column, which the {scheme.dataset} metrics need "
-                         f"(columns: {', '.join(split.column_names)})")
-    collator = MMKDDataCollator(config, label_column=scheme.label_column, return_row_keys=True, **collate_kwargs)
+def _collate(split, config, collate_kwargs: Mapping[str, Any], label_column: str,
+             batch_size: int) -> tuple[list[dict], list[str]]:
+    """(the split as a list of collated batches with `row_key`, ids of the rows left out): rows that have none of
+    the model's modalities are left out (they cannot be predicted); the others are batched by length."""
+    collator = MMKDDataCollator(config, label_column=label_column, return_row_keys=True,
+                                allow_rows_without_modality=True, **collate_kwargs)
     rows = [split[i] for i in range(len(split))]
-    order = np.argsort(_row_lengths(collator(rows)), kind="stable")
-    return [collator([rows[i] for i in order[start:start + batch_size]]) for start in range(0, len(rows), batch_size)]
+    whole = collator(rows)
+    empty = ~whole["modality_mask"].any(1).numpy()
+    left_out = [str(rows[i].get("id", i)) for i in np.flatnonzero(empty)]
+    order = [i for i in np.argsort(_row_lengths(whole), kind="stable") if not empty[i]]
+    return [collator([rows[i] for i in order[start:start + batch_size]])
+            for start in range(0, len(order), batch_size)], left_out
 
 
 _STEP_MASKS = ("attention_mask", "audio_attention_mask", "frame_mask")
@@ -433,20 +392,19 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                          split: str = "test", seeds: Sequence[int] = DEFAULT_SEEDS,
                          rates: Sequence[float] | None = None, batch_size: int = 64, *,
                          sets: Sequence[str] | None = None, dataset_name: str | None = None,
-                         label_shift: float | None = None, max_text_length: int | None = None,
-                         device: str | torch.device | None = None,
+                         max_text_length: int | None = None, device: str | torch.device | None = None,
                          progress: Callable[[str], None] | None = None,
                          progress_bar: bool = False) -> dict[str, Any]:
     """Evaluate each checkpoint under every condition of `protocol` and every mask seed.
 
     Args:
         checkpoints: `{name: save_pretrained folder}`.
-        dataset: "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`.
+        dataset: "demo", a prepared folder, a Hub dataset id, or a `DatasetDict`; its spec gives the metric set
+            (a `DatasetDict` takes the first checkpoint's `config.dataset_spec`, else `build_spec`'s defaults).
         protocol: p1 | p2 | p3 | p5 (see the module docstring); split: the split to evaluate.
         seeds: mask seeds of the simulator; rates / sets: override the protocol's rates (p1/p2) or sets (p3/p5).
-        dataset_name: dataset key for titles and the metric set (default: inferred, see `infer_dataset_name`).
-        label_shift: added to regression labels and predictions before the metrics (default: per dataset,
-            -3 for ICT-MMMO, else 0).
+        dataset_name: display name for titles and file names (default: the spec's `name`); it changes nothing
+            else, and the notes say so when it differs from the spec's name.
         max_text_length: token limit of the collator (default: the saved processor's, else `train.py`'s
             `--max_text_length`).
         device: where the model runs (default: CUDA when available); the masks are drawn on the CPU.
@@ -454,9 +412,11 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         progress_bar: a tqdm bar on stderr over (checkpoint, seed, condition); conditions that draw nothing
             (r = 0, fixed sets without frame drop) are computed once per checkpoint and copied to the other seeds.
 
-    Returns the `hf_mmkd.report` structure, plus `dataset_path`, `metric_set`, `label_shift`, `seeds`,
-    `modalities` (those evaluated), `n_rows`, `checkpoint_paths`, `rows_left_out` (P3/P5 rows that keep no
-    modality under a set, per checkpoint and condition; only when there are any) and `notes`.
+    Returns the `hf_mmkd.report` structure (with the constant reference as one more row of `checkpoints`, named
+    in `reference`), plus `dataset_path`, `dataset_spec`, `metric_set`, `seeds`, `modalities` (those evaluated),
+    `n_rows`, `checkpoint_paths`, `rows_left_out` (P3/P5 rows that keep no modality under a set, per checkpoint
+    and condition; only when there are any), `rows_without_modality` (per checkpoint, ids of rows that have none
+    of its modalities; only when there are any), `warnings` (near-constant checkpoints) and `notes`.
     """
     if not checkpoints:
         raise ValueError("no checkpoints to evaluate")
@@ -468,34 +428,41 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     protocol = protocol.lower()
     condition_plan(protocol, ("text", "audio", "vision"), rates, None)  # fail on a bad protocol/rates early
     paths = {name: check_checkpoint_dir(p) for name, p in checkpoints.items()}
-    data, inferred = load_eval_split(dataset, split)
-    name = (dataset_name or inferred).lower()
-    from hf_mmkd.training import DataArguments
-
-    default_text_length = DataArguments.max_text_length  # what train.py tokenises with (MMSA: 50)
+    declared = read_json(next(iter(paths.values())) / "config.json").get("dataset_spec")  # for a DatasetDict
+    data, spec, train_labels = load_eval_split(dataset, split, None if declared is None else
+                                               DatasetSpec.from_dict(declared, where="the first checkpoint's spec"))
+    name = dataset_name or spec.name
+    score = metric_fn(spec)
+    reference, reference_value = constant_reference(spec, train_labels) if train_labels is not None else (None, None)
+    if reference in paths:
+        raise ValueError(f"checkpoint name {reference!r} is taken by the constant reference row; rename it")
 
     results: dict[str, Any] = {"dataset": name, "protocol": protocol, "split": split, "checkpoints": {}}
     bar = _progress_bar(progress_bar, f"evaluate {protocol}")
-    cache: dict[str, tuple[list[dict], list[str]]] = {}
-    schemes, notes, left_out, evaluated_modalities, model_modalities = set(), [], {}, {}, set()
+    notes = [f"Metric set `{spec.metric_set}` of the data set's spec ({spec.task}: {spec.label_description})."]
+    if dataset_name and dataset_name != spec.name:
+        notes.append(f"Shown as {dataset_name!r} (--dataset-name); the data set's spec names it {spec.name!r}. The "
+                     "name changes titles and file names only; the metric set comes from the spec.")
+    cache: dict[str, tuple[list[dict], list[str], list[str]]] = {}
+    left_out, no_modality, warnings, evaluated_modalities, model_modalities = {}, {}, [], {}, set()
+    reference_labels: dict[str, np.ndarray] = {}
     for ckpt_name, path in paths.items():
         model, collate_kwargs = load_checkpoint(path, device)
+        if model.config.task != spec.task:
+            raise ValueError(f"checkpoint {ckpt_name!r} is a {model.config.task} model, but {spec.name!r} is a "
+                             f"{spec.task} data set ({spec.label_description})")
+        spec.check_labels_match(model.config.dataset_spec, f"checkpoint {ckpt_name!r}")
         if max_text_length is not None:
             collate_kwargs["max_text_length"] = max_text_length
-        collate_kwargs.setdefault("max_text_length", default_text_length)
+        collate_kwargs.setdefault("max_text_length", DEFAULT_MAX_TEXT_LENGTH)  # what train.py tokenises with
         tokenizer = collate_kwargs.get("tokenizer")
-        scheme = metric_scheme(name, model.config.task, label_shift)
-        schemes.add((scheme.fn.__name__, scheme.label_shift))
-        if len(schemes) > 1:
-            raise ValueError(f"checkpoint {ckpt_name!r} needs a different metric set than the others "
-                             f"({sorted(schemes)}); evaluate regression and classification checkpoints separately")
-        if scheme.note not in notes:
-            notes.append(scheme.note)
         key = _input_signature(model.config, collate_kwargs, path)
         if key not in cache:
-            batches = _collate(data, model.config, collate_kwargs, scheme, batch_size)
-            cache[key] = (batches, _present_modalities(batches, model.config))
-        batches, modalities = cache[key]
+            batches, empty = _collate(data, model.config, collate_kwargs, spec.label_column, batch_size)
+            cache[key] = (batches, _present_modalities(batches, model.config) if batches else [], empty)
+        batches, modalities, empty = cache[key]
+        if empty:
+            no_modality[ckpt_name] = empty
         if not modalities:
             raise ValueError(f"the {split!r} split has none of the modalities of checkpoint {ckpt_name!r} "
                              f"({', '.join(model.config.modalities)})")
@@ -506,7 +473,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         bar.set_description(f"{ckpt_name} {protocol}")
         # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
         unk = {"unk_token_id": tokenizer.unk_token_id} if getattr(tokenizer, "unk_token_id", None) is not None else {}
-        per_seed, fixed_rows = {}, {}
+        per_seed, fixed_rows, flat = {}, {}, []
         for seed in seeds:
             rows = {}
             for cond, kwargs in plan:
@@ -516,7 +483,10 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                     continue
                 sim = MissingModalitySimulator(protocol, training=False, seed=seed, **unk, **kwargs)
                 preds, labels, skipped = _predict(model, batches, sim)
-                rows[cond] = scheme(preds, labels)
+                rows[cond] = score(preds, labels)
+                reference_labels.setdefault(cond, labels)
+                if seed == seeds[0] and (why := near_constant(preds, labels, spec)):
+                    flat.append((cond, why))
                 if skipped:
                     left_out.setdefault(ckpt_name, {})[cond] = skipped
                 if _draws_nothing(protocol, kwargs):
@@ -525,21 +495,43 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
             if progress:
                 progress(f"{ckpt_name} seed {seed}: {len(rows)} conditions")
         results["checkpoints"][ckpt_name] = per_seed
+        if flat:
+            where = "every condition" if len(flat) == len(plan) else ", ".join(c for c, _ in flat)
+            warnings.append(f"{ckpt_name!r} makes near-constant predictions under {where} ({flat[0][0]}: "
+                            f"{flat[0][1]}): it has learned (almost) nothing from the inputs; compare it with the "
+                            "constant reference row.")
         del model
     bar.close()
 
+    if reference is not None:
+        rows = {}
+        for cond, labels in reference_labels.items():
+            if spec.task == "classification":
+                rows[cond] = score(np.full(len(labels), reference_value, dtype=np.int64), labels)
+            else:
+                rows[cond] = score(np.full(len(labels), reference_value, dtype=labels.dtype), labels)
+        results["checkpoints"][reference] = {str(seed): {c: dict(m) for c, m in rows.items()} for seed in seeds}
+        notes.append(f"Reference row {reference!r}: the constant predictor taken from the train split, scored on the "
+                     f"rows and conditions of {next(iter(paths))!r}.")
+    else:
+        notes.append("No train split: no constant reference row.")
     all_mods = sorted({m for ms in evaluated_modalities.values() for m in ms}, key=("text", "audio", "vision").index)
+    real = {k: v for k, v in results["checkpoints"].items() if k != reference}
     if PROTOCOLS[protocol]["kind"] == "set" and len(all_mods) < len(PATTERNS[-1]):
-        notes.append(_restriction_note(protocol, split, data, all_mods, model_modalities, results["checkpoints"],
-                                       sets))
+        notes.append(_restriction_note(protocol, split, data, all_mods, model_modalities, real, sets))
+    if no_modality:
+        notes.append("Rows that have none of a checkpoint's modalities were left out of its evaluation: "
+                     + "; ".join(f"{k}: {len(ids)} rows (ids {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})"
+                                 for k, ids in no_modality.items()) + ".")
+        results["rows_without_modality"] = no_modality
     if left_out:
         notes.append("Rows that keep no modality under an availability set were left out of that condition: "
                      + "; ".join(f"{c}: {n} rows ({k})" for k, d in left_out.items() for c, n in d.items()) + ".")
         results["rows_left_out"] = left_out
     results.update(dataset_path=str(dataset) if isinstance(dataset, (str, os.PathLike)) else None,
-                   metric_set=next(iter(schemes))[0], label_shift=next(iter(schemes))[1], seeds=seeds,
-                   modalities=evaluated_modalities, n_rows=len(data),
-                   checkpoint_paths={k: str(p) for k, p in paths.items()}, notes=notes)
+                   dataset_spec=spec.to_dict(), metric_set=spec.metric_set, reference=reference,
+                   reference_value=reference_value, seeds=seeds, modalities=evaluated_modalities, n_rows=len(data),
+                   checkpoint_paths={k: str(p) for k, p in paths.items()}, warnings=warnings, notes=notes)
     return results
 
 
@@ -603,12 +595,13 @@ def _report_view(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_markdown(results: dict[str, Any]) -> str:
-    """The report's Markdown table followed by the results' notes (metric set, label shift, restrictions)."""
+    """The report's Markdown table followed by its warnings (near-constant checkpoints) and notes (metric set,
+    reference row, restrictions, rows left out)."""
     view = _report_view(results)
-    notes = view.get("notes") or []
     text = markdown_table(view)
-    if notes:
-        text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    for title, lines in (("Warnings", view.get("warnings")), ("Notes", view.get("notes"))):
+        if lines:
+            text += f"\n{title}:\n\n" + "".join(f"- {n}\n" for n in lines)
     return text
 
 
@@ -616,12 +609,13 @@ def write_evaluation_report(results: dict[str, Any], out_dir: str | os.PathLike,
                             ) -> dict[str, Path]:
     """`report.write_report` (JSON + Markdown + PNG) with the notes appended to the Markdown file.
 
-    The stem defaults to `<dataset>_<requested protocol>`; returns `{"json", "markdown", "plot"}` paths.
+    The stem defaults to `<dataset>_<requested protocol>` (characters other than letters, digits, `.`, `_` and `-`
+    replaced by `_`); returns `{"json", "markdown", "plot"}` paths.
     """
     view = _report_view(results)
-    stem = stem or default_stem(results["dataset"], str(results["protocol"]), results["dataset"])
+    stem = stem or _stem(results["dataset"], results["protocol"])
     paths = write_report(view, out_dir, stem=stem)
-    if view.get("notes"):
+    if view.get("notes") or view.get("warnings"):
         atomic_write(paths["markdown"], report_markdown(results))
     return paths
 

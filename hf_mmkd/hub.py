@@ -33,7 +33,6 @@ from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
 
 __all__ = [
-    "DATA_TERMS",
     "METHODS",
     "TRAINING_SUMMARY",
     "dataset_section",
@@ -62,15 +61,43 @@ _METRIC_TYPES = {  # MMSA key -> model-index metric type
     "Has0_acc_2": "accuracy", "Non0_acc_2": "accuracy", "Mult_acc_2": "accuracy", "Mult_acc_3": "accuracy",
     "Mult_acc_5": "accuracy", "Mult_acc_7": "accuracy", "Accuracy": "accuracy", "WA": "accuracy",
     "UA": "recall", "Has0_F1_score": "f1", "Non0_F1_score": "f1", "F1_score": "f1", "MAE": "mae",
-    "Corr": "pearsonr",
+    "Corr": "pearsonr", "Sign_acc_2": "accuracy", "Sign_F1_score": "f1", "Band_acc_3": "accuracy",
 }
 
 TRAINING_SUMMARY = "training_summary.json"  # written by train.py next to each checkpoint; read by the card
 
-DATA_TERMS = """\
-**Terms.** This repository contains model weights and code; it does **not** contain or redistribute the training
-data, its features or its transcripts. Obtain the data from its original distributors under their terms (many
-sentiment corpora are licensed for research use only) and check those terms before any other use of the weights."""
+_TERMS = """\
+**Terms.** This repository contains model weights and code; it does **not** contain or redistribute any of the
+training data, its features or its transcripts. The weights were trained on the data set named above and inherit
+its terms: check them before any use outside research."""
+
+
+def dataset_section(spec: Mapping[str, Any] | None) -> dict[str, str]:
+    """The card's parts that describe the training data and what the outputs mean, from the checkpoint's
+    `config.dataset_spec` (`hf_mmkd.data.spec`): template variables `data_provenance` (training data, label
+    meaning, modalities, rows per split, provenance, terms), `task_description`, `output_description` and
+    `metrics_description`. Without a spec, the card says that the training data are not recorded."""
+    from hf_mmkd.data.spec import METRIC_SETS, DatasetSpec, spec_markdown
+
+    if spec is None:
+        return {"data_provenance": "The training data of this checkpoint are not recorded (its config has no "
+                                   "`dataset_spec`).\n\n" + _TERMS,
+                "task_description": "prediction", "output_description": "the head's outputs",
+                "metrics_description": "Metrics: see the table titles."}
+    spec = DatasetSpec.from_dict(spec, where="config.json: dataset_spec")
+    if spec.task == "classification":
+        task = f"classification into {spec.label_description}"
+        output = f"(B, {spec.num_labels}) class logits, classes in id order: {', '.join(spec.class_names)}"
+    else:
+        a, b = spec.neutral_band
+        task = f"regression ({spec.label_description})"
+        output = (f"(B, 1) scores on the scale [{spec.label_range[0]:g}, {spec.label_range[1]:g}]; "
+                  f"predict() calls a score in [{a:g}, {b:g}] neutral")
+    body = spec_markdown(spec).split("\n", 2)[2]  # without its heading: the card's section has its own
+    provenance = f"Trained on **{spec.name}**.\n\n{body}\n{_TERMS}\n"
+    return {"data_provenance": provenance, "task_description": task, "output_description": output,
+            "metrics_description": f"Metrics (metric set `{spec.metric_set}`): {METRIC_SETS[spec.metric_set]}."}
+
 
 # method -> (name and paper, what the student is trained with, docs anchor)
 METHODS = {
@@ -93,34 +120,6 @@ METHODS = {
 }
 _TEACHER_MODES = {"frozen": "a trained teacher, frozen", "online": "a teacher trained jointly with the student",
                   "shared": "the student itself on complete inputs (weight-shared)", "none": "none"}
-
-
-def dataset_section(spec: Mapping[str, Any] | None) -> dict[str, str]:
-    """The card's data-set text from a data-set spec (`MMKDConfig.dataset_spec`; see hf_mmkd.data.spec), the
-    ONE place that renders it: `{"training_data", "label_meaning", "metric_names", "dataset_name"}`. Every value
-    says "unknown" when the spec is None; nothing is listed that the spec does not declare."""
-    if not spec:
-        unknown = "unknown (the checkpoint records no data-set spec)"
-        return {"dataset_name": "unknown", "training_data": unknown, "label_meaning": unknown,
-                "metric_names": unknown}
-    name, task = str(spec.get("name") or "unknown"), spec.get("task")
-    modalities = ", ".join(f"{m} ({v.get('kind', '?')}{', ' + str(v['dim']) + '-d' if v.get('dim') else ''})"
-                           for m, v in (spec.get("modalities") or {}).items()) or "unknown"
-    splits = ", ".join(f"{k} {v.get('rows', '?')} rows" for k, v in (spec.get("splits") or {}).items()) or "unknown"
-    training = (f"**{name}**: source {spec.get('source') or 'unknown'}; modalities {modalities}; splits {splits}; "
-                f"label column `{spec.get('label_column', 'label')}`.")
-    if task == "classification":
-        classes = spec.get("class_names")
-        label = (f"classification into {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}" if classes
-                 else "classification (class names unknown)")
-        metrics = "Accuracy, weighted F1, per-class F1, WA, UA"
-    else:
-        rng, band = spec.get("label_range"), spec.get("neutral_band")
-        label = (f"a sentiment score in [{rng[0]:g}, {rng[1]:g}]" if rng else "a sentiment score (range unknown)")
-        label += (f"; scores in [{band[0]:g}, {band[1]:g}] are neutral (below: negative, above: positive)" if band
-                  else "; below 0 negative, above 0 positive")
-        metrics = "MMSA regression metrics: Acc-2 (Has0 / Non0) and weighted F1, Acc-7, Acc-5, MAE, Pearson Corr"
-    return {"dataset_name": name, "training_data": training, "label_meaning": label, "metric_names": metrics}
 
 
 def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None) -> dict[str, str]:
@@ -303,12 +302,13 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
                hyperparameters: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None,
                plot_filename: str | None = None, base_model: str | list[str] | None = None,
                datasets: list[str] | None = None, dataset_types: Mapping[str, str] | None = None,
-               license: str = "apache-2.0", tags: Iterable[str] = (), data_terms: str = DATA_TERMS,
+               license: str = "apache-2.0", tags: Iterable[str] = (), data_provenance: str | None = None,
                template_path: str | os.PathLike | None = None, **template_vars: Any) -> ModelCard:
     """Render the model card of `checkpoint` (a key of `results["checkpoints"]`).
 
-    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role, the task and,
-    from `config["dataset_spec"]`, the data-set text (`dataset_section`). `summary` is the checkpoint's
+    `config` is the checkpoint's config.json (dict or path); it fills the inputs table, the role, and from its
+    `dataset_spec` the training data, the label meaning and the metric names (`dataset_section`);
+    `data_provenance` replaces the training-data section's text. `summary` is the checkpoint's
     `training_summary.json` (train.py writes it); with the config it fills the summary and the method section
     (`method_section`) unless `model_summary` / `method_description` are given. `plot_filename` is the plot's name
     inside the release folder (pass the file to `build_release_dir`).
@@ -329,21 +329,21 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
         # no results: no model-index at all (an empty `results: []` block is not a valid model-index)
         eval_results=eval_results(results_list, checkpoint, dataset_types=dataset_types) or None,
     )
-    task = config.get("task", "regression")
     tables = "\n".join(markdown_table(r) for r in results_list)
     data = dataset_section(config.get("dataset_spec"))
     described = method_section(config, summary)
+    if data_provenance is not None:
+        data["data_provenance"] = data_provenance
     variables = dict(
         model_name=model_name, repo_id=repo_id,
         model_summary=described["model_summary"] if model_summary is None else model_summary,
         role=config.get("role", "sentiment"), method=config.get("distillation_method") or method,
-        task_description="regression (a score)" if task == "regression" else "classification", **_inputs_table(config),
-        output_description="(B, 1) sentiment scores" if task == "regression" else "(B, num_labels) class logits",
+        **_inputs_table(config), **data,
         method_description=described["method_description"] if method_description is None else method_description,
         hyperparameters_table=_hyperparameters_table(hyperparameters),
         results_markdown=tables or "No test-set evaluation was attached to this card (see the validation numbers "
                                    "above; `hf-mmkd evaluate` + `hf-mmkd publish --results` add them).",
-        plot_filename=plot_filename, data_terms=data_terms, method_citation=method_citation, **data,
+        plot_filename=plot_filename, method_citation=method_citation,
     )
     variables.update(template_vars)
     return ModelCard.from_template(card_data, template_path=str(template_path or default_template_path()),
@@ -586,7 +586,7 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
         raise ValueError("a dry run needs a release folder to write (release_dir / --out)")
     results_list = [] if results is None else _as_list(results)
     if results_list and checkpoint_name is None:
-        names = sorted({n for r in results_list for n in r.get("checkpoints", {})})
+        names = sorted({n for r in results_list for n in r.get("checkpoints", {}) if n != r.get("reference")})
         if len(names) != 1:
             raise ValueError(f"the results hold checkpoints {names}: say which one is {ckpt} (checkpoint_name)")
         checkpoint_name = names[0]

@@ -3,7 +3,7 @@
 Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
 
     predict(checkpoint, text=None, audio=None, video=None, features=None, *, start=None, end=None,
-            use_video_audio=True, fps=None, max_frames=None, neutral_threshold=0.0, device=None) -> dict
+            use_video_audio=True, fps=None, max_frames=None, device=None) -> dict
         One example. `checkpoint`: a save_pretrained folder or Hub id (or what `load_checkpoint` returned).
         `text`: a transcript; `audio`: an audio file (decoded to 16 kHz mono) or a 16 kHz mono waveform;
         `video`: a video file (frames at the processor's rate; its audio track is the audio when `audio` is
@@ -12,16 +12,17 @@ Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
         media files to a segment (seconds). Modalities not given are marked missing.
         Returns {"score": float, "label": str, "modalities_used": [...], "modalities_missing": [...],
         "task": "regression"|"classification"} (+ "probabilities": {label: p} for classification).
-        Regression labels follow MOSI: "positive" if score > neutral_threshold, "negative" if
-        score < -neutral_threshold, else "neutral". Classification: the argmax class name (config.id2label).
+        Labels come from `MMKDConfig.prediction_label`, i.e. from the training data's spec
+        (`config.dataset_spec`): regression "negative" / "neutral" / "positive" around its neutral band;
+        classification the arg-max class name ("score" is then its probability).
 
     predict_dataset(checkpoint, dataset_folder, split="test", out_path="predictions.json", batch_size=32,
-                    *, neutral_threshold=0.0, device=None) -> pathlib.Path
+                    *, device=None) -> pathlib.Path
         Every row of one split of a prepared dataset (`hf_mmkd.data.load_prepared` folder or Hub id), batched
         with `MMKDDataCollator` and the checkpoint's own sub-processors. Writes `out_path` (.json: a list of
         objects; .jsonl: one object per line; .csv: one line per row) atomically, with id, score, label,
-        modalities_used and reference (the dataset's label, if any). A row without any modality the model has
-        gets empty score and label. Returns `out_path`.
+        modalities_used and reference (the data set's label, from the column its spec names, if any). A row
+        without any modality the model has gets empty score and label. Returns `out_path`.
 
     build_processor(config, tokenizer=None, feature_extractor=None, image_processor=None, **kwargs) -> MMKDProcessor
         The processor to save with a checkpoint (`build_processor(model.config, tokenizer=tok).save_pretrained(dir)`).
@@ -200,17 +201,14 @@ def load_checkpoint(checkpoint, device: str | torch.device | None = None) -> Loa
     return LoadedCheckpoint(model, processor)
 
 
-def _label_of(config, logits: torch.Tensor, neutral_threshold: float) -> tuple[float, str, dict | None]:
-    """(score, label, probabilities or None) of one row's logits."""
+def _label_of(config, logits: torch.Tensor) -> tuple[float, str, dict | None]:
+    """(score, label, probabilities or None) of one row's logits; the label is `config.prediction_label`'s."""
+    values = logits.float().reshape(-1).tolist()
+    score, label = config.prediction_label(values)
     if config.task == "regression":
-        score = float(logits.reshape(-1)[0])
-        label = "positive" if score > neutral_threshold else "negative" if score < -neutral_threshold else "neutral"
         return score, label, None
-    probs = torch.softmax(logits.float().reshape(-1), dim=0)
-    index = int(probs.argmax())
-    names = {int(k): v for k, v in (config.id2label or {}).items()}
-    probabilities = {names.get(i, str(i)): float(p) for i, p in enumerate(probs)}
-    return float(probs[index]), names.get(index, str(index)), probabilities
+    probs = torch.softmax(torch.tensor(values), dim=0)
+    return score, label, dict(zip(config.label_names(len(values)), probs.tolist()))
 
 
 def _read_features(features) -> dict[str, np.ndarray]:
@@ -256,7 +254,7 @@ def _features_only_error(m: str, config, source: str) -> ValueError:
 
 def predict(checkpoint, text: str | None = None, audio=None, video=None, features=None, *,
             start: float | None = None, end: float | None = None, use_video_audio: bool = True,
-            fps: float | None = None, max_frames: int | None = None, neutral_threshold: float = 0.0,
+            fps: float | None = None, max_frames: int | None = None,
             device: str | torch.device | None = None) -> dict:
     """Sentiment of one example; see the module docstring for the arguments and the result."""
     from hf_mmkd.data.media import load_audio, load_frames, probe
@@ -341,7 +339,7 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
     with torch.no_grad():
         out = model(**batch)
     present = out.modality_mask[0].tolist()
-    score, label, probabilities = _label_of(config, out.logits[0].cpu(), neutral_threshold)
+    score, label, probabilities = _label_of(config, out.logits[0].cpu())
     result = {
         "score": score,
         "label": label,
@@ -355,8 +353,7 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
 
 
 def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="predictions.json",
-                    batch_size: int = 32, *, neutral_threshold: float = 0.0,
-                    device: str | torch.device | None = None) -> Path:
+                    batch_size: int = 32, *, device: str | torch.device | None = None) -> Path:
     """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path."""
     from hf_mmkd.data.collator import MMKDDataCollator
     from hf_mmkd.data.missing import model_inputs
@@ -380,9 +377,12 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
     # are not needed (the references are read from the rows), hence a label column that no row has.
     collator = MMKDDataCollator(config, tokenizer=processor.tokenizer, feature_extractor=processor.feature_extractor,
                                 image_processor=processor.image_processor, max_text_length=processor.max_text_length,
-                                max_audio_seconds=processor.max_audio_seconds, label_column="\0no-label")
-    reference_column = next((c for c in (("classification_label", "label") if config.task == "classification"
-                                         else ("label",)) if c in data.column_names), None)
+                                max_audio_seconds=processor.max_audio_seconds, label_column="\0no-label",
+                                allow_rows_without_modality=True)
+    # The reference is the training data's label column (its spec's), else the prepared schema's column of the task.
+    label_column = (config.dataset_spec or {}).get("label_column") or (
+        "classification_label" if config.task == "classification" else "label")
+    reference_column = label_column if label_column in data.column_names else None
     records, empty = [], 0
     for begin in range(0, len(data), batch_size):
         # Row by row: slicing (data[a:b]) fails in datasets 5.2 on a null Array2D cell (it reads back as nan).
@@ -396,7 +396,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
             with torch.no_grad():
                 out = model(**sub)
             for j, n in enumerate(present_rows.tolist()):
-                score, label, _ = _label_of(config, out.logits[j].cpu(), neutral_threshold)
+                score, label, _ = _label_of(config, out.logits[j].cpu())
                 used = [m for m, p in zip(MODALITIES, out.modality_mask[j].tolist()) if p]
                 results[n] = (score, label, used)
         for n, row in enumerate(rows):

@@ -9,6 +9,11 @@ LNLN and the rest of the field use. Key names are MMSA's, so numbers can be comp
 - SIMS (`sims_metrics`): `Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`, `MAE`, `Corr`.
 - Classification, e.g. IEMOCAP (`classification_metrics`): `Accuracy`, `F1_score` (weighted), `F1_<class>`,
   `WA`, `UA`.
+- Any other regression scale (`generic_regression_metrics`, ours): `Sign_acc_2`, `Sign_F1_score`, `Band_acc_3`,
+  `MAE`, `Corr`, relative to the data set's neutral band.
+
+Which set scores a data set is its spec's `metric_set` (`hf_mmkd.data.spec.METRIC_SETS`: by task and label
+range, never by name): `metric_fn(spec)` / `make_compute_metrics(spec)`.
 
 Two deliberate differences from MMSA, neither changes a number beyond float noise:
 - MMSA rounds the MOSI/MOSEI results to 4 decimals; we return full precision so that aggregating over rates and
@@ -38,9 +43,11 @@ __all__ = [
     "P4_RATES",
     "P3_SETS",
     "P5_SETS",
+    "KEY_METRICS",
     "auilc",
     "classification_metrics",
     "evaluate_module_path",
+    "generic_regression_metrics",
     "make_compute_metrics",
     "mean_over_rates",
     "metric_fn",
@@ -219,38 +226,93 @@ def classification_metrics(predictions: Any, labels: Any, label_names: Sequence[
     return out
 
 
+def generic_regression_metrics(predictions: Any, labels: Any, neutral_band: Sequence[float] = (0.0, 0.0),
+                               ) -> dict[str, float]:
+    """Regression metrics for labels on any scale, relative to the data set's neutral band [a, b] (closed).
+
+    - `Sign_acc_2` / `Sign_F1_score` (weighted): labels inside the band are left out (as MMSA's Non0 Acc-2 leaves
+      out y == 0), then "label above b" vs "prediction above the band's centre (a + b) / 2". With the band [0, 0]
+      these are exactly MMSA's `Non0_acc_2` / `Non0_F1_score`. NaN when every label is neutral.
+    - `Band_acc_3`: 3-class accuracy of below a / inside [a, b] / above b, the same classes for labels and
+      predictions (the classes `predict` names negative / neutral / positive).
+    - `MAE` = mean |p - y| and `Corr` = Pearson r (NaN if p or y is constant), on the unclipped values.
+    """
+    p, y = _as_float_array(predictions, "predictions"), _as_float_array(labels, "labels")
+    _check_pair(p, y)
+    a, b = (float(v) for v in neutral_band)
+    if not a <= b:
+        raise ValueError(f"neutral_band must be [a, b] with a <= b, got {list(neutral_band)}")
+    out: dict[str, float] = {}
+    polar = (y < a) | (y > b)
+    if polar.any():
+        truth, guess = y[polar] > b, p[polar] > (a + b) / 2
+        out["Sign_acc_2"] = float(accuracy_score(truth, guess))
+        out["Sign_F1_score"] = _weighted_f1(truth, guess)
+    else:
+        out["Sign_acc_2"] = out["Sign_F1_score"] = float("nan")
+
+    def band(x):
+        return np.where(x < a, 0, np.where(x > b, 2, 1))
+
+    out["Band_acc_3"] = float(np.mean(band(p) == band(y)))
+    out["MAE"] = float(np.mean(np.abs(p.astype(np.float64) - y.astype(np.float64))))
+    out["Corr"] = _pearson(p, y)
+    return out
+
+
 _METRIC_FNS: dict[str, Callable[..., dict[str, float]]] = {
-    "mosi": regression_metrics,
-    "mosei": regression_metrics,
-    "sims": sims_metrics,
+    "mmsa_pm3": regression_metrics,
+    "mmsa_pm1": sims_metrics,
     "classification": classification_metrics,
-    "iemocap": classification_metrics,
+    "generic_regression": generic_regression_metrics,
+}
+
+# The metrics each set is summarised by (train.py's printout, plot panels, benchmark summaries).
+KEY_METRICS: dict[str, tuple[str, ...]] = {
+    "mmsa_pm3": ("Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"),
+    "mmsa_pm1": ("Mult_acc_2", "F1_score", "Mult_acc_5", "MAE", "Corr"),
+    "classification": ("Accuracy", "F1_score", "UA"),
+    "generic_regression": ("Sign_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"),
 }
 
 
-def metric_fn(dataset: str) -> Callable[..., dict[str, float]]:
-    """The metric set for a dataset name: mosi/mosei, sims, classification/iemocap."""
+def metric_fn(metric_set: Any, label_names: Sequence[str] | None = None,
+              neutral_band: Sequence[float] | None = None) -> Callable[[Any, Any], dict[str, float]]:
+    """`fn(predictions, labels) -> {metric: value}` of a metric set.
+
+    `metric_set` is a data-set spec (`hf_mmkd.data.spec.DatasetSpec`: its `metric_set`, class names and neutral
+    band are used) or a key of `hf_mmkd.data.spec.METRIC_SETS` (`mmsa_pm3`, `mmsa_pm1`, `classification`,
+    `generic_regression`), with `label_names` (classification) and `neutral_band` (generic regression, default
+    [0, 0]) given here.
+    """
+    if hasattr(metric_set, "metric_set"):  # a DatasetSpec
+        label_names, neutral_band, metric_set = metric_set.class_names, metric_set.neutral_band, metric_set.metric_set
     try:
-        return _METRIC_FNS[dataset.lower()]
+        fn = _METRIC_FNS[str(metric_set)]
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(_METRIC_FNS)}") from None
+        raise ValueError(f"unknown metric set {metric_set!r}; expected one of {sorted(_METRIC_FNS)}") from None
+    if label_names is not None and fn is not classification_metrics:
+        raise ValueError(f"label_names only apply to classification, not {metric_set!r}")
+    if fn is classification_metrics:
+        names = None if label_names is None else list(label_names)
+        return lambda predictions, labels: classification_metrics(predictions, labels, label_names=names)
+    if fn is generic_regression_metrics:
+        band = (0.0, 0.0) if neutral_band is None else tuple(neutral_band)
+        return lambda predictions, labels: generic_regression_metrics(predictions, labels, band)
+    return fn
 
 
-def make_compute_metrics(dataset: str = "mosi", label_names: Sequence[str] | None = None,
-                         label_shift: float = 0.0) -> Callable[[Any], dict[str, float]]:
-    """A `compute_metrics` callable for `transformers.Trainer`.
+def make_compute_metrics(metric_set: Any = "mmsa_pm3", label_names: Sequence[str] | None = None,
+                         neutral_band: Sequence[float] | None = None) -> Callable[[Any], dict[str, float]]:
+    """A `compute_metrics` callable for `transformers.Trainer`, scoring with `metric_fn(metric_set, ...)` (pass
+    the data set's spec).
 
     It takes an `EvalPrediction` (or a `(predictions, label_ids)` tuple). `predictions` may be an array of
     shape (B,) / (B, 1) (regression) or (B, C) (classification logits), or a tuple whose first element is
-    that array (models that also return hidden states). `label_shift` is added to regression predictions and
-    labels first (ICT-MMMO's 1..5 ratings: -3). The Trainer prefixes the keys with `eval_`.
+    that array (models that also return hidden states). The Trainer prefixes the keys with `eval_`.
     """
-    fn = metric_fn(dataset)
-    kwargs = {"label_names": label_names} if fn is classification_metrics else {}
-    if label_names is not None and not kwargs:
-        raise ValueError(f"label_names only apply to classification, not {dataset!r}")
-    if label_shift and fn is classification_metrics:
-        raise ValueError("label_shift only applies to regression")
+    fn = metric_fn(metric_set, label_names, neutral_band)
+    key = getattr(metric_set, "metric_set", metric_set)
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         if hasattr(eval_pred, "predictions"):
@@ -263,13 +325,10 @@ def make_compute_metrics(dataset: str = "mosi", label_names: Sequence[str] | Non
             labels = labels[0]
         if labels is None:
             raise ValueError("EvalPrediction has no label_ids; pass labels to the model inputs")
-        if label_shift:
-            shift = np.float32(label_shift)
-            preds, labels = np.asarray(preds, np.float32) + shift, np.asarray(labels, np.float32) + shift
-        return fn(preds, labels, **kwargs)
+        return fn(preds, labels)
 
-    compute_metrics.label_shift = float(label_shift)
-    compute_metrics.__name__ = f"compute_metrics_{dataset.lower()}" + (f"_shift{label_shift:+g}" if label_shift else "")
+    compute_metrics.metric_set = key
+    compute_metrics.__name__ = f"compute_metrics_{key}"
     return compute_metrics
 
 

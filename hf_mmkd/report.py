@@ -3,9 +3,11 @@
 The results structure (what the evaluation loop produces; plain JSON types)::
 
     results = {
-        "dataset": "mosi",        # mosi | mosei | sims | iemocap | mmmo | any name (used in titles)
+        "dataset": "mosi",        # the data set's display name (titles only)
         "protocol": "p2",         # p1 | p2 | p3 | p4 | p5, see PROTOCOLS (never mix protocols in one structure)
         "split": "test",          # optional, default "test"
+        "metric_set": "mmsa_pm3", # optional: the data set's metric set (hf_mmkd.data.spec); picks the plot panels
+        "reference": "constant: train median 0.2",  # optional: the checkpoint entry that is the constant reference
         "checkpoints": {          # one entry per model (for P1: the family of per-rate models of one method)
             "corrkd-student": {
                 "1111": {         # seed (str or int) -> condition -> metric -> value
@@ -41,6 +43,7 @@ import numpy as np
 
 from hf_mmkd.io import atomic_write
 from hf_mmkd.metrics import (
+    KEY_METRICS,
     P2_RATES,
     P4_RATES,
     P5_SETS,
@@ -84,15 +87,11 @@ METRIC_NAMES = {  # MMSA key -> printed name
     "Has0_acc_2": "Acc-2 (Has0)", "Has0_F1_score": "F1 (Has0)", "Non0_acc_2": "Acc-2 (Non0)",
     "Non0_F1_score": "F1 (Non0)", "Mult_acc_2": "Acc-2", "Mult_acc_3": "Acc-3", "Mult_acc_5": "Acc-5",
     "Mult_acc_7": "Acc-7", "F1_score": "F1", "MAE": "MAE", "Corr": "Corr", "Accuracy": "Acc", "WA": "WA",
-    "UA": "UA",
+    "UA": "UA", "Sign_acc_2": "Acc-2 (sign)", "Sign_F1_score": "F1 (sign)", "Band_acc_3": "Acc-3 (band)",
 }
 _PLAIN = {"MAE", "Corr"}  # printed as is; everything else is a fraction printed in percent
 _LOWER_IS_BETTER = {"MAE"}
-_PLOT_DEFAULTS = (
-    ["Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"],   # MOSI / MOSEI
-    ["Mult_acc_2", "F1_score", "Mult_acc_5", "MAE", "Corr"],        # SIMS
-    ["Accuracy", "F1_score", "UA"],                                 # classification
-)
+_PLOT_DEFAULTS = tuple(list(m) for m in KEY_METRICS.values())  # when the results do not name their metric set
 
 # ----------------------------------------------------------------------------------------------- checks
 
@@ -224,12 +223,17 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
     summary = summarize(results) if summary is None else summary
     cols = _metric_order(summary, metrics)
     head = ["Checkpoint", "Condition"] + [METRIC_NAMES.get(m, m) for m in cols]
+    plain = [m for m in cols if m in _PLAIN]
     lines = [f"### {_title(results)}", "",
-             "Mean ± std over seeds (population std); accuracies and F1 in %, MAE and Corr as is.", "",
+             "Mean ± std over seeds (population std); accuracies and F1 in %"
+             + (f", {' and '.join(plain)} as is." if plain else "."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ckpt, s in summary.items():
         name = f"{ckpt} ({s['n_seeds']} seed{'s' if s['n_seeds'] != 1 else ''})"
-        for cond, row in s["conditions"].items():
+        rows = list(s["conditions"].items())
+        if ckpt == results.get("reference") and len({json.dumps(r, sort_keys=True) for _, r in rows}) == 1:
+            rows = [("every condition", rows[0][1])]  # a constant scored on the same rows under every condition
+        for cond, row in rows:
             lines.append("| " + " | ".join([name, cond] + [_fmt(m, row[m]) for m in cols]) + " |")
         for label, row in s["summary"].items():
             cells = [f"**{_fmt(m, row[m])}**" if m in row else "-" for m in cols]
@@ -252,21 +256,26 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequ
     summary = summarize(results) if summary is None else summary
     if metrics is None:
         present = _metric_order(summary, None)
-        metrics = next(([m for m in d if m in present] for d in _PLOT_DEFAULTS if all(m in present for m in d)),
-                       present)
+        wanted = [list(KEY_METRICS[results["metric_set"]])] if results.get("metric_set") in KEY_METRICS else []
+        metrics = next(([m for m in d if m in present] for d in (*wanted, *_PLOT_DEFAULTS)
+                        if all(m in present for m in d)), present)
     metrics = _metric_order(summary, metrics)
     kind = PROTOCOLS[str(results["protocol"]).lower()]["kind"]
     ncols = min(len(metrics), 3)
     nrows = -(-len(metrics) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
     n_ckpt = len(summary)
+    reference = results.get("reference")
     for ax, m in zip(axes.flat, metrics):
         scale = 1.0 if m in _PLAIN else 100.0
         for i, (ckpt, s) in enumerate(summary.items()):
             conds = list(s["conditions"])
             mean = np.array([s["conditions"][c][m]["mean"] for c in conds]) * scale
             std = np.array([s["conditions"][c][m]["std"] for c in conds]) * scale
-            if kind == "rate":
+            if kind == "rate" and ckpt == reference:  # the constant predictor: a grey dashed line, no band
+                x = np.array([parse_condition(c)[1] for c in conds])
+                ax.plot(x, mean, linestyle="--", color="0.45", label=ckpt)
+            elif kind == "rate":
                 x = np.array([parse_condition(c)[1] for c in conds])
                 ax.plot(x, mean, marker="o", label=ckpt)
                 ax.fill_between(x, mean - std, mean + std, alpha=0.2)
@@ -275,8 +284,9 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequ
                 x = np.arange(len(groups))
                 width = 0.8 / n_ckpt
                 vals = [s["conditions"].get(g, {}).get(m, {"mean": np.nan, "std": 0.0}) for g in groups]
+                style = {"color": "0.75", "hatch": "//"} if ckpt == reference else {}
                 ax.bar(x - 0.4 + width * (i + 0.5), [v["mean"] * scale for v in vals], width,
-                       yerr=[v["std"] * scale for v in vals], capsize=2, label=ckpt)
+                       yerr=[v["std"] * scale for v in vals], capsize=2, label=ckpt, **style)
                 ax.set_xticks(x, groups, rotation=30)
         unit = "" if m in _PLAIN else " (%)"
         arrow = " ↓" if m in _LOWER_IS_BETTER else " ↑"

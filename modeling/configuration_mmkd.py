@@ -168,16 +168,21 @@ class MMKDConfig(PretrainedConfig):
         above b: positive); without a spec the band is [0, 0].
         """
         values = [float(v) for v in values]
-        spec = self.dataset_spec or {}
         if self.task == "classification":
             top = max(values)
             exps = [math.exp(v - top) for v in values]
             index = exps.index(max(exps))
-            names = spec.get("class_names") or [self.id2label.get(i, str(i)) for i in range(len(values))]
-            return exps[index] / sum(exps), str(names[index])
+            return exps[index] / sum(exps), self.label_names(len(values))[index]
         score = values[0]
-        low, high = spec.get("neutral_band") or (0.0, 0.0)
+        low, high = (self.dataset_spec or {}).get("neutral_band") or (0.0, 0.0)
         return score, "negative" if score < low else "positive" if score > high else "neutral"
+
+    def label_names(self, num_classes: int | None = None) -> list[str]:
+        """Classification: the class names in id order, from `dataset_spec["class_names"]`, else `id2label`."""
+        names = (self.dataset_spec or {}).get("class_names")
+        if names:
+            return [str(n) for n in names]
+        return [str(self.id2label.get(i, i)) for i in range(num_classes or self.num_labels)]
 
     def encoder_kind(self, modality: str) -> str | None:
         """`"backbone"`, `"features"` or None (the model has no encoder for this modality)."""

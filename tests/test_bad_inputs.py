@@ -41,6 +41,7 @@ from tiny import feature_batch, feature_config_kwargs, tiny_bert_config, tiny_wa
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, make_demo_dataset, save_prepared
+from hf_mmkd.data.demo import demo_spec
 from hf_mmkd.data.media import encode_wav
 
 START, END = "<!-- errors:start -->", "<!-- errors:end -->"
@@ -276,6 +277,42 @@ def mmsa_non_finite_features_recovered(tmp):
     assert vision[2, 3] == 0.0 and np.isfinite(vision).all()
 
 
+def without_any_modality(split, rows):
+    """Mutation: the given rows of a split get no modality at all (empty text, length-0 audio and vision)."""
+    def mutate(data):
+        for i in rows:
+            data[split]["raw_text"][i] = ""
+            data[split]["audio_lengths"][i] = data[split]["vision_lengths"][i] = 0
+    return mutate
+
+
+def with_classes(data):
+    """Mutation: class labels 0, 1, 2, ... instead of regression labels."""
+    for arrays in data.values():
+        arrays["classification_labels"] = np.arange(len(arrays.pop("regression_labels")), dtype=np.float32)
+
+
+def both_label_kinds(data):
+    for arrays in data.values():
+        arrays["classification_labels"] = np.zeros(len(arrays["regression_labels"]), np.float32)
+
+
+def mmsa_rows_without_modality_recovered(tmp):
+    data = mmsa_data()
+    without_any_modality("train", [1])(data)
+    src = inputs(tmp) / "in.pkl"
+    src.write_bytes(pickle.dumps(data))
+    code, err = run_command(PREPARE_MMSA, [str(src), str(tmp / "out")])
+    assert code == 0, err
+    from hf_mmkd.data import load_prepared, load_spec
+
+    assert load_prepared(tmp / "out")["train"]["id"] == ["train_0", "train_2", "train_3"]
+    assert load_spec(tmp / "out").splits["train"] == {"rows": 3, "text": 3, "audio": 3, "vision": 3,
+                                                      "left_out": ["train_1"]}
+    card = (tmp / "out" / "README.md").read_text()
+    assert "| train | 3 | 3 | 3 | 3 | 1 |" in card and "- train: `train_1`" in card
+
+
 # ---- dataset_scripts/prepare_media.py ------------------------------------------------------------------------
 
 
@@ -366,7 +403,7 @@ def media_skip_bad_recovered(tmp):
     (folder / "broken.mp4").write_bytes(b"not a video" * 20)
     table = folder / "rows.csv"
     table.write_text("id,media,start,end,text,label,split\ngood,ok.wav,,,hi,1,train\nbad,broken.mp4,,,x,0,train\n")
-    code, err = run_command(PREPARE_MEDIA, [str(table), str(tmp / "out"), "--skip-bad"])
+    code, err = run_command(PREPARE_MEDIA, [str(table), str(tmp / "out"), "--skip-bad", "--label-range", "-3", "3"])
     assert code == 0, err
     assert "skipped bad: cannot open media file" in err
     assert "skipped bad: cannot open media file" in (tmp / "out" / "README.md").read_text()
@@ -393,7 +430,7 @@ def small_demo(folder, name="ds", mutate=None, seed=0):
     dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=seed)
     if mutate is not None:
         dsd = mutate(dsd)
-    save_prepared(dsd, folder / name, "test data")
+    save_prepared(dsd, folder / name, "test data", demo_spec(dsd))
     return str(folder / name)
 
 
@@ -421,7 +458,8 @@ def long_sequence(split):
             dsd[split] = Dataset.from_dict(columns, features=dsd[split].features)
             return dsd
         dsd = make_demo_dataset(sizes={"train": 8, "validation": 4, "test": 4}, seed=0)
-        save_prepared(mutate(dsd), folder / "ds", "test data")
+        dsd = mutate(dsd)
+        save_prepared(dsd, folder / "ds", "test data", demo_spec(dsd))
         return str(folder / "ds")
     return make
 
@@ -474,6 +512,37 @@ def truncate(name="model.safetensors"):
         data = (folder / name).read_bytes()
         (folder / name).write_bytes(data[: len(data) // 2])
     return edit
+
+
+def demo_without_spec(folder):
+    """A prepared folder as written before data-set specs existed (no dataset_spec.json)."""
+    path = small_demo(folder)
+    (Path(path) / "dataset_spec.json").unlink()
+    return path
+
+
+def demo_with_bad_spec(folder):
+    import json
+
+    path = small_demo(folder)
+    spec = json.loads((Path(path) / "dataset_spec.json").read_text())
+    (Path(path) / "dataset_spec.json").write_text(json.dumps({**spec, "task": "regresion"}))
+    return path
+
+
+def kept_rows_without_modality_warning(caplog):
+    def run(tmp):
+        from hf_mmkd.data.spec import build_spec
+        from hf_mmkd.training import main
+
+        dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+        dsd["train"] = dsd["train"].map(lambda row, i: {f"has_{m}": i > 0 for m in ("text", "audio", "vision")},
+                                        with_indices=True)  # demo_train_0 has nothing, kept as if --keep-...
+        save_prepared(dsd, tmp / "ds", "test data", build_spec(dsd, name="kept", source="tests", label_range=(-3, 3)))
+        with caplog.at_level(logging.WARNING, logger="hf_mmkd"):
+            assert main(["--output_dir", str(tmp / "out"), "--dataset", str(tmp / "ds"), *TINY_TRAIN]) == 0
+        return caplog.text
+    return run
 
 
 def corrupt_parquet(folder):
@@ -574,11 +643,24 @@ def whole_checkpoint(kind="features"):
 
 def demo_with_test_split(folder, broken_split=None):
     dsd = make_demo_dataset(sizes={"train": 8, "validation": 4, "test": 4}, seed=0)
-    save_prepared(dsd, folder / "ds", "test data")
+    save_prepared(dsd, folder / "ds", "test data", demo_spec(dsd))
     if broken_split is not None:
         shard = next((folder / "ds" / "data").glob(f"{broken_split}-*.parquet"))
         shard.write_bytes(shard.read_bytes()[:100])
     return str(folder / "ds")
+
+
+def checkpoint_of_other_labels(folder):
+    """The features checkpoint, its config declaring labels on [0, 10] (the demo's are on [-3, 3])."""
+    import json
+
+    target = folder / "other_labels"
+    shutil.copytree(_checkpoint(), target)
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+    spec = {**demo_spec(dsd).to_dict(), "name": "ratings", "label_range": [0, 10], "neutral_band": [4, 6]}
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "dataset_spec": spec}))
+    return str(target)
 
 
 def incomplete_checkpoint(folder):
@@ -680,6 +762,9 @@ def rows(caplog=None) -> list[Row]:
             "expects (steps, 5)", lambda t: feature_collator()(feature_rows(audio_features=np.ones((3, 9))))),
         Row("collator", "NaN or inf in a feature sequence", "error", "row 'r0': vision_features contains NaN or inf",
             lambda t: feature_collator()(feature_rows(vision_features=np.full((3, 6), np.inf)))),
+        Row("collator", "a row with none of the model's modalities", "error",
+            "row(s) ['r0'] have none of the model's modalities (text, audio, vision)",
+            lambda t: feature_collator()(feature_rows(has_text=False, has_audio=False, has_vision=False))),
         Row("collator", "a row without its label", "error", "rows ['r0'] have no 'label'",
             lambda t: feature_collator()(feature_rows(label=None))),
         Row("collator", "return_row_keys without an id column", "error", "return_row_keys needs an 'id' column",
@@ -746,7 +831,23 @@ def rows(caplog=None) -> list[Row]:
             mmsa(lambda d: d["test"]["regression_labels"].__setitem__(2, 4.5), "--label-range", "-3", "3"),
             PREPARE_MMSA),
         Row(PREPARE_MMSA, "negative or fractional class label", "exit", "is not a class index (a whole number >= 0)",
-            mmsa(set_item("train", "classification_labels", np.array([0, 1, -1, 2]))), PREPARE_MMSA),
+            mmsa(set_item("train", "classification_labels", np.array([0, 1, -1, 2])), "--task", "regression"),
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "regression and class labels, no --task", "exit",
+            "holds both 'regression_labels' and 'classification_labels': choose … with --task regression or --task "
+            "classification", mmsa(both_label_kinds), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "fewer --class-names than classes", "exit",
+            "split 'train', id 'train_2': label 2 is not a class id in [0, 1] (2 class names)",
+            mmsa(with_classes, "--class-names", "negative", "positive"), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "--neutral-band outside the label range", "exit",
+            "key 'neutral_band': expected low <= a <= b <= high inside the label range [-3.0, 3.0], got [2.0, 4.0]",
+            mmsa(None, "--label-range", "-3", "3", "--neutral-band", "2", "4"), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "no row of a split has any modality", "exit",
+            "split 'test': none of its 3 rows has any modality (ids ['test_0', 'test_1', 'test_2'])",
+            mmsa(without_any_modality("test", [0, 1, 2])), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "rows with no modality at all", "recovered",
+            "left out; their number per split is printed and put in the card, their ids in dataset_spec.json "
+            "(--keep-rows-without-modality keeps them)", mmsa_rows_without_modality_recovered),
         Row(PREPARE_MMSA, "OUT_DIR not empty", "exit", "is not empty; pass --overwrite",
             lambda t: mmsa()(t)[:1] + [str(full_folder(inputs(t)))], PREPARE_MMSA),
         Row(PREPARE_MMSA, "--overwrite of a folder holding files hf_mmkd did not write", "exit",
@@ -791,6 +892,10 @@ def rows(caplog=None) -> list[Row]:
             media(label="nan"), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "label outside --label-range", "exit", "label 7 lies outside the label range [-3, 3]",
             media(None, "7", "train", "hi", None, "--label-range", "-3", "3"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "class label that is neither a class name nor an id", "exit",
+            "line 2 (id 'u1'): label 'meh' is neither a class name (negative, positive) nor a class id",
+            media(None, "meh", "train", "hi", None, "--task", "classification", "--class-names", "negative",
+                  "positive"), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "unknown split", "exit", "split 'training' is not train/validation/test",
             media(split="training"), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "media file missing", "exit", "row 'u1': media file not found",
@@ -844,6 +949,18 @@ def rows(caplog=None) -> list[Row]:
             train(dataset=corrupt_parquet), TRAIN),
         Row(TRAIN, "dataset without a validation split", "exit", "has no 'validation' split",
             train(dataset=no_validation_split), TRAIN),
+        Row(TRAIN, "prepared folder without dataset_spec.json (made before specs)", "exit",
+            "has no dataset_spec.json (it was prepared before data-set specs existed, or not by dataset_scripts/): "
+            "re-run the converter", train(dataset=demo_without_spec), TRAIN),
+        Row(TRAIN, "dataset_spec.json with a bad value", "exit",
+            "dataset_spec.json: key 'task': expected 'regression' or 'classification', got 'regresion'",
+            train(dataset=demo_with_bad_spec), TRAIN),
+        Row(TRAIN, "--metric_for_best_model not in the data set's metric set", "exit",
+            "metric_for_best_model 'Accuracy' is not a metric of this data set (metric set 'mmsa_pm3'",
+            train("--metric_for_best_model", "Accuracy"), TRAIN),
+        Row(TRAIN, "kept rows without any modality", "warning",
+            "train: 1 row(s) have none of the model's modalities (text, audio, vision) and are left out: "
+            "['demo_train_0']", kept_rows_without_modality_warning(caplog)),
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
         Row(TRAIN, "teacher folder without config.json", "exit",
@@ -921,6 +1038,15 @@ def rows(caplog=None) -> list[Row]:
             "cannot read the prepared dataset in … (corrupt, truncated or missing parquet file?)",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=whole_checkpoint(),
                     dataset=lambda f: demo_with_test_split(f, broken_split="test")), HF_MMKD),
+        Row(EVALUATE, "checkpoint trained on labels of another meaning", "exit",
+            "checkpoint 'other_labels' was trained on 'ratings', whose labels are a score in [0, 10]; … but 'hf_mmkd "
+            "synthetic demo' has labels that are a score in [-3, 3]; … cannot be scored against these labels",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_of_other_labels,
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "prepared folder without dataset_spec.json", "exit",
+            "has no dataset_spec.json … re-run the converter",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=demo_without_spec), HF_MMKD),
         Row(EVALUATE, "unknown protocol", "exit", "unknown protocol 'p7'",
             hf_mmkd("evaluate", "--protocol", "p7", "--out", "{out}", checkpoint=whole_checkpoint(),
                     dataset=demo_with_test_split), HF_MMKD),

@@ -35,18 +35,18 @@ def setup(tmp_path_factory):
 
 def test_evaluate_writes_report_and_matches_the_api(setup, capsys):
     out = setup["report"]
-    assert sorted(p.name for p in out.iterdir()) == [".hf_mmkd_outputs.json", "mosi_p2.json", "mosi_p2.md",
-                                                     "mosi_p2.png"]
-    payload = json.loads((out / "mosi_p2.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == [".hf_mmkd_outputs.json", "mosi_tiny_p2.json", "mosi_tiny_p2.md",
+                                                     "mosi_tiny_p2.png"]
+    payload = json.loads((out / "mosi_tiny_p2.json").read_text())
     res = payload["results"]
-    assert res["protocol"] == "p2" and list(res["checkpoints"]) == ["teacher", "student"]
+    assert res["protocol"] == "p2" and list(res["checkpoints"]) == ["teacher", "student", res["reference"]]
     assert payload["summary"]["student"]["n_seeds"] == 2
     direct = evaluate_checkpoints({"student": setup["student"]}, setup["data"], "p2", seeds=(1112,), rates=(0.0, 0.4))
     for cond in ("r=0.0", "r=0.4"):
         assert res["checkpoints"]["student"]["1112"][cond] == direct["checkpoints"]["student"]["1112"][cond]
-    md = (out / "mosi_p2.md").read_text()
+    md = (out / "mosi_tiny_p2.md").read_text()
     assert "| teacher (2 seeds) | r=0.0 |" in md and "**mean r=0.0-0.9**" in md
-    assert (out / "mosi_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "mosi_tiny_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_p4_with_a_progress_bar_and_draw_free_conditions_once(setup, tmp_path, capsys, monkeypatch):
@@ -90,13 +90,13 @@ def test_evaluate_console_script_p3(setup, tmp_path):
     for cond in P3_SETS + (COMPLETE_SET,):
         assert f"| T (1 seed) | {cond} |" in proc.stdout
     assert "**Avg. (6 sets)**" in proc.stdout
-    assert (tmp_path / "mosi_p3.png").is_file() and (tmp_path / "mosi_p3.json").is_file()
+    assert (tmp_path / "mosi_tiny_p3.png").is_file() and (tmp_path / "mosi_tiny_p3.json").is_file()
 
 
 def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 
-    results = setup["report"] / "mosi_p2.json"
+    results = setup["report"] / "mosi_tiny_p2.json"
     release = tmp_path / "release"
     code = cli.main(["publish", str(setup["student"]), "--repo-id", "me/mmkd-student", "--results", str(results),
                      "--dry-run", "--out", str(release)])
@@ -104,11 +104,11 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
     assert "dry run: nothing uploaded" in capsys.readouterr().out
     files = sorted(os.listdir(release))
     assert files == [".hf_mmkd_outputs.json", "README.md", "config.json", "configuration_mmkd.py", "model.safetensors",
-                     "modeling_mmkd.py", "mosi_p2.json", "mosi_p2.png", "pipeline_mmkd.py"]
+                     "modeling_mmkd.py", "mosi_tiny_p2.json", "mosi_tiny_p2.png", "pipeline_mmkd.py"]
     card = ModelCard.load(release / "README.md")
     configs = {e.metric_config for e in card.data.eval_results}
     assert {"p2 r=0.0", "p2 r=0.9", "p2 mean r=0.0-0.9"} <= configs  # the student's numbers, found by its path
-    assert "![Robustness to missing modalities](mosi_p2.png)" in card.text
+    assert "![Robustness to missing modalities](mosi_tiny_p2.png)" in card.text
     assert_honest_card(card.text, None, (release / "config.json").read_text())
     for code_file in ("configuration_mmkd.py", "modeling_mmkd.py", "pipeline_mmkd.py"):  # the code the Hub copy runs
         assert (release / code_file).read_bytes() == (setup["student"] / code_file).read_bytes()
@@ -129,14 +129,14 @@ def test_publish_uploads_with_hfapi(setup, tmp_path, online):
     with mock.patch("hf_mmkd.hub.HfApi") as api_cls:
         api_cls.return_value.upload_folder.side_effect = upload_folder
         code = cli.main(["publish", str(setup["teacher"]), "--repo-id", "org/teacher", "--private",
-                         "--results", str(setup["report"] / "mosi_p2.json"), "--checkpoint-name", "teacher"])
+                         "--results", str(setup["report"] / "mosi_tiny_p2.json"), "--checkpoint-name", "teacher"])
     assert code == 0
     api = api_cls.return_value
     api.create_repo.assert_called_once_with(repo_id="org/teacher", repo_type="model", private=True, exist_ok=True)
     api.upload_folder.assert_called_once()
     kwargs = api.upload_folder.call_args.kwargs
     assert kwargs["repo_id"] == "org/teacher" and kwargs["repo_type"] == "model"
-    assert "README.md" in seen["files"] and "model.safetensors" in seen["files"] and "mosi_p2.png" in seen["files"]
+    assert "README.md" in seen["files"] and "model.safetensors" in seen["files"] and "mosi_tiny_p2.png" in seen["files"]
     assert not Path(kwargs["folder_path"]).exists()  # the temporary release folder is cleaned up
 
 
@@ -154,7 +154,8 @@ def test_train_push_to_hub_publishes_the_release_once(tmp_path, online):
     assert api.upload_folder.call_args.kwargs["folder_path"] == str(out / "release")
     card = ModelCard.load(out / "release" / "README.md")
     assert any(e.metric_config == "p2 mean r=0.0-0.9" for e in card.data.eval_results)
-    assert (out / "release" / "demo_p2.png").is_file() and (out / "evaluation" / "demo_p2.json").is_file()
+    assert (out / "release" / "hf_mmkd_synthetic_demo_p2.png").is_file()
+    assert (out / "evaluation" / "hf_mmkd_synthetic_demo_p2.json").is_file()
     assert_honest_card(card.text, None, (out / "release" / "config.json").read_text())
     assert "**Validation**" in card.text and "total_loss" not in card.text  # train.py's summary reached the card
 

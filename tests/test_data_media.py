@@ -10,7 +10,7 @@ from conftest import RAW_DIR, REPO_ROOT, SHARED_DATA
 from tiny import tiny_vit_config, tiny_wav2vec2_config
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
-from hf_mmkd.data import MMKDDataCollator, load_prepared, model_inputs
+from hf_mmkd.data import MMKDDataCollator, load_prepared, load_spec, model_inputs
 from hf_mmkd.data.media import decode_wav
 
 
@@ -69,6 +69,12 @@ def test_media_dataset_has_audio_frames_and_text(media_dir):
         assert row["has_text"] and row["label"] == 1.0
     wave = decode_wav(moud[1]["audio"])
     assert wave.dtype == np.float32 and 0.05 < np.abs(wave).max() <= 1.0
+    spec = load_spec(media_dir)
+    assert spec.modalities == {"text": {"kind": "raw_text", "dim": None}, "audio": {"kind": "waveform", "dim": None},
+                               "vision": {"kind": "frames", "dim": None}}
+    # no --label-range: the labels (2.4, -0.8, 1.0) give [floor(min), ceil(max)]
+    assert spec.label_range == (-1.0, 3.0) and spec.splits["train"] == {"rows": 2, "text": 2, "audio": 2,
+                                                                         "vision": 1, "left_out": []}
 
 
 def test_media_rows_feed_a_backbone_model(media_dir):
@@ -110,3 +116,20 @@ def test_missing_and_corrupt_media_are_named(tmp_path):
     assert list(dsd) == ["train"] and dsd["train"]["id"] == ["good"]
     card = (out / "README.md").read_text()
     assert "skipped corrupt" in card and "skipped gone: media file not found" in card and "nowhere.wav" in card
+
+
+def test_class_labels_by_name_from_another_column(tmp_path):
+    wav = str(RAW_DIR / "mosi_03bSnISJMiM_1.wav")
+    table = tmp_path / "rows.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "media", "text", "sentiment", "split"])
+        w.writerows([["a", wav, "anyhow it was really good", "pos", "train"], ["b", wav, "", "neg", "train"],
+                     ["c", wav, "fine", "pos", "test"]])
+    out = tmp_path / "out"
+    prepare_media.main([str(table), str(out), "--task", "classification", "--label-column", "sentiment", *OPTS])
+    spec = load_spec(out)  # no --class-names: the text labels, in sorted order
+    assert spec.task == "classification" and spec.class_names == ("neg", "pos")
+    assert spec.label_column == "classification_label" and spec.metric_set == "classification"
+    assert load_prepared(out)["train"]["classification_label"] == [1, 0]
+    assert "2 classes (0 neg, 1 pos)" in (out / "README.md").read_text()

@@ -10,7 +10,7 @@ import torch
 from conftest import MMMO_PKL, MOSI_PKL, REPO_ROOT
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
-from hf_mmkd.data import FeatureStandardizer, MMKDDataCollator, load_prepared, model_inputs
+from hf_mmkd.data import FeatureStandardizer, MMKDDataCollator, load_prepared, load_spec, model_inputs
 
 
 def load_script(name):
@@ -71,7 +71,10 @@ def write_pickle(path, data):
 def test_synthetic_pickle_with_every_mmsa_key(tmp_path):
     data = synthetic_mmsa()
     src = write_pickle(tmp_path / "sims_like.pkl", data)
-    assert prepare_mmsa.main([str(src), str(tmp_path / "out")]) == 0
+    with pytest.raises(ValueError, match="holds both 'regression_labels' and 'classification_labels'.*--task"):
+        prepare_mmsa.main([str(src), str(tmp_path / "out")])  # MMSA's files carry both: no guess
+    assert not (tmp_path / "out").exists()
+    assert prepare_mmsa.main([str(src), str(tmp_path / "out"), "--task", "regression"]) == 0
     dsd = datasets.load_dataset("parquet", data_files=parquet_files(tmp_path / "out"))
     assert {s: len(d) for s, d in dsd.items()} == {"train": 5, "validation": 3, "test": 4}
     train = dsd["train"]
@@ -100,6 +103,14 @@ def test_synthetic_pickle_with_every_mmsa_key(tmp_path):
     assert dsd["test"]["has_vision"] == [False] * 4 and all(dsd["validation"]["has_vision"])
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "SHA-256" in card and "3 audio values of -inf" in card
+    spec = load_spec(tmp_path / "out")
+    # labels in (-1, 1): the range defaults to [-1, 1], hence MMSA's [-1, 1] metrics and neutral band
+    assert spec.task == "regression" and spec.label_range == (-1.0, 1.0) and spec.neutral_band == (-0.1, 0.1)
+    assert spec.metric_set == "mmsa_pm1" and spec.label_column == "label"
+    assert spec.modalities == {"text": {"kind": "features", "dim": 768}, "audio": {"kind": "features", "dim": 5},
+                               "vision": {"kind": "features", "dim": 4}}
+    assert spec.splits["train"] == {"rows": 5, "text": 5, "audio": 4, "vision": 5, "left_out": []}
+    assert spec.splits["test"]["vision"] == 0 and "Metric set `mmsa_pm1`" in card
 
 
 @pytest.mark.parametrize(
@@ -118,7 +129,7 @@ def test_bad_pickles_name_the_key_and_write_nothing(tmp_path, mutate, message):
     src = write_pickle(tmp_path / "bad.pkl", data)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
-        prepare_mmsa.main([str(src), str(out)])
+        prepare_mmsa.main([str(src), str(out), "--task", "regression"])
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.pkl"]  # no temp folder left behind
 
@@ -129,14 +140,14 @@ def test_out_dir_rules_and_help(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty; pass --overwrite"):
-        prepare_mmsa.main([str(src), str(out)])
+        prepare_mmsa.main([str(src), str(out), "--task", "regression"])
     with pytest.raises(ValueError, match="holds keep.txt, which hf_mmkd did not write"):  # never deleted
-        prepare_mmsa.main([str(src), str(out), "--overwrite"])
+        prepare_mmsa.main([str(src), str(out), "--overwrite", "--task", "regression"])
     assert (out / "keep.txt").read_text() == "x" and not (out / "README.md").exists()
     (out / "keep.txt").unlink()
-    prepare_mmsa.main([str(src), str(out)])  # empty: written
+    prepare_mmsa.main([str(src), str(out), "--task", "regression"])  # empty: written
     first = (out / "README.md").read_text()
-    prepare_mmsa.main([str(src), str(out), "--overwrite", "--name", "again"])  # all of it hf_mmkd's: replaced
+    prepare_mmsa.main([str(src), str(out), "--overwrite", "--name", "again", "--task", "regression"])  # all of it hf_mmkd's: replaced
     assert (out / "README.md").read_text() != first and "# again" in (out / "README.md").read_text()
     with pytest.raises(SystemExit):
         prepare_mmsa.main(["--help"])
@@ -162,6 +173,9 @@ def mmmo_dir(tmp_path_factory):
 def test_real_mosi_counts_and_modalities(mosi_dir):
     dsd = datasets.load_dataset("parquet", data_files=parquet_files(mosi_dir))
     assert {s: len(d) for s, d in dsd.items()} == {"train": 1281, "validation": 229, "test": 685}
+    spec = load_spec(mosi_dir)  # no flag: the range comes from the labels, which reach -3 and 3
+    assert (spec.label_range, spec.neutral_band, spec.metric_set) == ((-3.0, 3.0), (-0.5, 0.5), "mmsa_pm3")
+    assert spec.modalities == {"text": {"kind": "raw_text", "dim": None}, "audio": {"kind": "features", "dim": 73}}
     for d in dsd.values():
         assert all(d["has_text"]) and all(d["has_audio"]) and not any(d["has_vision"])
     assert "vision_features" not in dsd["train"].column_names
@@ -200,6 +214,10 @@ def test_real_mosi_feeds_a_model(mosi_dir):
 def test_real_mmmo_counts_missing_text_in_train_and_forward(mmmo_dir):
     dsd = load_prepared(mmmo_dir)
     assert {s: len(d) for s, d in dsd.items()} == {"train": 220, "validation": 40, "test": 80}
+    spec = load_spec(mmmo_dir)
+    assert spec.label_range == (1.0, 5.0) and spec.metric_set == "generic_regression"
+    assert spec.neutral_band == pytest.approx((3 - 1 / 3, 3 + 1 / 3), abs=1e-6)
+    assert spec.splits["train"]["text"] == 0 and spec.splits["test"]["text"] == 80
     assert not any(dsd["train"]["has_text"])
     assert all(dsd["validation"]["has_text"]) and all(dsd["test"]["has_text"])
     assert all(dsd["train"]["has_audio"]) and all(dsd["train"]["has_vision"])

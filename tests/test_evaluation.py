@@ -1,5 +1,6 @@
 """hf_mmkd.evaluation: conditions per protocol, seeds, metric sets, consistency with a direct evaluation, errors."""
 
+import dataclasses
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import torch
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import MMKDDataCollator
-from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.demo import demo_spec, make_demo_dataset
 from hf_mmkd.data.missing import model_inputs
 from hf_mmkd.data.prepared import load_prepared, save_prepared
 from hf_mmkd.evaluation import (
@@ -17,8 +18,6 @@ from hf_mmkd.evaluation import (
     checkpoint_names,
     condition_plan,
     evaluate_checkpoints,
-    infer_dataset_name,
-    metric_scheme,
     report_markdown,
     write_evaluation_report,
 )
@@ -34,7 +33,8 @@ def make_dataset(tmp_path_factory, name="mosi_tiny", dims=DIMS):
     """A small prepared folder (synthetic demo rows in the prepared layout)."""
     out = tmp_path_factory.mktemp("data") / name
     card = f"# {name} (SYNTHETIC test data, hf_mmkd.data.demo)\n"
-    return save_prepared(make_demo_dataset(sizes=SIZES, dims=dims, seed=3), out, card)
+    dsd = make_demo_dataset(sizes=SIZES, dims=dims, seed=3)
+    return save_prepared(dsd, out, card, dataclasses.replace(demo_spec(dsd, seed=3), name=name))
 
 
 def make_checkpoint(folder, dims=DIMS, seed=0, role="teacher"):
@@ -70,8 +70,11 @@ def direct_predictions(ckpt, split):
 def test_p2_conditions_metrics_and_complete_rate_matches_direct_evaluation(tiny):
     data, ckpts = tiny
     res = evaluate_checkpoints(ckpts, data, "p2", seeds=(1111, 1112))
-    assert res["dataset"] == "mosi" and res["protocol"] == "p2" and res["split"] == "test"
-    assert list(res["checkpoints"]) == ["teacher", "student"]
+    assert res["dataset"] == "mosi_tiny" and res["protocol"] == "p2" and res["split"] == "test"
+    assert res["metric_set"] == "mmsa_pm3"  # the demo's spec: scores in [-3, 3]
+    reference = res["reference"]
+    assert reference.startswith("constant: train median")
+    assert list(res["checkpoints"]) == ["teacher", "student", reference]
     for per_seed in res["checkpoints"].values():
         assert list(per_seed) == ["1111", "1112"]
         for conds in per_seed.values():
@@ -98,7 +101,7 @@ def test_same_seed_same_numbers_and_batch_size_invariance(tiny):
     a = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7))
     b = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7))
     c = evaluate_checkpoints(one, data, "p2", seeds=(1111,), rates=(0.3, 0.7), batch_size=7)
-    assert a["checkpoints"] == b["checkpoints"]
+    assert a["checkpoints"]["student"] == b["checkpoints"]["student"]
     for cond in ("r=0.3", "r=0.7"):
         assert c["checkpoints"]["student"]["1111"][cond] == pytest.approx(a["checkpoints"]["student"]["1111"][cond],
                                                                          rel=1e-5, abs=1e-6)
@@ -115,7 +118,7 @@ def test_checkpoint_with_a_saved_processor(tiny, tmp_path):
     assert (folder / "processor_config.json").is_file()
     a = evaluate_checkpoints({"s": ckpts["student"]}, data, "p2", seeds=(1111,), rates=(0.0, 0.6))
     b = evaluate_checkpoints({"s": folder}, data, "p2", seeds=(1111,), rates=(0.0, 0.6))
-    assert a["checkpoints"] == b["checkpoints"]
+    assert a["checkpoints"]["s"] == b["checkpoints"]["s"]
 
 
 def test_p1_p3_p5_conditions(tiny):
@@ -171,25 +174,31 @@ def test_rows_without_the_kept_modality_are_left_out(tmp_path):
     no_audio = set(range(0, SIZES["test"], 4))
     dsd["test"] = dsd["test"].map(lambda row, i: {"has_audio": i not in no_audio}, with_indices=True)
     ckpt = make_checkpoint(tmp_path / "m")
-    res = evaluate_checkpoints({"m": ckpt}, dsd, "p5", seeds=(1111,), sets=["a", "la"], dataset_name="mosi")
+    res = evaluate_checkpoints({"m": ckpt}, dsd, "p5", seeds=(1111,), sets=["a", "la"], dataset_name="shown")
     assert res["rows_left_out"] == {"m": {"{a}": len(no_audio)}}
     assert "left out" in report_markdown(res)
+    # the reference row is scored on the same rows: under {a} only those with audio
+    ref = res["checkpoints"][res["reference"]]["1111"]
+    assert ref["{a}"]["MAE"] != ref["{l,a}"]["MAE"]
+    # a DatasetDict's spec comes from build_spec's defaults (labels in [-3, 3] here); the display name is only that
+    assert res["dataset"] == "shown" and res["metric_set"] == "mmsa_pm3"
+    assert any("Shown as 'shown' (--dataset-name)" in n for n in res["notes"])
 
 
-def test_metric_schemes():
-    preds = np.array([4.2, 1.0, 3.0, 2.5], dtype=np.float32)
-    labels = np.array([5.0, 1.4, 3.0, 4.0], dtype=np.float32)
-    mmmo = metric_scheme("mmmo")
-    assert mmmo.label_shift == -3.0 and "shifted by -3" in mmmo.note
-    assert mmmo(preds, labels) == regression_metrics(preds - 3, labels - 3)
-    assert metric_scheme("mmmo", label_shift=0.0)(preds, labels) == regression_metrics(preds, labels)
-    assert metric_scheme("mosi").label_shift == 0.0 and metric_scheme("sims").fn.__name__ == "sims_metrics"
-    assert metric_scheme("iemocap", task="classification").label_column == "classification_label"
-    with pytest.raises(ValueError, match="needs a classification checkpoint"):
-        metric_scheme("iemocap")
-    assert infer_dataset_name("/tmp/mosi_prepared") == "mosi"
-    assert infer_dataset_name("/x/prepared", "---\nconfigs: []\n---\n# mmmo_features (prepared for hf_mmkd)") == "mmmo"
-    assert infer_dataset_name("/x/mosei_aligned") == "mosei" and infer_dataset_name("/x/other/") == "other"
+def test_names_never_choose_the_metric_set(tmp_path_factory, tmp_path):
+    # A folder named like ICT-MMMO, a card titled like it, a display name "mmmo": the spec ([-3, 3]) decides.
+    out = tmp_path_factory.mktemp("mmmo_like") / "mmmo_prepared"
+    dsd = make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)
+    save_prepared(dsd, out, "# mmmo_features (prepared for hf_mmkd)\n", demo_spec(dsd, seed=3))
+    ckpt = make_checkpoint(tmp_path / "m")
+    res = evaluate_checkpoints({"m": ckpt}, out, "p2", seeds=(1111,), rates=(0.0,), dataset_name="mmmo")
+    test = load_prepared(out)["test"]
+    preds, labels = direct_predictions(ckpt, test)
+    assert res["metric_set"] == "mmsa_pm3" and "label_shift" not in res
+    assert res["checkpoints"]["m"]["1111"]["r=0.0"] == pytest.approx(regression_metrics(preds, labels), rel=1e-5)
+
+
+def test_checkpoint_names():
     assert checkpoint_names(["/a/run1/student", "/a/run2/student"]) == ["run1/student", "run2/student"]
     assert checkpoint_names(["/a/teacher", "/a/student"]) == ["teacher", "student"]
 
@@ -215,3 +224,34 @@ def test_errors_name_the_problem(tiny, tmp_path):
         evaluate_checkpoints(one, data, "p2", sets=["l"])
     with pytest.raises(ValueError, match="missing rate must be in"):
         evaluate_checkpoints(one, data, "p2", rates=[1.5])
+
+
+def test_constant_reference_and_near_constant_by_hand():
+    from test_dataset_spec import classes, spec
+
+    from hf_mmkd.evaluation import constant_reference, near_constant
+
+    ratings, three = spec(), classes()  # [0, 10]; neg / neu / pos
+    assert constant_reference(ratings, [1.0, 7.0, 0.5, None, 3.0]) == ("constant: train median 2", 2.0)
+    assert constant_reference(three, [2, 0, 2, 1]) == ("constant: majority class 'pos'", 2)
+    labels = np.array([2.0, 5.0, 8.0])  # std 2.449
+    why = near_constant(np.array([5.0, 5.001, 4.999]), labels, ratings)  # std 0.000816: 0.033% of it
+    assert why == "prediction std 0.000816 is 0.033% of the labels' std 2.45"
+    assert near_constant(np.array([4.0, 5.0, 6.0]), labels, ratings) is None
+    logits = np.array([[0.0, 0.1, 2.0], [1.0, 0.0, 3.0]])
+    assert near_constant(logits, np.array([0, 2]), three) == "predicts class 'pos' for every row"
+    assert near_constant(logits, np.array([2, 2]), three) is None  # the labels are one class too
+
+
+def test_an_in_memory_datasetdict_takes_the_checkpoint_spec(tmp_path):
+    dsd = make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)
+    for split in dsd:  # labels in [-0.3, 0.3]: on their own they would default to the range [-1, 1]
+        dsd[split] = dsd[split].map(lambda row: {"label": row["label"] / 10})
+    torch.manual_seed(0)
+    config = MMKDConfig(**{f"{m}_feature_dim": d for m, d in DIMS.items()}, hidden_size=8, num_attention_heads=2,
+                        dataset_spec=demo_spec(make_demo_dataset(sizes=SIZES, dims=DIMS, seed=3)).to_dict())
+    MMKDForSentiment(config).save_pretrained(tmp_path / "m")
+    res = evaluate_checkpoints({"m": tmp_path / "m"}, dsd, "p2", seeds=(1111,), rates=(0.0,))
+    assert res["metric_set"] == "mmsa_pm3" and res["dataset"] == "hf_mmkd synthetic demo"
+    assert evaluate_checkpoints({"m": make_checkpoint(tmp_path / "plain")}, dsd, "p2", seeds=(1111,),
+                                rates=(0.0,))["metric_set"] == "mmsa_pm1"  # no spec anywhere: build_spec's defaults

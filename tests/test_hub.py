@@ -187,3 +187,20 @@ def test_upload_calls_hfapi(tmp_path, checkpoint):
         with pytest.raises(FileNotFoundError, match="missing README.md"):
             upload(checkpoint, "me/x")
         api_cls.assert_not_called()
+
+
+def test_card_describes_the_training_data_from_the_spec():
+    from test_dataset_spec import classes, spec
+
+    ratings = build_card(p2_results(), "student", repo_id="me/m", config={**CONFIG, "dataset_spec": spec().to_dict()})
+    text = ratings.text
+    assert "Trained on **ratings**" in text and "label column `label`: a score in [0, 10]; scores in [4, 6] are" in text
+    assert "(B, 1) scores on the scale [0, 10]; predict() calls a score in [4, 6] neutral" in text
+    assert "Metrics (metric set `generic_regression`): MAE, Pearson Corr, sign accuracy" in text
+    assert "| train | 4 | 4 | 1 |" in text and "- train: `x`" in text  # rows, with audio, left out (and their ids)
+    three = build_card(p2_results(), "student", repo_id="me/m",
+                       config={**CONFIG, "task": "classification", "dataset_spec": classes().to_dict()}).text
+    assert "Sentiment classification into 3 classes (0 neg, 1 neu, 2 pos)" in three
+    assert "(B, 3) class logits, classes in id order: neg, neu, pos" in three
+    bare = build_card(p2_results(), "student", repo_id="me/m", config=CONFIG).text
+    assert "The training data of this checkpoint are not recorded" in bare and "CMU-MOSI and" not in bare

@@ -17,6 +17,7 @@ from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data import MMKDDataCollator
 from hf_mmkd.data.media import MediaError, load_audio, load_frames
 from hf_mmkd.data.prepared import save_prepared
+from hf_mmkd.data.spec import build_spec
 from hf_mmkd.inference import build_processor, load_checkpoint, predict, predict_dataset
 
 WAV = RAW_DIR / "mosi_03bSnISJMiM_1.wav"  # 16 kHz stereo, no video
@@ -96,7 +97,10 @@ def test_predict_equals_processor_plus_model(backbone_ckpt):
     result = predict(backbone_ckpt, text=text, video=MP4, start=1.0, end=4.0)
     assert result["score"] == pytest.approx(expected, abs=1e-6)
     assert len(frames) == 3  # the processor's max_frames
-    assert predict(backbone_ckpt, text=text, neutral_threshold=10.0)["label"] == "neutral"
+    # the label follows the training data's neutral band (config.dataset_spec), here one that holds every score
+    loaded = load_checkpoint(backbone_ckpt)
+    loaded.model.config.dataset_spec = {"neutral_band": [-10.0, 10.0]}
+    assert predict(loaded, text=text)["label"] == "neutral"
 
 
 def test_features_only_checkpoint(feature_ckpt, tmp_path):
@@ -193,7 +197,8 @@ def _prepared(folder):
     spec = {"id": Value("string"), "label": Value("float32"),
             **{f"{m}_features": Array2D(shape=(None, d), dtype="float32") for m, d in dims.items()},
             **{f"has_{m}": Value("bool") for m in dims}}
-    save_prepared(DatasetDict({"test": Dataset.from_dict(cols, features=Features(spec))}), folder, "test data")
+    dsd = DatasetDict({"test": Dataset.from_dict(cols, features=Features(spec))})
+    save_prepared(dsd, folder, "test data", build_spec(dsd, name="test data", source="tests", label_range=(-3, 3)))
     return cols
 
 

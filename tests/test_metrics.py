@@ -17,6 +17,7 @@ from hf_mmkd.metrics import (
     auilc,
     classification_metrics,
     evaluate_module_path,
+    generic_regression_metrics,
     make_compute_metrics,
     mean_over_rates,
     multiclass_acc,
@@ -175,26 +176,62 @@ def test_classification_errors():
 
 
 def test_make_compute_metrics_shapes_and_tuples():
-    cm = make_compute_metrics("mosi")
+    cm = make_compute_metrics("mmsa_pm3")
     ref = regression_metrics(P, Y)
     assert cm(EvalPrediction(predictions=P.reshape(-1, 1).astype(np.float32), label_ids=Y)) == pytest.approx(
         regression_metrics(P.astype(np.float32), Y))
     assert cm(EvalPrediction(predictions=(P, np.zeros((6, 8))), label_ids=Y)) == pytest.approx(ref)
     assert cm((P, Y)) == pytest.approx(ref)
-    assert make_compute_metrics("sims")(EvalPrediction(predictions=P / 3, label_ids=Y / 3)) == pytest.approx(
+    assert make_compute_metrics("mmsa_pm1")(EvalPrediction(predictions=P / 3, label_ids=Y / 3)) == pytest.approx(
         sims_metrics(P / 3, Y / 3))
     cls = make_compute_metrics("classification", label_names=["neg", "pos"])
     out = cls(EvalPrediction(predictions=np.array([[2.0, 1.0], [0.0, 3.0]]), label_ids=np.array([0, 0])))
     assert out["Accuracy"] == 0.5 and "F1_pos" in out
-    with pytest.raises(ValueError, match="unknown dataset 'mosii'"):
-        make_compute_metrics("mosii")
+    with pytest.raises(ValueError, match="unknown metric set 'mosi'"):
+        make_compute_metrics("mosi")  # data-set names are not metric sets
     with pytest.raises(ValueError, match="no label_ids"):
         cm(EvalPrediction(predictions=P, label_ids=None))
-    shifted = make_compute_metrics("mosi", label_shift=-3.0)  # ICT-MMMO ratings 1..5 -> -2..2
-    assert shifted((P + 3, Y + 3)) == pytest.approx(regression_metrics((P + 3).astype(np.float32) - 3,
-                                                                        (Y + 3).astype(np.float32) - 3))
-    with pytest.raises(ValueError, match="label_shift only applies to regression"):
-        make_compute_metrics("classification", label_shift=-3.0)
+    with pytest.raises(ValueError, match="label_names only apply to classification"):
+        make_compute_metrics("mmsa_pm3", label_names=["a", "b"])
+
+
+def spec_of(label_range=None, class_names=None, neutral_band=None):
+    from hf_mmkd.data.spec import DatasetSpec, default_neutral_band
+
+    task = "classification" if class_names else "regression"
+    band = None if class_names else (neutral_band or default_neutral_band(label_range))
+    return DatasetSpec(name="t", task=task, label_column="label", label_range=label_range, neutral_band=band,
+                       class_names=class_names, modalities={"audio": {"kind": "features", "dim": 2}}, source="t",
+                       splits={"train": {"rows": 1, "audio": 1, "left_out": []}})
+
+
+def test_the_spec_chooses_the_metric_set():
+    assert make_compute_metrics(spec_of((-3, 3)))((P, Y)) == pytest.approx(regression_metrics(P, Y))
+    assert make_compute_metrics(spec_of((-1, 1)))((P / 3, Y / 3)) == pytest.approx(sims_metrics(P / 3, Y / 3))
+    classes = make_compute_metrics(spec_of(class_names=("neg", "neu", "pos")))
+    out = classes((np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 1, 2])))
+    assert out["Accuracy"] == 0.75 and set(out) >= {"F1_neg", "F1_neu", "F1_pos", "WA", "UA"}
+    ratings = make_compute_metrics(spec_of((1, 5), neutral_band=(2.5, 3.5)))
+    assert ratings.metric_set == "generic_regression"
+    assert ratings((P + 3, Y + 3)) == pytest.approx(generic_regression_metrics(P + 3, Y + 3, (2.5, 3.5)))
+
+
+def test_generic_regression_metrics_by_hand():
+    # scale 0..10, neutral band [4, 6] (centre 5): labels 5 and 4 are neutral (left out of the sign metrics)
+    p = np.array([1.0, 7.0, 6.5, 5.5, 9.0, 4.5])
+    y = np.array([2.0, 8.0, 3.0, 5.0, 10.0, 4.0])
+    m = generic_regression_metrics(p, y, (4.0, 6.0))
+    # polar rows 0, 1, 2, 4: truth (y > 6) F T F T, guess (p > 5) F T T T -> 3 of 4
+    assert m["Sign_acc_2"] == pytest.approx(0.75)
+    # bands (below 4 / [4, 6] / above 6): y 0 2 0 1 2 1, p 0 2 2 1 2 1 -> 5 of 6
+    assert m["Band_acc_3"] == pytest.approx(5 / 6)
+    assert m["MAE"] == pytest.approx(np.mean([1, 1, 3.5, 0.5, 1, 0.5]))
+    assert m["Corr"] == pytest.approx(np.corrcoef(p, y)[0, 1])
+    # with the band [0, 0] the sign metrics are MMSA's Non0 Acc-2 / F1
+    assert generic_regression_metrics(P, Y)["Sign_acc_2"] == pytest.approx(regression_metrics(P, Y)["Non0_acc_2"])
+    assert generic_regression_metrics(P, Y)["Sign_F1_score"] == pytest.approx(
+        regression_metrics(P, Y)["Non0_F1_score"])
+    assert np.isnan(generic_regression_metrics([1.0, 9.0], [5.0, 5.0], (4, 6))["Sign_acc_2"])  # all neutral
 
 # ---------------------------------------------------------------------------------------- properties
 
@@ -335,14 +372,16 @@ def test_seed_mean_std():
 def test_evaluate_module_loads_offline():
     import evaluate
 
-    mosi = evaluate.load(evaluate_module_path(), config_name="mosi")
+    mosi = evaluate.load(evaluate_module_path(), config_name="mmsa_pm3")
     got = mosi.compute(predictions=P.tolist(), references=Y.tolist())
     assert got == pytest.approx(regression_metrics(P.astype(np.float32), Y.astype(np.float32)))
     default = evaluate.load(evaluate_module_path())
     default.add_batch(predictions=P[:3], references=Y[:3])
     default.add_batch(predictions=P[3:], references=Y[3:])
     assert default.compute()["Has0_acc_2"] == pytest.approx(4 / 6)
-    sims = evaluate.load(evaluate_module_path(), config_name="sims")
+    sims = evaluate.load(evaluate_module_path(), config_name="mmsa_pm1")
     assert sims.compute(predictions=[0.0, 0.5], references=[0.1, 0.5])["Mult_acc_3"] == 1.0  # float32 bins
     cls = evaluate.load(evaluate_module_path(), config_name="classification")
     assert cls.compute(predictions=[0, 1, 1], references=[0, 1, 0], label_names=["n", "p"])["UA"] == 0.75
+    generic = evaluate.load(evaluate_module_path(), config_name="generic_regression")
+    assert generic.compute(predictions=[6.0, 3.0], references=[9.0, 1.0], neutral_band=[4, 6])["Sign_acc_2"] == 1.0

@@ -50,20 +50,29 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
     assert record["modality_rows"]["train"]["text"] == 0 and record["untrained_modalities"] == ["text"]
 
     p5 = record["results"]["p5"]
-    assert p5["dataset"] == "mmmo" and p5["split"] == "test" and p5["label_shift"] == -3.0
-    assert set(p5["checkpoints"]) == {"teacher", "none", "logit"}
+    # ratings 1..5: the spec (--label-range 1 5) gives the generic regression metrics; no name is matched
+    assert p5["dataset"] == "mmmo" and p5["split"] == "test" and p5["metric_set"] == "generic_regression"
+    assert "label_shift" not in p5 and p5["dataset_spec"]["label_range"] == [1.0, 5.0]
+    reference = record["reference"]
+    assert reference.startswith("constant: train median") and reference == p5["reference"]
+    assert set(p5["checkpoints"]) == {"teacher", "none", "logit", reference}
     assert all(mods == ["audio", "vision"] for mods in p5["modalities"].values()), p5["modalities"]
     for name, seeds in p5["checkpoints"].items():
         conditions = seeds["1111"]
         assert list(conditions) == ["{a}", "{v}", "{a,v}"], name  # the CMAD patterns without text
-        assert all(finite_numbers(m) for m in conditions.values()), name
+        assert all(set(m) == {"Sign_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"} for m in conditions.values())
+        # a constant's Corr is undefined (NaN); every other number is finite
+        assert all(finite_numbers({k: v for k, v in m.items() if name != reference or k != "Corr"})
+                   for m in conditions.values()), name
     for name, s in record["p5_summary"].items():
         (label, row), = s["summary"].items()
         assert label == "Avg. (3 patterns)"
-        assert all(math.isfinite(cell["mean"]) and math.isfinite(cell["std"]) for cell in row.values()), name
+        assert all(math.isfinite(cell["mean"]) and math.isfinite(cell["std"]) for metric, cell in row.items()
+                   if name != reference or metric != "Corr"), name
 
     summary = (out / "quality_mmmo_summary.md").read_text()
-    assert all(f"| {name} | 1 | Avg. (3 patterns) |" in summary for name in ("teacher", "none", "logit"))
+    assert all(f"| {name} | 1 | Avg. (3 patterns) |" in summary for name in ("teacher", "none", "logit", reference))
+    assert "| Acc-2 (sign) | F1 (sign) | Acc-3 (band) | MAE | Corr |" in summary
     assert "the models have no text encoder" in summary and "left out: {l}, {l,a}, {l,v}, {l,a,v}" in summary
     assert "train.py builds no encoder for them" in summary
     assert (out / "quality_mmmo_p5.md").is_file() and (out / "quality_mmmo_p5.png").stat().st_size > 0

@@ -142,6 +142,7 @@ def test_prepared_dataset_failing_mid_write_leaves_nothing_and_keeps_the_old_fol
     import datasets
 
     from hf_mmkd.data import load_prepared, make_demo_dataset, save_prepared
+    from hf_mmkd.data.demo import demo_spec
 
     dsd = make_demo_dataset(sizes={"train": 6, "validation": 3}, seed=0)
     out = tmp_path / "ds"
@@ -156,14 +157,15 @@ def test_prepared_dataset_failing_mid_write_leaves_nothing_and_keeps_the_old_fol
 
     monkeypatch.setattr(datasets.Dataset, "to_parquet", fail_on_second_split)
     with pytest.raises(OSError, match="disk full"):
-        save_prepared(dsd, out, "card")
+        save_prepared(dsd, out, "card", demo_spec(dsd))
     assert list(tmp_path.iterdir()) == []  # neither OUT_DIR nor its temporary sibling
     monkeypatch.setattr(datasets.Dataset, "to_parquet", write)
-    save_prepared(dsd, out, "first")
+    save_prepared(dsd, out, "first", demo_spec(dsd))
     calls.clear()
     monkeypatch.setattr(datasets.Dataset, "to_parquet", fail_on_second_split)
     with pytest.raises(OSError, match="disk full"):
-        save_prepared(make_demo_dataset(sizes={"train": 4, "validation": 2}, seed=1), out, "second", overwrite=True)
+        second = make_demo_dataset(sizes={"train": 4, "validation": 2}, seed=1)
+        save_prepared(second, out, "second", demo_spec(second, seed=1), overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
     assert "first" in (out / "README.md").read_text() and len(load_prepared(out)["train"]) == 6
 

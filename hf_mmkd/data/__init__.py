@@ -1,6 +1,8 @@
-"""Data for hf_mmkd: prepared datasets (parquet + card), standardisation, collation, missing-modality protocols.
+"""Data for hf_mmkd: prepared datasets (parquet + card + spec), standardisation, collation, missing-modality protocols.
 
-- `load_prepared(path_or_repo_id)` -> `DatasetDict` (folders written by `dataset_scripts/prepare_*.py`).
+- `load_prepared(path_or_repo_id)` -> `DatasetDict` (folders written by `dataset_scripts/prepare_*.py`);
+  `load_spec(...)` -> its `DatasetSpec` (`dataset_spec.json`: what the labels mean, the modalities);
+  `load_dataset_and_spec(...)` -> both (also for "demo" and an in-memory `DatasetDict`).
 - `make_demo_dataset()` -> the synthetic three-modality demo (the default of the main job).
 - `FeatureStandardizer.fit(train_split).to_dict()` -> `MMKDConfig.feature_standardization`.
 - `MMKDDataCollator(config, tokenizer=..., feature_extractor=..., image_processor=...)` -> padded batches.
@@ -24,10 +26,12 @@ from hf_mmkd.data.missing import (
     model_inputs,
     row_key,
 )
-from hf_mmkd.data.prepared import load_prepared, save_prepared
+from hf_mmkd.data.prepared import load_dataset_and_spec, load_prepared, save_prepared
+from hf_mmkd.data.spec import DatasetSpec, build_spec, load_spec, save_spec
 from hf_mmkd.data.standardize import FeatureStandardizer
 
 __all__ = [
+    "DatasetSpec",
     "FeatureStandardizer",
     "MMKDDataCollator",
     "MODEL_INPUT_KEYS",
@@ -39,9 +43,13 @@ __all__ = [
     "PROTOCOLS",
     "WAVEFORM_CHUNK",
     "availability_flags",
+    "build_spec",
+    "load_dataset_and_spec",
     "load_prepared",
+    "load_spec",
     "make_demo_dataset",
     "model_inputs",
     "row_key",
     "save_prepared",
+    "save_spec",
 ]

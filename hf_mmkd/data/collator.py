@@ -34,6 +34,8 @@ from hf_mmkd.data.prepared import check_steps
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_TEXT_LENGTH = 50  # MMSA's token limit; train.py's --max_text_length and hf-mmkd evaluate's default
+
 
 def _present(row: dict, m: str, value) -> bool:
     """The row has modality m in this representation: its has_* flag (if any) and a non-empty value."""
@@ -55,17 +57,22 @@ class MMKDDataCollator:
             `Wav2Vec2FeatureExtractor`; without one the raw 16 kHz waveform is used); image_processor: for vision
             backbones (without one, frames must share one size and are scaled to [0, 1]).
         max_text_length: token limit (MMSA uses 50); max_audio_seconds: waveform crop (None: no crop).
-        label_column: the dataset column holding the label (`label`; `classification_label` for MMSA classes).
+        label_column: the dataset column holding the label: the data set's spec says which
+            (`DatasetSpec.label_column`: `label` for scores, `classification_label` for classes).
         return_row_keys: add `row_key`, a stable hash of `id`, for row-keyed missing-modality draws.
+        allow_rows_without_modality: collate rows that have none of the model's modalities (all-False
+            `modality_mask`; the caller must leave them out before `forward`, as `predict_dataset` does). By
+            default such a row is an error naming its id (the model itself could only name its batch position).
     """
 
     def __init__(self, config, tokenizer=None, feature_extractor=None, image_processor=None,
                  max_text_length: int = 128, max_audio_seconds: float | None = None, label_column: str = "label",
-                 return_row_keys: bool = False):
+                 return_row_keys: bool = False, allow_rows_without_modality: bool = False):
         self.config = config
         self.tokenizer, self.feature_extractor, self.image_processor = tokenizer, feature_extractor, image_processor
         self.max_text_length, self.max_audio_seconds = max_text_length, max_audio_seconds
         self.label_column, self.return_row_keys = label_column, return_row_keys
+        self.allow_rows_without_modality = allow_rows_without_modality
         self.kinds = {m: config.encoder_kind(m) for m in MODALITIES}
         self._warned_truncation = False
 
@@ -89,6 +96,11 @@ class MMKDDataCollator:
             batch.update(tensors)
             modality_mask[:, i] = torch.as_tensor(present, dtype=torch.bool)
         batch["modality_mask"] = modality_mask
+        empty = [r.get("id", n) for n, r in enumerate(rows) if not modality_mask[n].any()]
+        if empty and not self.allow_rows_without_modality:
+            mods = [m for m in MODALITIES if self.kinds[m] is not None]
+            raise ValueError(f"row(s) {empty[:10]} have none of the model's modalities ({', '.join(mods)}); "
+                             "leave such rows out (the converters and train.py do)")
         if self.label_column in rows[0]:
             labels = [r.get(self.label_column) for r in rows]
             bad = [r.get("id", n) for n, (r, y) in enumerate(zip(rows, labels)) if y is None]

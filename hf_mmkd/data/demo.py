@@ -15,6 +15,8 @@ import numpy as np
 DEMO_DIMS = {"text": 16, "audio": 8, "vision": 8}
 DEMO_SIZES = {"train": 600, "validation": 150, "test": 300}
 DEMO_LENGTHS = (4, 12)
+DEMO_NAME = "hf_mmkd synthetic demo"
+DEMO_LABEL_RANGE = (-3.0, 3.0)  # the labels are clipped to it
 
 DEMO_CARD = """# hf_mmkd demo dataset (SYNTHETIC)
 
@@ -30,7 +32,7 @@ end to end without downloads, and so that tests can check that a model learns.
 
 def _split(rng: np.random.Generator, n: int, name: str, directions: dict, dims: dict, lengths: tuple[int, int]):
     z = rng.standard_normal((n, 3))  # (N, 3): one latent score per modality
-    labels = np.clip(z.sum(1), -3.0, 3.0).astype(np.float32)
+    labels = np.clip(z.sum(1), *DEMO_LABEL_RANGE).astype(np.float32)
     cols = {"id": [f"demo_{name}_{i}" for i in range(n)]}
     for j, m in enumerate(dims):
         signal, nuisance = directions[m]
@@ -70,6 +72,16 @@ def make_demo_dataset(sizes: dict | None = None, dims: dict | None = None, lengt
         name: Dataset.from_dict(_split(rng, n, name, directions, dims, lengths), features=features)
         for name, n in sizes.items()
     })
+
+
+def demo_spec(dataset_dict, seed: int = 0):
+    """The `DatasetSpec` of a demo `DatasetDict` (made by `make_demo_dataset(..., seed=seed)`): regression scores
+    in [-3, 3] with the default neutral band. `make_demo.py` writes it; `train.py` and `hf-mmkd evaluate` use it
+    for `--dataset demo`."""
+    from hf_mmkd.data.spec import build_spec
+
+    return build_spec(dataset_dict, name=DEMO_NAME, task="regression", label_range=DEMO_LABEL_RANGE,
+                      source=f"synthetic: hf_mmkd.data.demo.make_demo_dataset(seed={seed}), no real recordings")
 
 
 def demo_card(sizes: dict | None = None, dims: dict | None = None, lengths=DEMO_LENGTHS, seed: int = 0) -> str:

@@ -178,10 +178,16 @@ def _check_segment(start: float | None, end: float | None) -> None:
         raise ValueError(f"end {end:g} s is not after start {start or 0.0:g} s")
 
 
-def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> list[dict]:
-    """Rows of a media CSV: id, media (path, relative to the CSV's folder or absolute), optional start/end
-    seconds (empty = whole file), text, label, split (train / validation / test). A label that is not a finite
-    number, or lies outside `label_range` (e.g. (-3, 3) for MOSI), is an error naming the line."""
+def read_media_csv(csv_path, label_range: tuple[float, float] | None = None, *, label_column: str = "label",
+                   task: str = "regression", class_names: list[str] | None = None) -> tuple[list[dict], list | None]:
+    """`(rows, class names)` of a media CSV: id, media (path, relative to the CSV's folder or absolute), optional
+    start/end seconds (empty = whole file), text, the label (column `label_column`), split (train / validation /
+    test). Errors name the line and the row id.
+
+    Regression: a label must be a finite number, inside `label_range` (e.g. (-3, 3)) if given. Classification: a
+    label is a class name of `class_names` or a class id; without `class_names`, ids stay ids (names "0", "1",
+    ...) and text labels are named in sorted order (both are printed by `prepare_media.py`).
+    """
     import csv
 
     csv_path = Path(csv_path)
@@ -192,11 +198,13 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> 
                          "UTF-8") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("id", "media", "label", "split") if c not in (reader.fieldnames or [])]
+        missing = [c for c in ("id", "media", label_column, "split") if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {list(MEDIA_CSV_COLUMNS)}")
+            raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {list(MEDIA_CSV_COLUMNS)} "
+                             f"(the label column is {label_column!r}: --label-column)")
         rows = []
         for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}, line {line} (id {row.get('id')!r})"
             try:
                 media = Path(row["media"])
                 rows.append({
@@ -205,41 +213,72 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None) -> 
                     "start": float(row["start"]) if row.get("start") else None,
                     "end": float(row["end"]) if row.get("end") else None,
                     "text": (row.get("text") or "").strip() or None,
-                    "label": float(row["label"]),
+                    "label": float(row[label_column]) if task == "regression" else (row[label_column] or "").strip(),
                     "split": {"valid": "validation", "dev": "validation"}.get(row["split"], row["split"]),
+                    "line": line,
                 })
                 _check_segment(rows[-1]["start"], rows[-1]["end"])
             except (TypeError, ValueError) as err:
-                raise ValueError(f"{csv_path}, line {line} (id {row.get('id')!r}): {err}") from err
+                raise ValueError(f"{where}: {err}") from err
             label = rows[-1]["label"]
-            if not np.isfinite(label):
-                raise ValueError(f"{csv_path}, line {line} (id {row['id']!r}): label {label} is not a finite number")
-            if label_range is not None and not label_range[0] <= label <= label_range[1]:
-                raise ValueError(f"{csv_path}, line {line} (id {row['id']!r}): label {label:g} lies outside the "
-                                 f"label range [{label_range[0]:g}, {label_range[1]:g}]")
+            if task == "regression" and not np.isfinite(label):
+                raise ValueError(f"{where}: label {label} is not a finite number")
+            if task == "regression" and label_range is not None and not label_range[0] <= label <= label_range[1]:
+                raise ValueError(f"{where}: label {label:g} lies outside the label range "
+                                 f"[{label_range[0]:g}, {label_range[1]:g}]")
             if rows[-1]["split"] not in ("train", "validation", "test"):
                 raise ValueError(f"{csv_path}, line {line}: split {row['split']!r} is not train/validation/test")
     ids = [r["id"] for r in rows]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise ValueError(f"{csv_path}: duplicate id(s) {sorted(dup)[:5]}")
-    return rows
+    if task == "classification":
+        class_names = _class_ids(rows, csv_path, class_names)
+    return rows, class_names
 
 
-def media_features():
+def _class_ids(rows: list[dict], csv_path: Path, class_names: list[str] | None) -> list[str] | None:
+    """Replace each row's label text by its class id; return the class names (None: the ids name themselves)."""
+    texts = [r["label"] for r in rows]
+    if class_names is None and all(t.isdigit() for t in texts):
+        ids = [int(t) for t in texts]
+    else:
+        if class_names is None:
+            class_names = sorted(set(texts))
+        index = {n: i for i, n in enumerate(class_names)}
+        ids = []
+        for r, t in zip(rows, texts):
+            if t in index:
+                ids.append(index[t])
+            elif t.isdigit() and int(t) < len(class_names):
+                ids.append(int(t))
+            else:
+                raise ValueError(f"{csv_path}, line {r['line']} (id {r['id']!r}): label {t!r} is neither a class "
+                                 f"name ({', '.join(class_names)}) nor a class id")
+    for r, i in zip(rows, ids):
+        r["label"] = i
+    return class_names
+
+
+LABEL_FEATURES = {"regression": ("label", "float32"), "classification": ("classification_label", "int64")}
+
+
+def media_features(task: str = "regression"):
     from datasets import Audio, Features, Image, List, Value
 
+    column, dtype = LABEL_FEATURES[task]
     return Features({
         "id": Value("string"), "source": Value("string"), "start": Value("float32"), "end": Value("float32"),
         "raw_text": Value("string"), "audio": Audio(sampling_rate=SAMPLING_RATE, decode=False),
         "frames": List(Image()), "frame_times": List(Value("float32")),
-        "has_text": Value("bool"), "has_audio": Value("bool"), "has_vision": Value("bool"), "label": Value("float32"),
+        "has_text": Value("bool"), "has_audio": Value("bool"), "has_vision": Value("bool"), column: Value(dtype),
     })
 
 
 def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16, size: int = 224,
-                        skip_bad: bool = False):
-    """Decode every row's media -> (`DatasetDict` by split, list of "id: reason" for skipped rows).
+                        skip_bad: bool = False, task: str = "regression"):
+    """Decode every row's media -> (`DatasetDict` by split, list of "id: reason" for skipped rows). The label
+    goes to `label` (regression) or `classification_label` (classification).
 
     A missing or corrupt file raises MediaError naming it, unless `skip_bad` (then the row is skipped and
     reported). A file without a video stream gives has_vision False; without audio, has_audio False.
@@ -247,7 +286,8 @@ def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16
     from datasets import Dataset, DatasetDict, Value
 
     check_sampling(fps, max_frames, size)
-    features = media_features()
+    features = media_features(task)
+    label_column = LABEL_FEATURES[task][0]
     by_split: dict[str, dict[str, list]] = {}
     skipped = []
     for row in rows:
@@ -269,7 +309,7 @@ def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16
             "id": row["id"], "source": Path(row["media"]).name, "start": row["start"], "end": row["end"],
             "raw_text": row["text"], "audio": audio, "frames": frames, "frame_times": times,
             "has_text": row["text"] is not None, "has_audio": audio is not None, "has_vision": frames is not None,
-            "label": row["label"],
+            label_column: row["label"],
         }
         for k, v in values.items():
             cols[k].append(v)

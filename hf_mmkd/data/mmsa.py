@@ -80,7 +80,28 @@ def _check_lengths(split: str, arrays: dict, m: str) -> None:
         _fail(split, key, f"row {row} has length {lengths[row]:g} outside [0, {steps}] (the {m} array has {steps} steps)")
 
 
-def _check_split(split: str, arrays: dict) -> int:
+LABEL_KEYS = {"regression": "regression_labels", "classification": "classification_labels"}
+
+
+def mmsa_task(data: dict, task: str | None = None) -> str:
+    """The task of an MMSA pickle: `task` if given, else the one label kind its splits carry. MMSA's own files
+    carry both `regression_labels` and `classification_labels`; then the task must be chosen (no guess)."""
+    if not isinstance(data, dict) or not all(isinstance(a, dict) for a in data.values()):
+        return task or "regression"  # convert_mmsa reports the malformed pickle
+    present = [t for t, key in LABEL_KEYS.items() if any(key in a for a in data.values())]
+    if task is not None:
+        if task not in LABEL_KEYS:
+            raise ValueError(f"--task must be regression or classification, got {task!r}")
+        if task not in present:
+            raise ValueError(f"--task {task}: the pickle has no {LABEL_KEYS[task]!r} key in any split")
+        return task
+    if len(present) == 2:
+        raise ValueError("the pickle holds both 'regression_labels' and 'classification_labels': choose which one "
+                         "the model learns with --task regression or --task classification")
+    return present[0] if present else "regression"
+
+
+def _check_split(split: str, arrays: dict, label_key: str = "regression_labels") -> int:
     """Validate keys, row counts and shapes of one split; return its number of rows."""
     if not isinstance(arrays, dict):
         raise ValueError(f"MMSA pickle, split {split!r}: expected a dict of arrays, got {type(arrays).__name__}")
@@ -89,9 +110,8 @@ def _check_split(split: str, arrays: dict) -> int:
         raise ValueError(
             f"MMSA pickle, split {split!r}: unknown key(s) {unknown}; known keys are {sorted(KNOWN_KEYS)}"
         )
-    label_key = "regression_labels" if "regression_labels" in arrays else "classification_labels"
     if label_key not in arrays:
-        _fail(split, "regression_labels", "missing (a split needs regression_labels or classification_labels)")
+        _fail(split, label_key, "missing (every split needs the labels of the task)")
     for key in NUMERIC_KEYS:
         if key in arrays and arrays[key] is not None:
             _check_numeric(split, key, arrays[key])
@@ -156,8 +176,12 @@ def _check_labels(split: str, arrays: dict, n: int, label_range: tuple[float, fl
                 _fail(split, key, f"{row}: label {y[i]:g} {what} ({int(bad.sum())} such row(s))")
 
 
-def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None) -> tuple[dict, dict]:
+def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None,
+                 task: str = "regression") -> tuple[dict, dict]:
     """Convert a loaded MMSA pickle to `{split: {column: list}}` plus a report of what was done.
+
+    `task` (see `mmsa_task`) names the labels every split must have: `regression_labels` (column `label`) or
+    `classification_labels` (column `classification_label`); the other kind, when present, is kept as a column.
 
     Raises ValueError naming the split and key for unknown keys, row-count mismatches, bad shapes or lengths,
     feature widths that differ between splits, and bad labels: non-finite labels, classification labels that
@@ -171,7 +195,7 @@ def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None) -> 
     if unknown:
         raise ValueError(f"MMSA pickle: unknown split key(s) {unknown}; expected 'train', 'valid', 'test'")
     _check_split_names(data)
-    sizes = {s: _check_split(s, arrays) for s, arrays in data.items()}
+    sizes = {s: _check_split(s, arrays, LABEL_KEYS[task]) for s, arrays in data.items()}
     for s, arrays in data.items():
         _check_labels(s, arrays, sizes[s], label_range)
 
@@ -265,11 +289,11 @@ def mmsa_features(columns: dict, dims: dict):
     return Features({k: v for k, v in spec.items() if k in columns})
 
 
-def mmsa_to_dataset_dict(data: dict, label_range: tuple[float, float] | None = None):
+def mmsa_to_dataset_dict(data: dict, label_range: tuple[float, float] | None = None, task: str = "regression"):
     """Loaded MMSA pickle -> (`DatasetDict` with train/validation/test, report dict); see `convert_mmsa`."""
     from datasets import Dataset, DatasetDict
 
-    columns, report = convert_mmsa(data, label_range)
+    columns, report = convert_mmsa(data, label_range, task)
     first = next(iter(columns.values()))
     features = mmsa_features(first, report["feature_dims"])
     dsd = DatasetDict({split: Dataset.from_dict(cols, features=features) for split, cols in columns.items()})

@@ -2,7 +2,14 @@
 
 datasets >= 4 has no loading scripts: a prepared dataset is a folder of parquet
 shards plus a `README.md` whose YAML front matter declares the splits (`configs:`), which is exactly what the
-Hub expects of a dataset repository. `load_prepared` reads such a folder (or a Hub repo of the same layout).
+Hub expects of a dataset repository, plus `dataset_spec.json` (`hf_mmkd.data.spec`): what the labels mean and
+which modalities the rows have. `load_prepared` reads such a folder (or a Hub repo of the same layout);
+`load_dataset_and_spec` reads both (and the in-memory demo).
+
+Rows with no modality at all cannot be predicted. The converters leave them out by default
+(`drop_rows_without_modality`; their ids go to the spec's `splits[split]["left_out"]` and the card), and
+`train.py` / `hf-mmkd evaluate` leave out, with a warning / a note naming their ids, any row that has none of
+the model's modalities.
 
 Column schema (every column optional except `id`, `label` and the three `has_*` flags):
 
@@ -16,7 +23,7 @@ Column schema (every column optional except `id`, `label` and the three `has_*` 
 | `frames` | List(Image) | frames sampled at a fixed rate |
 | `has_text` / `has_audio` / `has_vision` | bool | the row has that modality (a missing Array2D reads back as nan, so never infer it) |
 | `label` | float32 | regression label (MMSA `regression_labels`) |
-| `classification_label` | int64 | MMSA `classification_labels` |
+| `classification_label` | int64 | class id (MMSA `classification_labels`); names in the spec's `class_names` |
 | `label_T` / `label_A` / `label_V` | float32 | SIMS unimodal labels |
 | `annotation` | string | MMSA `annotations` |
 """
@@ -69,15 +76,26 @@ def output_folder(out_dir, command: str = "save_prepared", overwrite: bool = Fal
     return OutputFolder(out_dir, command, inputs=inputs, overwrite=overwrite, flag="output folder")
 
 
-def save_prepared(dataset_dict, out_dir: str | os.PathLike | OutputFolder, card_body: str, overwrite: bool = False,
+def save_prepared(dataset_dict, out_dir: str | os.PathLike | OutputFolder, card_body: str, spec,
+                  overwrite: bool = False,
                   card_metadata: dict | None = None) -> Path:
-    """Write `dataset_dict` as `OUT_DIR/data/<split>-00000-of-00001.parquet` plus `OUT_DIR/README.md`.
+    """Write `dataset_dict` as `OUT_DIR/data/<split>-00000-of-00001.parquet` plus `OUT_DIR/README.md` and
+    `OUT_DIR/dataset_spec.json` (`spec`, a `DatasetSpec` describing these splits; see `build_spec`).
 
     `out_dir` is a path or the command's `output_folder(...)` guard (which knows its inputs). Everything is
     written to a temporary folder next to OUT_DIR and renamed into place at the end, so a failure (a full disk
     included) never leaves a partial OUT_DIR. A non-empty OUT_DIR is refused unless `overwrite`, and then only if
     everything in it was written by hf_mmkd (see `hf_mmkd.io.OutputFolder`).
     """
+    from hf_mmkd.data.spec import DatasetSpec, save_spec
+
+    if not isinstance(spec, DatasetSpec):
+        raise ValueError(f"save_prepared needs the data set's DatasetSpec (hf_mmkd.data.spec.build_spec), got "
+                         f"{type(spec).__name__}")
+    extra = sorted(set(spec.splits) ^ set(dataset_dict))
+    if extra or any(spec.splits[s]["rows"] != len(dataset_dict[s]) for s in dataset_dict):
+        raise ValueError(f"the spec's splits {dict((s, c['rows']) for s, c in spec.splits.items())} do not describe "
+                         f"the data {dict((s, len(d)) for s, d in dataset_dict.items())}")
     guard = out_dir if isinstance(out_dir, OutputFolder) else output_folder(out_dir, overwrite=overwrite)
     splits = [s for s in SPLITS if s in dataset_dict] + [s for s in dataset_dict if s not in SPLITS]
     for split in splits:
@@ -88,6 +106,7 @@ def save_prepared(dataset_dict, out_dir: str | os.PathLike | OutputFolder, card_
         for split in splits:
             dataset_dict[split].to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
         (tmp / "README.md").write_text(card_front_matter(splits, card_metadata) + "\n" + card_body.strip() + "\n")
+        save_spec(spec, tmp)
     return guard.path.resolve()
 
 
@@ -105,6 +124,69 @@ def _card_metadata(readme: Path) -> dict:
     if not isinstance(meta, dict):
         raise ValueError(f"{readme}: the YAML front matter must be a mapping, got {type(meta).__name__}")
     return meta
+
+
+def rows_without_modality(dataset, modalities=MODALITIES) -> list[int]:
+    """Indices of the rows whose `has_<m>` flags are False for every m in `modalities` (a modality without a
+    flag column counts as absent)."""
+    flags = [dataset[f"has_{m}"] for m in modalities if f"has_{m}" in dataset.column_names]
+    return [i for i in range(len(dataset)) if not any(f[i] for f in flags)]
+
+
+def drop_rows_without_modality(dataset, modalities=MODALITIES):
+    """`(dataset without the rows that have none of `modalities`, their ids)`; ids fall back to row numbers."""
+    bad = rows_without_modality(dataset, modalities)
+    if not bad:
+        return dataset, []
+    ids = [str(dataset[i]["id"]) if "id" in dataset.column_names else str(i) for i in bad]
+    drop = set(bad)
+    return dataset.select([i for i in range(len(dataset)) if i not in drop]), ids
+
+
+def finish_prepared(dataset_dict, *, name: str, source: str, keep_rows_without_modality: bool = False,
+                    **spec_kwargs):
+    """What every converter does last: leave out the rows without any modality (unless
+    `keep_rows_without_modality`), then build the spec of what remains (`build_spec(..., **spec_kwargs)`, with the
+    left-out ids). Returns `(DatasetDict, DatasetSpec)`, ready for `save_prepared`."""
+    from hf_mmkd.data.spec import build_spec
+
+    left_out = {}
+    if not keep_rows_without_modality:
+        for split in list(dataset_dict):
+            n = len(dataset_dict[split])
+            dataset_dict[split], left_out[split] = drop_rows_without_modality(dataset_dict[split])
+            if n and not len(dataset_dict[split]):
+                raise ValueError(f"split {split!r}: none of its {n} rows has any modality (ids {left_out[split][:5]}"
+                                 f"{' ...' if n > 5 else ''}); there is nothing to learn from or predict")
+    return dataset_dict, build_spec(dataset_dict, name=name, source=source, left_out=left_out, **spec_kwargs)
+
+
+def load_dataset_and_spec(dataset, **load_kwargs):
+    """`(DatasetDict, DatasetSpec)` of "demo" (the synthetic demo, seed 0, as `train.py` trains on it), a prepared
+    folder or Hub dataset id (`load_prepared` + its `dataset_spec.json`), or a `DatasetDict` (its spec from
+    `build_spec`'s defaults). The spec's label column must exist in every split."""
+    from datasets import DatasetDict
+
+    from hf_mmkd.data.spec import load_spec
+
+    if str(dataset) == "demo":
+        from hf_mmkd.data.demo import demo_spec, make_demo_dataset
+
+        splits = make_demo_dataset(seed=0)
+        spec = demo_spec(splits, seed=0)
+    elif isinstance(dataset, DatasetDict):
+        splits, spec = dataset, load_spec(dataset)
+    elif Path(dataset).is_dir():
+        spec = load_spec(dataset)  # first: a folder without a spec fails before its parquet is read
+        splits = load_prepared(dataset, **load_kwargs)
+    else:
+        splits = load_prepared(dataset, **load_kwargs)  # a bad path fails here, naming it
+        spec = load_spec(dataset)
+    for name, split in splits.items():
+        if spec.label_column not in split.column_names:
+            raise ValueError(f"{dataset if isinstance(dataset, (str, os.PathLike)) else 'the data set'}: its spec "
+                             f"names the label column {spec.label_column!r}, which split {name!r} lacks")
+    return splits, spec
 
 
 def _data_files_from_card(folder: Path) -> dict[str, list[str]] | None:

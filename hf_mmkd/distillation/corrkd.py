@@ -14,11 +14,11 @@ from torch import Tensor
 from hf_mmkd.distillation.base import DistillationLoss, StatisticsNetwork, config_task, weighted_mean
 from hf_mmkd.distillation.functional import (
     JSD_ZERO_INFORMATION,
-    check_label_shift,
     class_centres,
     class_targets,
     decouple_response,
     jsd_mutual_information,
+    label_mapping,
     regression_class_logits,
 )
 
@@ -74,11 +74,12 @@ class CorrKDLoss(DistillationLoss):
     p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)) (`regression_class_logits`), which is differentiable in y_hat.
     With 2 classes the non-target part is a single constant and is skipped.
 
-    `label_shift` (regression only, default 0) is added to the labels before binning and to the predictions
-    before they are compared with the class centres. The bins assume MOSI's scale [-3, 3]; a dataset on another
-    scale sets the shift that maps it there, e.g. ICT-MMMO's ratings 1..5 with `label_shift=-3` (rating 3 =
-    neutral 0; 7class then uses the bins of -2..2, as Acc-5 does in evaluation). Without it the raw ratings fall
-    into 3 of the 7 bins (everything >= 2.5 in the top one) and the soft responses compare 1..5 with -3..3.
+    The bins assume the scale [-3, 3]. Labels and predictions are first mapped by (y + `label_shift`) *
+    `label_scale` (regression only); by default both come from the model's data-set spec (`config.dataset_spec`:
+    the affine map of its label range onto [-3, 3], the identity for [-3, 3]; see `functional.label_mapping`), so
+    ratings 1..5 are binned as -3, -1.5, 0, 1.5, 3. Without a map the raw ratings would fall into 3 of the 7 bins
+    (everything >= 2.5 in the top one) and the soft responses would compare 1..5 with -3..3. Given explicitly, the
+    two arguments replace the spec's map (e.g. `label_shift=-3` alone: the bins of -2..2).
 
     Paper weights: none reported (total = CE + SCD + CPD + RCD), hence all 1. eta is dataset-specific in the
     paper; the default 1.0 is ours. Trainer: teacher_mode "frozen" (stage 1 teacher, run under no_grad); with
@@ -100,7 +101,8 @@ class CorrKDLoss(DistillationLoss):
         label_bins: str = "7class",
         sigma: float = 0.5,
         stat_hidden: int = 64,
-        label_shift: float = 0.0,
+        label_shift: float | None = None,
+        label_scale: float | None = None,
     ):
         super().__init__()
         self.scd_weight, self.cpd_weight, self.rcd_weight = scd_weight, cpd_weight, rcd_weight
@@ -108,7 +110,7 @@ class CorrKDLoss(DistillationLoss):
             raise ValueError(f"margin must be a number >= 0 or 'auto', got {margin!r}")
         self.margin, self.normalize, self.label_bins, self.sigma = margin, normalize, label_bins, sigma
         self.task = config_task(config)
-        self.label_shift = check_label_shift(label_shift, self.task)
+        self.label_shift, self.label_scale = label_mapping(config, self.task, label_shift, label_scale)
         if self.task == "regression":
             self.register_buffer("centres", class_centres(label_bins), persistent=False)
             num_classes = self.centres.numel()
@@ -126,7 +128,7 @@ class CorrKDLoss(DistillationLoss):
 
     def class_logits(self, out) -> Tensor:  # (B, C)
         if self.task == "regression":
-            return regression_class_logits(out.logits, self.centres, self.sigma, self.label_shift)
+            return regression_class_logits(out.logits, self.centres, self.sigma, self.label_shift, self.label_scale)
         return out.logits
 
     @torch.no_grad()
@@ -146,7 +148,7 @@ class CorrKDLoss(DistillationLoss):
                "scd_dist_other": float(dist[other].mean()),
                "teacher_pair_dist": float(torch.cdist(h_t, h_t)[other].mean()),
                "scd_active_negatives": float((dist[other] < margin).float().mean())}
-        classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)
+        classes = class_targets(labels, self.task, self.label_bins, self.label_shift, self.label_scale).to(h_s.device)
         parts = zip((self.target_mi, self.non_target_mi),
                     zip(decouple_response(self.class_logits(teacher_out), classes),
                         decouple_response(self.class_logits(student_outs[0]), classes)))
@@ -175,7 +177,8 @@ class CorrKDLoss(DistillationLoss):
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
                      aux_mask=None, row_weights=None):
         h_t, h_s, margin = self.representations(teacher_out, student_out)
-        classes = class_targets(labels, self.task, self.label_bins, self.label_shift).to(h_s.device)  # (B,)
+        classes = class_targets(labels, self.task, self.label_bins, self.label_shift,
+                                self.label_scale).to(h_s.device)  # (B,)
 
         b_t, p_hat_t = decouple_response(self.class_logits(teacher_out), classes)  # (B, 2), (B, C-1)
         b_s, p_hat_s = decouple_response(self.class_logits(student_out), classes)

@@ -1,7 +1,8 @@
 """Stateless pieces shared by the distillation losses: one contrastive core (SupCon and InfoNCE are both
 instances of it), the Jensen-Shannon MI bound, label binning, soft class responses and gradient reversal.
 
-Only torch is imported. Formulas are documented in docs/methods.md.
+Only torch is imported (and, lazily, the data-set spec for `label_mapping`). Formulas are documented in
+docs/methods.md.
 """
 
 from __future__ import annotations
@@ -141,23 +142,25 @@ def jsd_mutual_information(statistics_network, x: Tensor, y: Tensor, row_weights
 # ----------------------------------------------------------------------------- labels and responses
 
 
-def class_targets(labels: Tensor, task: str, label_bins: str = "7class", label_shift: float = 0.0) -> Tensor:
+def class_targets(labels: Tensor, task: str, label_bins: str = "7class", label_shift: float = 0.0,
+                  label_scale: float = 1.0) -> Tensor:
     """Class index per sample, (B,) long.
 
     Classification: the labels themselves. Regression (MMSA sentiment in [-3, 3]): label bins of
-    y = label + `label_shift`, `"sign"` -> 0 for y < 0, 1 for y >= 0 (MMSA's Has0 convention); `"7class"` ->
-    round(clip(y, -3, 3)) + 3 (MMSA's Acc-7 classes, 0..6; torch.round rounds halves to even).
+    y = (label + `label_shift`) * `label_scale`, `"sign"` -> 0 for y < 0, 1 for y >= 0 (MMSA's Has0 convention);
+    `"7class"` -> round(clip(y, -3, 3)) + 3 (MMSA's Acc-7 classes, 0..6; torch.round rounds halves to even).
 
-    `label_shift` moves labels on another scale onto MOSI's [-3, 3] before binning: ICT-MMMO ratings 1..5 with
-    shift -3 give the bins of -2..2 (rating 3 = neutral 0). It must not be given for classification.
+    Shift and scale map labels on another scale onto [-3, 3] before binning; `label_mapping` takes them from the
+    data-set spec (the affine map of its label range onto [-3, 3]; the identity for [-3, 3] itself). E.g. ratings
+    1..5 with shift -3 (and scale 1) give the bins of -2..2. They must not be given for classification.
     """
     if labels is None:
         raise ValueError("this distillation loss needs the labels (class / label-bin information)")
     if task == "classification":
-        if label_shift:
-            raise ValueError("label_shift only applies to regression labels")
+        if label_shift or label_scale != 1.0:
+            raise ValueError(f"{'label_shift' if label_shift else 'label_scale'} only applies to regression labels")
         return labels.view(-1).long()
-    y = labels.view(-1).float() + float(label_shift)
+    y = (labels.view(-1).float() + float(label_shift)) * float(label_scale)
     if label_bins == "sign":
         return (y >= 0).long()
     if label_bins == "7class":
@@ -178,6 +181,37 @@ def check_label_shift(label_shift, task: str) -> float:
     return shift
 
 
+def check_label_scale(label_scale, task: str) -> float:
+    """`label_scale` as a finite float > 0; only regression labels can be scaled (class ids cannot)."""
+    try:
+        scale = float(label_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"label_scale must be a number, got {label_scale!r}") from None
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"label_scale must be finite and > 0, got {label_scale!r}")
+    if scale != 1.0 and task != "regression":
+        raise ValueError(f"label_scale only applies to regression labels (task {task!r})")
+    return scale
+
+
+def label_mapping(config, task: str, label_shift=None, label_scale=None) -> tuple[float, float]:
+    """`(shift, scale)` that `class_targets` / `regression_class_logits` apply to regression labels.
+
+    Given explicitly (either one; the other then defaults to the identity, 0 or 1), they are used as they are.
+    Otherwise they come from the model's data-set spec (`config.dataset_spec`, see
+    `hf_mmkd.data.spec.DatasetSpec.label_bin_mapping`): the affine map of its label range onto [-3, 3], the
+    identity for [-3, 3]. Without a spec: the identity.
+    """
+    if label_shift is None and label_scale is None:
+        spec = getattr(config, "dataset_spec", None)
+        if spec is not None and task == "regression":
+            from hf_mmkd.data.spec import DatasetSpec
+
+            label_shift, label_scale = DatasetSpec.from_dict(spec, where="config.dataset_spec").label_bin_mapping
+    shift = check_label_shift(0.0 if label_shift is None else label_shift, task)
+    return shift, check_label_scale(1.0 if label_scale is None else label_scale, task)
+
+
 def class_centres(label_bins: str) -> Tensor:
     """Regression value standing for each label bin: sign -> (-1, 1); 7class -> (-3, ..., 3)."""
     if label_bins == "sign":
@@ -187,16 +221,17 @@ def class_centres(label_bins: str) -> Tensor:
     raise ValueError(f"label_bins must be one of {LABEL_BINS}, got {label_bins!r}")
 
 
-def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float, label_shift: float = 0.0) -> Tensor:
+def regression_class_logits(prediction: Tensor, centres: Tensor, sigma: float, label_shift: float = 0.0,
+                            label_scale: float = 1.0) -> Tensor:
     r"""Soft class logits of a scalar prediction (rebuild, for class-response losses on regression models):
 
         logit_k = -(y_hat - c_k)^2 / (2 sigma^2),   so softmax gives p_k ∝ exp(-(y_hat - c_k)^2 / (2 sigma^2)),
 
-    with y_hat = prediction + `label_shift`: the same shift that `class_targets` adds to the labels, so a model
-    trained on another label scale (ICT-MMMO ratings 1..5, shift -3) is compared with the MOSI class centres on
-    MOSI's scale. Differentiable in y_hat. Args: prediction (B, 1) or (B,); centres (C,). Returns (B, C).
+    with y_hat = (prediction + `label_shift`) * `label_scale`: the same map that `class_targets` applies to the
+    labels, so a model trained on another label scale (ratings 1..5, shift -3) is compared with the class centres
+    on [-3, 3]. Differentiable in y_hat. Args: prediction (B, 1) or (B,); centres (C,). Returns (B, C).
     """
-    y_hat = prediction.reshape(-1, 1) + float(label_shift)  # (B, 1)
+    y_hat = (prediction.reshape(-1, 1) + float(label_shift)) * float(label_scale)  # (B, 1)
     return -((y_hat - centres.to(y_hat)) ** 2) / (2.0 * sigma**2)
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_mmkd.distillation.base import DistillationLoss, config_fusion_dim, config_task, mlp
-from hf_mmkd.distillation.functional import check_label_shift, class_targets, contrastive_diagnostics, supcon_loss
+from hf_mmkd.distillation.functional import class_targets, contrastive_diagnostics, label_mapping, supcon_loss
 
 
 class MVSCLoss(DistillationLoss):
@@ -24,10 +24,11 @@ class MVSCLoss(DistillationLoss):
 
     P(a) = the other views of the same sample (cross-modal knowledge: teacher <-> students) plus every view of
     samples in the same label class (cross-sample knowledge, "with supervision"); all others are negatives.
-    Regression labels are binned (`label_bins`: "7class" = round(clip(y, -3, 3)), or "sign") after adding
-    `label_shift` (default 0), which maps labels on another scale onto MOSI's [-3, 3] so that the bins mean the
-    same thing: ICT-MMMO's ratings 1..5 need `label_shift=-3` (rating 3 = neutral 0; without it the ratings fill
-    only 3 of the 7 bins and "sign" puts every row in one class, so every row is every other row's positive);
+    Regression labels are binned (`label_bins`: "7class" = round(clip(y, -3, 3)), or "sign") after the map
+    (y + `label_shift`) * `label_scale` onto [-3, 3], by default from the model's data-set spec
+    (`functional.label_mapping`: the affine map of its label range onto [-3, 3], the identity for [-3, 3]), so
+    that the bins mean the same thing on every scale (ratings 1..5 unmapped would fill only 3 of the 7 bins and
+    "sign" would put every row in one class, so every row would be every other row's positive);
     `use_label_positives=False` gives plain multi-view InfoNCE (the doc's ablation). Returns
     {"loss_mvsc": weight * L_MVSC}. The mean over anchors follows the SupCon reference code.
 
@@ -55,12 +56,13 @@ class MVSCLoss(DistillationLoss):
         num_students: int | None = None,
         label_bins: str = "7class",
         use_label_positives: bool = True,
-        label_shift: float = 0.0,
+        label_shift: float | None = None,
+        label_scale: float | None = None,
     ):
         super().__init__()
         self.weight, self.temperature = weight, temperature
         self.task, self.label_bins, self.use_label_positives = config_task(config), label_bins, use_label_positives
-        self.label_shift = check_label_shift(label_shift, self.task)
+        self.label_shift, self.label_scale = label_mapping(config, self.task, label_shift, label_scale)
         in_dim = config_fusion_dim(config)
         if shared_head:
             num_heads = 1
@@ -88,7 +90,7 @@ class MVSCLoss(DistillationLoss):
         sample_ids = torch.arange(b, device=z.device).repeat(len(views))  # (V*B,)
         class_ids = None
         if self.use_label_positives:
-            class_ids = class_targets(labels, self.task, self.label_bins, self.label_shift)
+            class_ids = class_targets(labels, self.task, self.label_bins, self.label_shift, self.label_scale)
             class_ids = class_ids.to(z.device).repeat(len(views))
         return z, sample_ids, class_ids
 

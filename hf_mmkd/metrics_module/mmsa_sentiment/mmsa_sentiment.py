@@ -1,15 +1,13 @@
 # Local `evaluate` module wrapping hf_mmkd.metrics (the MMSA metricsTop.py formulas); loads offline:
-#     evaluate.load(hf_mmkd.metrics.evaluate_module_path(), config_name="mosi")
+#     evaluate.load(hf_mmkd.metrics.evaluate_module_path(), config_name="mmsa_pm3")
 # One import per line: evaluate's dependency scanner misreads `import a, b`.
-"""MMSA sentiment metrics (MOSI/MOSEI, SIMS, classification) as an `evaluate.Metric`."""
+"""MMSA sentiment metrics as an `evaluate.Metric`; one config per metric set of hf_mmkd.data.spec.METRIC_SETS."""
 
 import datasets
 import evaluate
 import numpy as np
 
-from hf_mmkd.metrics import classification_metrics
-from hf_mmkd.metrics import regression_metrics
-from hf_mmkd.metrics import sims_metrics
+from hf_mmkd.metrics import metric_fn
 
 _CITATION = """\
 @misc{mmsa,
@@ -21,33 +19,36 @@ _CITATION = """\
 """
 
 _DESCRIPTION = """\
-Metrics of thuiar/MMSA utils/metricsTop.py. Config "mosi" / "mosei": Has0 and Non0 Acc-2 and weighted F1,
-Acc-3/5/7 by clip-and-round, MAE, Pearson Corr. Config "sims": Acc-2/3/5 on the CH-SIMS bins, weighted F1,
-MAE, Corr on values clipped to [-1, 1]. Config "classification": accuracy, weighted and per-class F1, WA, UA.
+Metrics of thuiar/MMSA utils/metricsTop.py, one config per metric set (the data-set spec's `metric_set`):
+"mmsa_pm3" (scores in [-3, 3]): Has0 and Non0 Acc-2 and weighted F1, Acc-3/5/7 by clip-and-round, MAE, Pearson
+Corr. "mmsa_pm1" (scores in [-1, 1]): Acc-2/3/5 on MMSA's bins, weighted F1, MAE, Corr on values clipped to
+[-1, 1]. "classification": accuracy, weighted and per-class F1, WA, UA. "generic_regression" (any other scale):
+sign accuracy and F1 relative to a neutral band, 3-class band accuracy, MAE, Corr.
 """
 
 _KWARGS_DESCRIPTION = """\
 Args:
-    predictions: regression scores (mosi, mosei, sims) or class ids (classification).
+    predictions: regression scores, or class ids (classification).
     references: gold scores or class ids.
     label_names: classification only, names used for the per-class F1 keys.
+    neutral_band: generic_regression only, [a, b] (default [0, 0]).
 Returns:
     dict keyed as in MMSA, e.g. Has0_acc_2, Non0_F1_score, Mult_acc_7, MAE, Corr.
 Examples:
-    >>> metric = evaluate.load(hf_mmkd.metrics.evaluate_module_path(), config_name="mosi")
+    >>> metric = evaluate.load(hf_mmkd.metrics.evaluate_module_path(), config_name="mmsa_pm3")
     >>> metric.compute(predictions=[1.2, -0.4], references=[1.0, -1.0])["Has0_acc_2"]
     1.0
 """
 
-_REGRESSION = {"mosi": regression_metrics, "mosei": regression_metrics, "sims": sims_metrics}
+_SETS = ("mmsa_pm3", "mmsa_pm1", "classification", "generic_regression")
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MmsaSentiment(evaluate.Metric):
     def _info(self):
-        name = self.config_name if self.config_name != "default" else "mosi"
-        if name not in _REGRESSION and name != "classification":
-            raise ValueError(f"unknown config {self.config_name!r}; use mosi, mosei, sims or classification")
+        name = self.config_name if self.config_name != "default" else "mmsa_pm3"
+        if name not in _SETS:
+            raise ValueError(f"unknown config {self.config_name!r}; use one of {', '.join(_SETS)}")
         dtype = "int64" if name == "classification" else "float32"
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -57,11 +58,12 @@ class MmsaSentiment(evaluate.Metric):
             reference_urls=["https://github.com/thuiar/MMSA/blob/master/src/MMSA/utils/metricsTop.py"],
         )
 
-    def _compute(self, predictions, references, label_names=None):
-        name = self.config_name if self.config_name != "default" else "mosi"
+    def _compute(self, predictions, references, label_names=None, neutral_band=None):
+        name = self.config_name if self.config_name != "default" else "mmsa_pm3"
+        if neutral_band is not None and name != "generic_regression":
+            raise ValueError(f"neutral_band only applies to config 'generic_regression', not {name!r}")
+        fn = metric_fn(name, label_names=label_names, neutral_band=neutral_band)
         if name == "classification":
-            return classification_metrics(predictions, references, label_names=label_names)
-        if label_names is not None:
-            raise ValueError(f"label_names only apply to config 'classification', not {name!r}")
+            return fn(predictions, references)
         # evaluate hands back lists of Python floats; float32 arrays keep MMSA's float32 bin comparisons.
-        return _REGRESSION[name](np.asarray(predictions, dtype=np.float32), np.asarray(references, dtype=np.float32))
+        return fn(np.asarray(predictions, dtype=np.float32), np.asarray(references, dtype=np.float32))
