@@ -91,6 +91,9 @@ def teacher_incompatibility(teacher_config: Mapping[str, Any], student_kwargs: M
     if method != "logit":
         keys += ["hidden_size", "fusion_dim"]
     defaults = {"task": "regression", "num_labels": 1}
+    teacher_config = dict(teacher_config)
+    if "num_labels" not in teacher_config and teacher_config.get("id2label"):  # config.json keeps id2label only
+        teacher_config["num_labels"] = len(teacher_config["id2label"])
     out = []
     for key in keys:
         have, want = teacher_config.get(key, defaults.get(key)), student_kwargs.get(key, defaults.get(key))

@@ -47,8 +47,9 @@ def run(argv: list[str]) -> int:
         spec.loader.exec_module(module)
         return module.main(argv[2:])
     if argv[0].endswith("accelerate"):
-        assert argv[1:3] == ["launch", "train.py"], argv
-        return training.main(argv[3:])
+        at = argv.index("train.py")
+        assert argv[1] == "launch" and argv[2:at] in ([], ["--config_file", "configs/accelerate/default.yaml"]), argv
+        return training.main(argv[at + 1:])
     assert argv[0].endswith("hf-mmkd"), argv
     return cli.main(argv[1:])
 

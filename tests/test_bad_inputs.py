@@ -435,14 +435,16 @@ def small_demo(folder, name="ds", mutate=None, seed=0):
 
 
 def nan_label(folder):
-    def mutate(dsd):
-        from datasets import Dataset
+    """A prepared folder whose train row 2 has a NaN label (written around the converter, which refuses it)."""
+    from datasets import Dataset
 
-        columns = dsd["train"].to_dict()
-        columns["label"][2] = float("nan")
-        dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
-        return dsd
-    return small_demo(folder, mutate=mutate)
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+    spec = demo_spec(dsd)  # the spec of the clean data: build_spec itself refuses a NaN label
+    columns = dsd["train"].to_dict()
+    columns["label"][2] = float("nan")
+    dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
+    save_prepared(dsd, folder / "ds", "test data", spec)
+    return str(folder / "ds")
 
 
 def long_sequence(split):
@@ -1057,9 +1059,10 @@ def rows(caplog=None) -> list[Row]:
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{in}", checkpoint=edited_checkpoint(lambda f: None),
                     dataset=demo_with_test_split), HF_MMKD),
         Row(EVALUATE, "--out holds a report file hf_mmkd did not write", "exit",
-            "…demo_p2.json exists and was not written by hf_mmkd",
+            "…hf_mmkd_synthetic_demo_p2.json exists and was not written by hf_mmkd",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{in}/reports", checkpoint=whole_checkpoint(),
-                    dataset=lambda f: "demo", files=lambda f: full_folder(f, "reports", ["demo_p2.json"])), HF_MMKD),
+                    dataset=lambda f: "demo",
+                    files=lambda f: full_folder(f, "reports", ["hf_mmkd_synthetic_demo_p2.json"])), HF_MMKD),
         Row(EVALUATE, "truncated model.safetensors", "exit",
             "…model.safetensors is not a readable safetensors file (truncated or corrupt",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=edited_checkpoint(truncate()),

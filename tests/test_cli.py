@@ -58,7 +58,7 @@ def test_evaluate_p4_with_a_progress_bar_and_draw_free_conditions_once(setup, tm
                      "--seeds", "1111", "1112", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "14/14" in err and "condition" in err  # tqdm over (seed, condition) on stderr: 2 seeds x 7 MR
-    payload = json.loads((out / "mosi_p4.json").read_text())
+    payload = json.loads((out / "mosi_tiny_p4.json").read_text())
     seeds = payload["results"]["checkpoints"]["student"]
     assert list(seeds["1111"]) == [f"r={r}" for r in P4_RATES]
     assert seeds["1111"] != seeds["1112"]  # whole modalities drawn per row and seed
@@ -67,7 +67,7 @@ def test_evaluate_p4_with_a_progress_bar_and_draw_free_conditions_once(setup, tm
     assert mean == pytest.approx(sum(per_seed) / 2)
     again = evaluate_checkpoints({"student": setup["student"]}, setup["data"], "p4", seeds=(1112,))
     assert again["checkpoints"]["student"]["1112"] == seeds["1112"]  # deterministic per row and seed
-    assert "**mean MR=0.1-0.7**" in (out / "mosi_p4.md").read_text()
+    assert "**mean MR=0.1-0.7**" in (out / "mosi_tiny_p4.md").read_text()
 
     # --quiet: no bar; r = 0 draws nothing, so it is run once per checkpoint whatever the number of seeds
     calls = []
@@ -156,7 +156,7 @@ def test_train_push_to_hub_publishes_the_release_once(tmp_path, online):
     assert any(e.metric_config == "p2 mean r=0.0-0.9" for e in card.data.eval_results)
     assert (out / "release" / "hf_mmkd_synthetic_demo_p2.png").is_file()
     assert (out / "evaluation" / "hf_mmkd_synthetic_demo_p2.json").is_file()
-    assert_honest_card(card.text, None, (out / "release" / "config.json").read_text())
+    assert_honest_card(card.text, "hf_mmkd synthetic demo", (out / "release" / "config.json").read_text())
     assert "**Validation**" in card.text and "total_loss" not in card.text  # train.py's summary reached the card
 
 

@@ -95,7 +95,9 @@ def test_card_round_trip(tmp_path, checkpoint):
 MMMO_SPEC = {"version": 1, "name": "ICT-MMMO", "task": "regression", "label_column": "label", "label_range": [1, 5],
              "neutral_band": [3, 3], "class_names": None,
              "modalities": {"audio": {"kind": "features", "dim": 74}, "vision": {"kind": "features", "dim": 36}},
-             "source": "MFN h5 files", "splits": {"train": {"rows": 220}, "test": {"rows": 80}}}
+             "source": "MFN h5 files",
+             "splits": {"train": {"rows": 220, "audio": 220, "vision": 220, "left_out": []},
+                        "test": {"rows": 80, "audio": 80, "vision": 80, "left_out": []}}}
 
 
 def test_card_data_section_comes_from_the_spec_only(tmp_path):
@@ -105,16 +107,17 @@ def test_card_data_section_comes_from_the_spec_only(tmp_path):
               "text_config": None, "audio_config": {"model_type": "wav2vec2", "_name_or_path": "/root/w2v"}}
     text = str(build_card([], "student", repo_id="me/x", config=config, summary=summary))
     assert_honest_card(text, "ICT-MMMO")
-    assert "a sentiment score in [1, 5]; scores in [3, 3] are neutral" in text
-    assert "modalities audio (features, 74-d), vision (features, 36-d); splits train 220 rows, test 80 rows" in text
+    assert "a score in [1, 5]; scores in [3, 3] are neutral" in text
+    assert "Modalities: audio (features, 74-d), vision (features, 36-d)." in text
+    assert "| train | 220 |" in text and "| test | 80 |" in text and "Source: MFN h5 files" in text
     assert "kd_weight=0.1" in text and "recon_weight=1.0" in text  # recorded kwargs over the defaults
     assert "(student view): p1 (rate 0.3)" in text and "r=0 MAE 0.91" in text and "`w2v` backbone" in text
-    assert "Accuracy, weighted F1" not in text and "Acc-2 (Has0 / Non0)" in text
-    classes = dict(MMMO_SPEC, task="classification", class_names=["neg", "pos"], label_range=None)
+    assert "Metric set `generic_regression`" in text and "Accuracy" not in text
+    classes = dict(MMMO_SPEC, task="classification", class_names=["neg", "pos"], label_range=None, neutral_band=None)
     text = str(build_card([], "teacher", repo_id="me/x", config={**CONFIG, "role": "teacher",
                                                                   "dataset_spec": classes}))
     assert_honest_card(text, "ICT-MMMO")
-    assert "classification into 0 = neg, 1 = pos" in text and "Accuracy, weighted F1" in text
+    assert "classification into 2 classes (0 neg, 1 pos)" in text and "Metric set `classification`" in text
     assert "teacher, trained on complete inputs" in text
 
 

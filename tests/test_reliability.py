@@ -123,7 +123,8 @@ def test_evaluate_replaces_only_its_own_report_files(tmp_path):
     for _ in range(2):  # the second run replaces the first one's files, which the manifest says are hf_mmkd's
         code, err = run_command(HF_MMKD, argv)
         assert code == 0, err
-    assert sorted(p.name for p in reports.iterdir()) == [MANIFEST, "ds_p2.json", "ds_p2.md", "ds_p2.png",
+    stem = "hf_mmkd_synthetic_demo_p2"  # <the data set's spec name>_<protocol>
+    assert sorted(p.name for p in reports.iterdir()) == [MANIFEST, f"{stem}.json", f"{stem}.md", f"{stem}.png",
                                                           "summary.md"]
     assert (reports / "summary.md").read_text() == "the user's file"
 
@@ -356,14 +357,14 @@ def test_p2_with_a_subset_of_rates_gives_a_report_that_names_them(tmp_path):
     code, err = run_command(HF_MMKD, ["evaluate", str(_checkpoint()), "--dataset", data, "--protocol", "p2",
                                       "--rates", "0.0", "0.5", "--seeds", "1", "2", "--out", str(tmp_path / "r")])
     assert code == 0, err
-    payload = json.loads((tmp_path / "r" / "ds_p2.json").read_text())
+    payload = json.loads((tmp_path / "r" / "hf_mmkd_synthetic_demo_p2.json").read_text())
     summary = payload["summary"]["features"]
     assert list(summary["summary"]) == ["mean r=0.0,0.5"]
     for metric in ("MAE", "Non0_acc_2"):
         per_seed = payload["results"]["checkpoints"]["features"]
         want = np.mean([np.mean([per_seed[s][c][metric] for c in ("r=0.0", "r=0.5")]) for s in ("1", "2")])
         assert summary["summary"]["mean r=0.0,0.5"][metric]["mean"] == pytest.approx(want)
-    assert "**mean r=0.0,0.5**" in (tmp_path / "r" / "ds_p2.md").read_text()
+    assert "**mean r=0.0,0.5**" in (tmp_path / "r" / "hf_mmkd_synthetic_demo_p2.md").read_text()
 
 
 def _nothing_uploaded(api) -> None:

@@ -29,7 +29,8 @@ def test_both_stages_save_loadable_checkpoints(tmp_path):
         assert model.config.role == stage
         assert model.config.feature_standardization["audio"]["std"]  # fitted on train, stored with the model
         # every saved checkpoint carries its card (and the summary it is made from)
-        assert_honest_card((folder / "README.md").read_text(), None, (folder / "config.json").read_text())
+        assert_honest_card((folder / "README.md").read_text(), "hf_mmkd synthetic demo",
+                           (folder / "config.json").read_text())
         summary = json.loads((folder / "training_summary.json").read_text())
         assert summary["method"] == ("none" if stage == "teacher" else "logit") and summary["validation"]
     assert MMKDForSentiment.from_pretrained(out / "student").config.distillation_method == "logit"
