@@ -157,7 +157,7 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
             shaping.append(f"cross-fitted teacher ({summary['teacher_folds']} folds: each training row's response "
                            "from a teacher that never saw it)")
         if summary.get("balance_terms"):
-            shaping.append(f"term gradients balanced to {summary.get('balance_band')} x the task's")
+            shaping.append(f"term gradients capped at {summary.get('balance_ratio')} x the task's")
         if summary.get("recoverability_floor") is not None:
             shaping.append(f"rows weighted by recoverability (floor {summary['recoverability_floor']})")
         if shaping:

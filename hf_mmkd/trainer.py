@@ -90,13 +90,16 @@ class MMKDTrainingArguments(TrainingArguments):
 
     > Parameters that shape the distillation terms (not from the papers; see docs/methods.md#shared-machinery)
 
-    balance_terms (`bool`): keep every method term's gradient norm at the student's parameters within
-        `balance_band` (LO,HI; default 0.1-1x) of the student task loss's: every `balance_steps` optimiser steps the
-        ratio r_k = ||grad term_k|| / ||grad task|| is measured on the step's first micro-batch and the term's scale
-        s_k moves (geometric mean of the old and the new value) towards HI / r_k when r_k s_k would exceed HI, LO / r_k
-        when it would fall below LO, else 1 (clipped to [1e-3, 10]). At initialisation the contrastive and SimSiam
-        terms of the papers are 100-3000x the task gradient on CMU-MOSI, so Adam follows them, not the task.
-        The scales are part of the model state (saved in checkpoints, restored on resume) and logged as `scale_*`.
+    balance_terms (`bool`): cap every method term's gradient norm at the student's parameters at `balance_ratio`
+        times the student task loss's: every `balance_steps` optimiser steps the ratio r_k = ||grad term_k|| /
+        ||grad task|| is measured on the step's first micro-batch and the term's scale s_k moves (geometric mean of
+        the old and the new value) towards min(1, `balance_ratio` / r_k) (never below 1e-3). At initialisation the
+        contrastive and SimSiam terms of the papers are 5-3000x the task gradient on CMU-MOSI, so Adam follows
+        them, not the task. Terms are only ever scaled down: amplifying a term whose gradient is small (CorrKD's
+        RCD at the zero-information point, MITR-DNet's KD group on collapsed representations, the adversarial
+        term) amplifies noise, and on CMU-MOSI it pinned MITR-DNet and cross-modal KD students to a constant
+        prediction. The scales are part of the model state (saved in checkpoints, restored on resume) and logged as
+        `scale_*`.
     recoverability_floor (`float`): each row's distillation terms are weighted by w = clip((r - floor) /
         (1 - floor), 0, 1), where r = sum_m a_m kept_m / sum_m a_m over the modalities of the complete row,
         kept_m = the share of modality m's valid steps the student's view still has (`kept_fraction`), and a_m =
@@ -132,8 +135,8 @@ class MMKDTrainingArguments(TrainingArguments):
     eval_missing_availability: str | None = field(default=None, metadata={"help": "P3/P5 evaluation set, e.g. la"})
     missing_seed: int = field(default=1111, metadata={"help": "seed of the evaluation masks"})
     diagnostics_steps: int = field(default=0, metadata={"help": "every N training steps (and at step 0) log per-term gradient norms, representation norms and the method's diagnostics (diag_*); 0: off"})
-    balance_terms: bool = field(default=False, metadata={"help": "scale each method term so that its gradient at the student stays within balance_band of the task loss's"})
-    balance_band: str = field(default="0.1,1.0", metadata={"help": "LO,HI: the band of gradient-norm ratios (term / task) that balance_terms keeps"})
+    balance_terms: bool = field(default=False, metadata={"help": "scale each method term down so that its gradient at the student stays within balance_ratio x the task loss's"})
+    balance_ratio: float = field(default=1.0, metadata={"help": "balance_terms: the largest gradient-norm ratio (term / task) a term keeps"})
     balance_steps: int = field(default=10, metadata={"help": "balance_terms: re-measure the ratios every N optimiser steps"})
     recoverability_floor: float | None = field(default=None, metadata={"help": "weight each row's distillation terms by clip((r - floor) / (1 - floor), 0, 1), r = the share of the complete input's information the student's view keeps; None: off"})
 
@@ -157,13 +160,8 @@ class MMKDTrainingArguments(TrainingArguments):
             raise ValueError(f"diagnostics_steps must be >= 0, got {self.diagnostics_steps}")
         if self.balance_steps < 1:
             raise ValueError(f"balance_steps must be >= 1, got {self.balance_steps}")
-        try:
-            low, high = (float(x) for x in str(self.balance_band).split(","))
-        except ValueError:
-            raise ValueError(f"balance_band must be 'LO,HI' (two numbers), got {self.balance_band!r}") from None
-        if not 0 < low <= high:
-            raise ValueError(f"balance_band must satisfy 0 < LO <= HI, got {self.balance_band!r}")
-        self.balance_band = f"{low:g},{high:g}"
+        if not self.balance_ratio > 0:
+            raise ValueError(f"balance_ratio must be > 0, got {self.balance_ratio}")
         if self.recoverability_floor is not None and not 0.0 <= self.recoverability_floor < 1.0:
             raise ValueError(f"recoverability_floor must lie in [0, 1), got {self.recoverability_floor}")
         if self.students not in ("shared", "per_pattern"):
@@ -625,17 +623,16 @@ class MMKDTrainer(Trainer):
         return True
 
     def _update_term_scales(self, wrapper, terms: dict) -> None:
-        """Move each term's scale towards keeping its gradient ratio to the task loss inside `balance_band`."""
-        low, high = (float(x) for x in self.args.balance_band.split(","))
+        """Move each term's scale towards keeping its gradient ratio to the task loss at most `balance_ratio`."""
+        high = self.args.balance_ratio
         params = [p for p in wrapper.student.parameters() if p.requires_grad]
         task = _grad_norm(terms["loss_task"], params)
         ratios = torch.tensor([_grad_norm(terms[k], params) / task if task > 0 and k in terms else float("nan")
                                for k in wrapper.method.term_names])
         ratios = self.accelerator.reduce(ratios.to(self.args.device), reduction="mean").cpu()  # same on every rank
         current = wrapper.log_term_scales.exp().cpu()
-        scaled = ratios * current
-        wanted = torch.where(scaled > high, high / ratios, torch.where(scaled < low, low / ratios, current))
-        wanted = torch.where(torch.isfinite(wanted), wanted, current).clamp(1e-3, 10.0).log()
+        wanted = (high / ratios).clamp(max=1.0)  # only ever scale down (see `balance_terms`)
+        wanted = torch.where(torch.isfinite(wanted), wanted, current).clamp(1e-3, 1.0).log()
         with torch.no_grad():
             if bool(wrapper.term_scales_set):
                 wanted = 0.5 * (wrapper.log_term_scales.cpu() + wanted)

@@ -586,7 +586,7 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
             "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
             "teacher_folds": teacher_folds, "balance_terms": args.balance_terms,
-            "balance_band": args.balance_band if args.balance_terms else None,
+            "balance_ratio": args.balance_ratio if args.balance_terms else None,
             "recoverability_floor": args.recoverability_floor,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
