@@ -146,6 +146,8 @@ def main(argv=None) -> int:
               "variants": {m: variants(m) for m in args.methods}, "rows": record_rows}
     atomic_write(out / "ablations_mosi.json", json.dumps(record, indent=2))
     atomic_write(out / "ablations_mosi.md", text)
+    if out.resolve() == quality.RESULTS.resolve():
+        quality.update_readme("ablations:mosi", text)
     print(text)
     return 0
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"  # the committed reports (the README's generated tables come from here)
 METHODS = ("none", "logit", "corrkd", "mmckd", "mitr", "crossmodal")
 MODALITIES = ("text", "audio", "vision")
 LETTER = {"text": "l", "audio": "a", "vision": "v"}
@@ -44,7 +45,7 @@ def benchmarks() -> list[str]:
 
 def benchmark_config(name: str) -> dict:
     """configs/<name>_benchmark.yaml: protocols, prepare, threads, work, and optional targets / teacher_targets /
-    kd_gain."""
+    kd_vs_none, sign_floor."""
     import yaml
 
     config = yaml.safe_load((REPO / "configs" / f"{name}_benchmark.yaml").read_text()) or {}
@@ -114,17 +115,110 @@ def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str
         lines.append(f"| {name} | " + " | ".join("{:.4f} ± {:.4f}".format(*_cell(summary, name, m)) for m in targets)
                      + " |")
     lines += ["", "| target | " + " | ".join(f"{op} {v}" for op, v in targets.values()) + " |", ""]
-    students = [n for n in summary if n not in ("teacher", "none", reference)]
-    gain = config.get("kd_gain")
-    if students and "none" in summary and gain:
-        metric = gain["metric"]
-        best = max(students, key=lambda n: _cell(summary, n, metric)[0])
+    students = [n for n in summary if n not in ("teacher", reference)]
+    if students:
+        first = next(iter(targets))
+        best = max(students, key=lambda n: _cell(summary, n, first)[0])
         hit = [m for m, (op, v) in targets.items() if met(_cell(summary, best, m)[0], op, v)]
-        delta = 100 * (_cell(summary, best, metric)[0] - _cell(summary, "none", metric)[0])
-        lines.append(f"Best KD student by mean {metric}: **{best}**; targets met: {hit or 'none'}; "
+        lines.append(f"Best student by mean {first}: **{best}**; targets met: {hit or 'none'}; "
                      f"not met: {[m for m in targets if m not in hit] or 'none'}.")
-        lines.append(f"Best KD student minus the `none` student, mean {metric}: {delta:+.2f} points "
-                     f"(target >= +{gain['at_least']}): {'met' if delta >= gain['at_least'] else 'NOT met'}.")
+    return "\n".join(lines) + "\n"
+
+
+def _points(metric: str) -> float:
+    """Accuracies and F1 are printed in points (x100), MAE and Corr as they are."""
+    return 1.0 if metric in ("MAE", "Corr") else 100.0
+
+
+def paired_differences(results: dict, reference: str | None) -> dict:
+    """{method: {metric: [per-seed difference to `none`]}} of the main protocol's per-seed summary (the same seed:
+    the same teacher and the same test masks, so the difference is paired), for every KD student."""
+    from hf_mmkd.report import per_seed_summaries
+
+    per_seed = per_seed_summaries(results)
+    if "none" not in per_seed:
+        return {}
+    base = per_seed["none"]
+    out = {}
+    for name, seeds in per_seed.items():
+        if name in ("teacher", "none", reference):
+            continue
+        common = [s for s in seeds if s in base]
+        out[name] = {}
+        for seed in common:
+            row = next(iter(seeds[seed]["summary"].values()))
+            ref = next(iter(base[seed]["summary"].values()))
+            for metric, value in row.items():
+                if metric in ref:
+                    out[name].setdefault(metric, []).append(float(value) - float(ref[metric]))
+    return out
+
+
+def paired_table(diffs: dict, config: dict) -> str:
+    """Every KD student against `none`, paired per seed, against `kd_vs_none`'s targets (met or not)."""
+    from hf_mmkd.report import _LOWER_IS_BETTER
+
+    wanted = config.get("kd_vs_none") or {}
+    if not diffs or not wanted:
+        return ""
+    metrics = list(wanted)
+    head = ("Every KD student minus the `none` student of the same seed (same teacher, same test masks), main "
+            "protocol mean; mean ± std (population) over seeds, then the per-seed differences and the seeds where "
+            "KD is better. Accuracies and F1 in points, MAE and Corr as they are (MAE: lower is better).")
+    lines = [head, "", "| student | " + " | ".join(metrics) + " | per-seed " + metrics[0] + " | KD better |",
+             "|---|" + "---|" * (len(metrics) + 2)]
+    improvement = {}
+    for name, per_metric in diffs.items():
+        cells = []
+        for m in metrics:
+            values = np.asarray(per_metric.get(m, [np.nan])) * _points(m)
+            cells.append(f"{values.mean():+.2f} ± {values.std():.2f}" if _points(m) > 1 else
+                         f"{values.mean():+.3f} ± {values.std():.3f}")
+        first = np.asarray(per_metric[metrics[0]]) * _points(metrics[0])
+        sign = -1.0 if metrics[0] in _LOWER_IS_BETTER else 1.0
+        wins = int((sign * first > 0).sum())
+        lines.append(f"| {name} | " + " | ".join(cells) + " | " + ", ".join(f"{v:+.2f}" for v in first)
+                     + f" | {wins}/{len(first)} |")
+        improvement[name] = {m: (-1.0 if m in _LOWER_IS_BETTER else 1.0) * float(np.mean(per_metric[m])) * _points(m)
+                             for m in metrics if m in per_metric}
+    lines.append("")
+    for m, rule in wanted.items():
+        rule = rule or {}
+        unit = "points" if _points(m) > 1 else ""
+        if "every" in rule:
+            below = [n for n, imp in improvement.items() if imp.get(m, -np.inf) < rule["every"]]
+            lines.append(f"- Every KD student improves {m} over `none` by >= {rule['every']:g} {unit} (paired mean): "
+                         + ("met." if not below else f"NOT met ({', '.join(below)} below)."))
+        if "best" in rule:
+            best = max(improvement, key=lambda n: improvement[n].get(m, -np.inf))
+            value = improvement[best].get(m, -np.inf)
+            lines.append(f"- The best KD student ({best}) improves {m} over `none` by {value:+.2f} {unit} (target "
+                         f">= {rule['best']:g}): {'met' if value >= rule['best'] else 'NOT met'}.")
+    return "\n".join(lines) + "\n"
+
+
+def sign_floor_table(results: dict, spec, metric: str, reference: str | None) -> str:
+    """No checkpoint below the best constant-sign prediction (the test split's majority sign) in `metric` at any
+    condition (mean over seeds)."""
+    from hf_mmkd.metrics import metric_fn
+    from hf_mmkd.report import summarize
+
+    if spec.task != "regression":
+        return ""
+    from hf_mmkd.data.prepared import load_prepared
+
+    labels = np.asarray(load_prepared(results["dataset_path"])[results["split"]][spec.label_column], np.float32)
+    fn = metric_fn(spec)
+    lo, hi = spec.label_range
+    floor = max(fn(np.full_like(labels, v), labels)[metric] for v in (lo, hi))
+    lines = [f"Sign floor: predicting the test split's majority sign for every row gives {metric} "
+             f"{100 * floor:.2f}; the lowest condition of each checkpoint (mean over seeds):", "",
+             "| checkpoint | lowest condition | " + metric + " | at or above the floor |", "|---|---|---|---|"]
+    for name, s in summarize(results).items():
+        if name == reference:
+            continue
+        cond, cell = min(((c, m[metric]) for c, m in s["conditions"].items()), key=lambda x: x[1]["mean"])
+        lines.append(f"| {name} | {cond} | {100 * cell['mean']:.2f} | {'yes' if cell['mean'] >= floor else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +360,7 @@ def main(argv=None) -> int:
         "modality_rows": rows, "untrained_modalities": untrained, "metric_set": main["metric_set"],
         "reference": main["reference"], "reference_value": main["reference_value"],
         "results": merged, f"{main_protocol}_summary": summary, "summaries": summaries,
+        "paired_differences": paired_differences(main, main["reference"]),
     }
     atomic_write(out / f"quality_{name}.json", json.dumps(record, indent=2, default=float))
     title = DATASET_NAMES.get(name, name)
@@ -284,11 +379,32 @@ def main(argv=None) -> int:
                  "`.png`. The row `" + str(main["reference"]) + "` is the constant predictor (reference).\n\n"
                  + summary_table(summary, KEY_METRICS[main["metric_set"]]))
         report = out / f"quality_{name}_summary.md"
+    text += "\n" + paired_table(record["paired_differences"], config)
+    if config.get("sign_floor"):
+        from hf_mmkd.data.spec import load_spec
+
+        text += "\n" + sign_floor_table(main, load_spec(dataset), config["sign_floor"], main["reference"])
     notes = list(dict.fromkeys(main.get("warnings", []) + main.get("notes", [])))
     text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write(report, text)
+    if out.resolve() == RESULTS.resolve():  # the committed results: the README shows the same tables
+        update_readme(f"quality:{name}", text)
     print(text)
     return 0
+
+
+def update_readme(section: str, text: str, readme: Path = REPO / "README.md") -> None:
+    """Put a generated report (without its title line) between the README's `<!-- <section>:start -->` and
+    `<!-- <section>:end -->` markers (when it has them), so that the README's tables are the generated ones."""
+    from hf_mmkd.io import atomic_write
+
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    current = readme.read_text(encoding="utf-8")
+    if start not in current or end not in current:
+        return
+    body = text.split("\n", 2)[2].strip()  # without the report's title line
+    head, rest = current.split(start, 1)
+    atomic_write(readme, f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":

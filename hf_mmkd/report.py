@@ -61,6 +61,7 @@ __all__ = [
     "PROTOCOLS",
     "atomic_write",
     "markdown_table",
+    "per_seed_summaries",
     "plot_results",
     "summarize",
     "validate_results",
@@ -163,22 +164,30 @@ def _sort_conditions(conds: Sequence[str]) -> list[str]:
     return sorted(conds, key=key)
 
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """`{checkpoint: {"n_seeds": n, "conditions": {cond: {metric: {"mean", "std", "n"}}},
-    "summary": {label: {metric: {"mean", "std", "n"}}}}}`; see the module docstring for the order of steps."""
+def per_seed_summaries(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{checkpoint: {seed: {"conditions": {cond: {metric: value}}, "summary": {label: {metric: value}}}}}`: each
+    seed's curve reduced with its protocol's summary (before any mean over seeds; paired comparisons use these)."""
     validate_results(results)
     protocol = str(results["protocol"]).lower()
     rates = _p2_rates(results) if protocol == "p2" else P2_RATES
     out = {}
     for ckpt, seeds in results["checkpoints"].items():
-        per_seed = {}
+        per_seed = out[ckpt] = {}
         for seed, conds in seeds.items():
             conds = {c: dict(m) for c, m in conds.items()}
             try:
                 summary = _protocol_summary(protocol, conds, rates)
             except ValueError as e:
                 raise ValueError(f"checkpoint {ckpt!r} seed {seed}: {e}") from None
-            per_seed[seed] = {"conditions": conds, "summary": summary}
+            per_seed[str(seed)] = {"conditions": conds, "summary": summary}
+    return out
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """`{checkpoint: {"n_seeds": n, "conditions": {cond: {metric: {"mean", "std", "n"}}},
+    "summary": {label: {metric: {"mean", "std", "n"}}}}}`; see the module docstring for the order of steps."""
+    out = {}
+    for ckpt, per_seed in per_seed_summaries(results).items():
         try:
             agg = seed_mean_std(per_seed)
         except ValueError as e:

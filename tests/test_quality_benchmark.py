@@ -77,3 +77,22 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
     assert "train.py builds no encoder for them" in summary
     assert (out / "quality_mmmo_p5.md").is_file() and (out / "quality_mmmo_p5.png").stat().st_size > 0
     assert not (out / "quality_mmmo_targets.md").exists()  # the targets are MOSI's
+
+
+def test_readme_benchmark_tables_are_the_generated_reports():
+    """The README's benchmark tables are the committed reports, not numbers typed in: each `quality:<name>` section
+    equals the body of benchmarks/results/quality_<name>_{targets,summary}.md, and `ablations:mosi` the body of
+    ablations_mosi.md."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    sections = dict(re.findall(r"<!-- (\S+):start -->\n(.*?)\n<!-- \1:end -->", readme, re.S))
+    results = REPO_ROOT / "benchmarks" / "results"
+    expected = {}
+    for name in ("mosi", "mmmo"):
+        report = next(p for p in (results / f"quality_{name}_targets.md", results / f"quality_{name}_summary.md")
+                      if p.is_file())
+        expected[f"quality:{name}"] = report.read_text().split("\n", 2)[2].strip()
+    expected["ablations:mosi"] = (results / "ablations_mosi.md").read_text().split("\n", 2)[2].strip()
+    for key, body in expected.items():
+        assert sections.get(key) == body, f"README section {key} differs from its generated report"
