@@ -126,16 +126,42 @@ def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
     return results, "\n".join(lines)
 
 
+def out_of_fold_predictions(teacher: str, args):
+    """(predictions, labels) on the train split from the cross-fitted fold teachers (`<teacher>/folds/fold_k`,
+    fold k = the rows whose row key % K == k, the ones fold teacher k never saw), or None without folds."""
+    from hf_mmkd.data.missing import row_key
+    from hf_mmkd.data.prepared import load_prepared
+
+    folds = sorted(Path(teacher, "folds").glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not folds:
+        return None
+    ids = load_prepared(args.dataset)["train"]["id"]
+    fold_of = np.asarray([row_key(i) % len(folds) for i in ids])
+    preds, labels = None, None
+    for k, folder in enumerate(folds):
+        p, y = predictions(str(folder), args.dataset, "train", 0.0, args.mask_seed)
+        preds = p.copy() if preds is None else preds
+        labels = y
+        preds[fold_of == k] = p[fold_of == k]
+    return preds, labels
+
+
 def teacher_fit(teacher: str, args) -> tuple[dict, str]:
-    """The teacher on complete train rows (what the student's targets are) against the evaluation split."""
+    """The teacher on complete train rows (what the student's targets are) against the evaluation split; with
+    cross-fitted folds, also the out-of-fold predictions the student distils on its training rows."""
     from hf_mmkd.metrics import regression_metrics
 
-    out = {}
+    rows = {}
     for split in ("train", args.split):
-        p, y = predictions(teacher, args.dataset, split, 0.0, args.mask_seed)
+        rows[f"full teacher, {split}"] = predictions(teacher, args.dataset, split, 0.0, args.mask_seed)
+    oof = out_of_fold_predictions(teacher, args)
+    if oof is not None:
+        rows["out-of-fold teachers, train"] = oof
+    out = {}
+    for name, (p, y) in rows.items():
         m = regression_metrics(p, y)
-        out[split] = {k: m[k] for k in ("MAE", "Corr", "Non0_acc_2")}
-    lines = ["Teacher, complete inputs:", "", "| split | MAE | Corr | Non0 Acc-2 |", "|---|---|---|---|"]
+        out[name] = {k: m[k] for k in ("MAE", "Corr", "Non0_acc_2")}
+    lines = ["Teacher, complete inputs:", "", "| predictions | MAE | Corr | Non0 Acc-2 |", "|---|---|---|---|"]
     lines += [f"| {s} | {v['MAE']:.3f} | {v['Corr']:.3f} | {100 * v['Non0_acc_2']:.2f} |" for s, v in out.items()]
     return out, "\n".join(lines) + "\n"
 
