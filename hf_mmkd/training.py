@@ -122,6 +122,7 @@ class StageArguments:
     teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
     report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
     teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key % K == k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
+    student_init: str = field(default="scratch", metadata={"help": "the student's starting weights: 'scratch' (new) or 'teacher' (a copy of the trained teacher's, where the architectures match)"})
     reuse_teacher: str = field(default="matching", metadata={
         "help": "an existing teacher: 'matching' reuses it only when its provenance record (training data "
                 "fingerprint, model and training arguments) matches this run and stops otherwise; 'always' uses "
@@ -130,6 +131,8 @@ class StageArguments:
     def __post_init__(self):
         if self.stage not in ("teacher", "student", "both"):
             raise ValueError(f"stage must be teacher, student or both, got {self.stage!r}")
+        if self.student_init not in ("scratch", "teacher"):
+            raise ValueError(f"--student_init must be 'scratch' or 'teacher', got {self.student_init!r}")
         if self.teacher_folds == 1 or self.teacher_folds < 0:
             raise ValueError(f"teacher_folds must be 0 (off) or >= 2, got {self.teacher_folds}")
         if self.reuse_teacher not in REUSE_TEACHER:
@@ -454,6 +457,22 @@ def backbone_name(source: str) -> str:
     from hf_mmkd.hub import portable_name
 
     return MINILM_HUB_ID if source == "minilm" else portable_name(source)
+
+
+def init_from_teacher(students: list, teacher_dir: Path) -> None:
+    """Copy the trained teacher's weights into each student (`--student_init teacher`). Parameters the teacher does
+    not have (a student's pattern embedding) keep their new initialisation; a parameter of another shape (another
+    architecture, e.g. MITR-DNet's temporal block) is refused with its name."""
+    teacher = load_model(teacher_dir, device="cpu")
+    state = teacher.state_dict()
+    for student in students:
+        own = student.state_dict()
+        wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        extra = [k for k in state if k not in own]
+        if wrong or extra:
+            raise ValueError(f"--student_init teacher: the teacher in {teacher_dir} has another architecture than the "
+                             f"student ({(wrong or extra)[0]!r}{' has another shape' if wrong else ' is not a student parameter'})")
+        student.load_state_dict(state, strict=False)
 
 
 def new_model(model_args: ModelArguments, config_kwargs: dict, train_labels=None) -> MMKDForSentiment:
@@ -919,6 +938,8 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
                        for p in availability_patterns(modalities)]
         else:
             student = new_model(model_args, student_kwargs, train_labels)
+        if stage.student_init == "teacher":
+            init_from_teacher(student if isinstance(student, list) else [student], teacher_dir)
         run_dir = root / "student_run"
         resume = resume_point(args, run_dir)
         record_outputs(guard, run_dir.name)
