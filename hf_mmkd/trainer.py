@@ -103,8 +103,8 @@ class MMKDTrainingArguments(TrainingArguments):
     recoverability_floor (`float`): each row's distillation terms are weighted by w = clip((r - floor) /
         (1 - floor), 0, 1), where r = sum_m a_m kept_m / sum_m a_m over the modalities of the complete row,
         kept_m = the share of modality m's valid steps the student's view still has (`kept_fraction`), and a_m =
-        how much the frozen (or initial) teacher's validation loss grows when m is removed (uniform without a
-        teacher). A row whose view keeps too little to recover the teacher's answer then learns from its label only
+        how much the frozen (or initial) teacher's validation loss grows when m is removed (for a method without
+        one, the trained teacher given as `importance_model`; uniform without any). A row whose view keeps too little to recover the teacher's answer then learns from its label only
         (the published analogue is CMAD's missing-aware reweighting, ICCV 2025). None (default): every row counts.
 
     > Parameters that control the diagnostics
@@ -458,7 +458,7 @@ class MMKDTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, model=None, args: MMKDTrainingArguments = None, teacher: nn.Module | None = None,
-                 fold_teachers: list[nn.Module] | None = None, **kwargs):
+                 fold_teachers: list[nn.Module] | None = None, importance_model: nn.Module | None = None, **kwargs):
         students = list(model) if isinstance(model, (list, tuple)) else [model]
         student_config = students[0].config
         method = build_distillation_loss(args.method, student_config, **args.method_kwargs)
@@ -502,6 +502,8 @@ class MMKDTrainer(Trainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._diagnosed_step = self._balanced_step = -1
         self._importance = None
+        self._importance_model = importance_model  # a trained model that measures modality importance when the
+        # method has no frozen or online teacher (MITR-DNet's weight-shared one starts untrained)
         super().__init__(model=wrapper, args=args, **kwargs)
         if self._frozen_teacher is not None:
             self._frozen_teacher.requires_grad_(False)
@@ -662,7 +664,9 @@ class MMKDTrainer(Trainer):
         if self._importance is not None:
             return self._importance
         wrapper = self.accelerator.unwrap_model(self.model)
-        teacher = self._frozen_teacher or wrapper.teacher
+        teacher = self._frozen_teacher or wrapper.teacher or self._importance_model
+        if teacher is not None and teacher is self._importance_model:
+            teacher = teacher.to(self.args.device)
         modalities = wrapper.student.config.modalities
         have = torch.tensor([float(m in modalities) for m in MODALITIES])
         importance = have / have.sum()

@@ -816,7 +816,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
     results_path = root / "results.json"
     results = read_json(results_path) if results_path.is_file() else {}
 
-    def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None):
+    def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None, importance_model=None):
         collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
                                     feature_extractor=feature_extractor, image_processor=image_processor,
                                     max_text_length=data_args.max_text_length, label_column=spec.label_column,
@@ -824,7 +824,8 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         return MMKDTrainer(model=model, teacher=teacher, args=run_args,
                            train_dataset=splits["train"] if train_dataset is None else train_dataset,
                            eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
-                           compute_metrics=compute_metrics, fold_teachers=fold_teachers)
+                           compute_metrics=compute_metrics, fold_teachers=fold_teachers,
+                           importance_model=importance_model)
 
     def record_outputs(folder_guard, *names):
         if main_process:
@@ -943,8 +944,12 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         run_dir = root / "student_run"
         resume = resume_point(args, run_dir)
         record_outputs(guard, run_dir.name)
+        importance_model = None
+        if (args.recoverability_floor is not None and teacher is None
+                and (teacher_dir / "config.json").is_file()):  # a trained teacher measures modality importance
+            importance_model = load_model(teacher_dir, device="cpu")
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher,
-                               fold_teachers=fold_teachers)
+                               fold_teachers=fold_teachers, importance_model=importance_model)
         say(f"student stage: method {args.method}, student view {args.missing_protocol}, into {root}")
         train(trainer, run_dir, resume)
         wrapper = trainer.accelerator.unwrap_model(trainer.model)

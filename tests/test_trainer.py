@@ -378,3 +378,18 @@ def test_cross_fitted_teachers_give_each_training_row_an_out_of_fold_response(tm
                                                       fold_teachers=folds, args=trainer.args.__class__(
                                                           output_dir=str(tmp_path), method="mmckd", use_cpu=True,
                                                           report_to="none"))
+
+
+def test_importance_model_serves_a_method_without_a_teacher(tmp_path):
+    """MITR-DNet has no frozen or online teacher: a trained model passed as `importance_model` measures the
+    modality importance instead of the uniform default."""
+    config = MMKDConfig(**feature_config_kwargs(), dropout=0.0, head_dropout=0.0)
+    torch.manual_seed(7)
+    reference = MMKDForSentiment(config)
+    for p in reference.parameters():
+        p.data.normal_(0, 0.3)
+    trainer, _ = make_trainer(tmp_path, "mitr", recoverability_floor=0.5)
+    assert torch.allclose(trainer.modality_importance(), torch.full((3,), 1 / 3))
+    trainer._importance, trainer._importance_model = None, reference
+    importance = trainer.modality_importance()
+    assert importance.sum().item() == pytest.approx(1.0) and not torch.allclose(importance, torch.full((3,), 1 / 3))
