@@ -82,7 +82,6 @@ def main(argv=None) -> int:
     if not Path(args.dataset).is_dir():
         print(f"ablations.py: error: no prepared dataset at {args.dataset}", file=sys.stderr)
         return 2
-    from hf_mmkd.evaluation import evaluate_checkpoints
     from hf_mmkd.io import atomic_write
 
     started = time.time()
@@ -107,8 +106,8 @@ def main(argv=None) -> int:
                                   [*extra, "--teacher_name_or_path", str(teacher), *flags])
                 checkpoints[f"v{i}"] = out / "student"
                 names[f"v{i}"] = variant
-            results = evaluate_checkpoints(checkpoints, args.dataset, "p2", split="test", seeds=(seed,),
-                                           dataset_name="mosi")
+            results = quality.evaluate_seed(checkpoints, args.dataset, "p2", seed,
+                                            Path(args.work) / f"seed{seed}" / method / "evaluation_p2.json", "mosi")
             for key, variant in [("full", "full method"), *names.items()]:
                 row = rows.setdefault(f"{method} | {variant}", {"variant": [], "full": [], "none": []})
                 row["variant"].append(p2_mean(results, key, seed))

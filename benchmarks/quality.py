@@ -85,6 +85,50 @@ def git_dirty() -> bool | None:
         return None
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.json")):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def evaluate_seed(checkpoints: dict, dataset: str, protocol: str, seed: int, cache: Path, name: str) -> dict:
+    """`evaluate_checkpoints` on the test split for one mask seed, cached in `cache` (a JSON file next to the
+    seed's checkpoints). The cache is used only when the protocol, the data-set folder's spec and every
+    checkpoint's files (weights and configs, by SHA-256) are the same, so a retrained checkpoint is re-evaluated;
+    it keeps the commit that computed it. Evaluation is a third of a seed's time on CPU; the cache lets runs
+    that split the seeds over processes be joined by one call that only reads them."""
+    from hf_mmkd.evaluation import evaluate_checkpoints
+    from hf_mmkd.io import atomic_write
+
+    spec = Path(dataset) / "dataset_spec.json"
+    key = {"protocol": protocol, "seed": seed, "split": "test", "dataset_name": name,
+           "dataset_spec": spec.read_text() if spec.is_file() else None,
+           "checkpoints": {n: _digest(Path(p)) for n, p in checkpoints.items()}}
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["results"]
+    results = evaluate_checkpoints(checkpoints, dataset, protocol, split="test", seeds=(seed,), dataset_name=name)
+    results = json.loads(json.dumps(results, default=_plain))
+    results["evaluated_at_commit"] = git_commit()
+    atomic_write(cache, json.dumps({"key": key, "results": results}, default=_plain))
+    return results
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return float(value)
+
+
 def merge(per_seed: list[dict]) -> dict:
     """Join the per-seed evaluation results (same protocol) into one results structure."""
     merged = dict(per_seed[0])
@@ -303,7 +347,7 @@ def main(argv=None) -> int:
     threads = args.num_threads or config["threads"]
     if threads:
         torch.set_num_threads(threads)
-    from hf_mmkd.evaluation import evaluate_checkpoints, write_evaluation_report
+    from hf_mmkd.evaluation import write_evaluation_report
     from hf_mmkd.io import atomic_write
     from hf_mmkd.metrics import KEY_METRICS
     from hf_mmkd.report import DATASET_NAMES, PROTOCOLS, summarize
@@ -323,8 +367,8 @@ def main(argv=None) -> int:
                 train(f"{name}_{method}.yaml", seed, root / method, [*extra, "--teacher_name_or_path", str(teacher)])
             checkpoints[method] = student
         for protocol in evaluations:
-            evaluations[protocol].append(evaluate_checkpoints(checkpoints, dataset, protocol, split="test",
-                                                              seeds=(seed,), dataset_name=name))
+            evaluations[protocol].append(evaluate_seed(checkpoints, dataset, protocol, seed,
+                                                       root / f"evaluation_{protocol}.json", name))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     merged = {p: merge(v) for p, v in evaluations.items()}
@@ -359,6 +403,8 @@ def main(argv=None) -> int:
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
         "modality_rows": rows, "untrained_modalities": untrained, "metric_set": main["metric_set"],
         "reference": main["reference"], "reference_value": main["reference_value"],
+        "evaluated_at_commits": sorted({r.get("evaluated_at_commit", "unknown") for v in evaluations.values()
+                                        for r in v}),
         "results": merged, f"{main_protocol}_summary": summary, "summaries": summaries,
         "paired_differences": paired_differences(main, main["reference"]),
     }

@@ -78,6 +78,31 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
     assert (out / "quality_mmmo_p5.md").is_file() and (out / "quality_mmmo_p5.png").stat().st_size > 0
     assert not (out / "quality_mmmo_targets.md").exists()  # the targets are MOSI's
 
+    # The per-seed evaluation is cached next to the checkpoints: a second call reads it (same numbers, nothing
+    # evaluated), and a changed checkpoint is evaluated again.
+    cache = tmp_path / "work" / "seed1111" / "evaluation_p5.json"
+    assert cache.is_file()
+    import hf_mmkd.evaluation
+
+    calls, real = [], hf_mmkd.evaluation.evaluate_checkpoints
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    hf_mmkd.evaluation.evaluate_checkpoints = counting
+    try:
+        assert quality.main([*argv[:-3], "--out", str(tmp_path / "again"), argv[-1]]) == 0
+        assert calls == []
+        again = json.loads((tmp_path / "again" / "quality_mmmo.json").read_text())
+        assert again["results"]["p5"]["checkpoints"] == record["results"]["p5"]["checkpoints"]
+        config = tmp_path / "work" / "seed1111" / "logit" / "student" / "config.json"
+        config.write_text(config.read_text() + "\n")  # same model, different bytes: evaluated again
+        assert quality.main([*argv[:-3], "--out", str(tmp_path / "again"), argv[-1]]) == 0
+        assert len(calls) == 1
+    finally:
+        hf_mmkd.evaluation.evaluate_checkpoints = real
+
 
 def test_readme_benchmark_tables_are_the_generated_reports():
     """The README's benchmark tables are the committed reports, not numbers typed in: each `quality:<name>` section
