@@ -64,7 +64,11 @@ def as_argv(command: str, work: Path, demo: bool = True) -> list[str]:
         command = command.replace(real, replacement)
     argv = shlex.split(command)
     argv[0] = str(BIN / Path(argv[0]).name) if argv[0].startswith(".venv/bin/") else argv[0]
-    return [str(REPO_ROOT / a) if (REPO_ROOT / a).exists() and "/" in a or a == "train.py" else a for a in argv]
+    # The repo's own files (scripts, configs, ../shared data) by absolute path; what the commands write
+    # (data_prepared/, outputs/) stays relative to the work folder even where a developer's checkout has them.
+    written = ("data_prepared", "outputs")
+    return [str(REPO_ROOT / a) if ((REPO_ROOT / a).exists() and "/" in a and a.split("/")[0] not in written)
+            or a == "train.py" else a for a in argv]
 
 
 @pytest.fixture(scope="module")
