@@ -133,7 +133,8 @@ def main(argv=None) -> int:
         d_none = [v["Non0_acc_2"] - n["Non0_acc_2"] for v, n in zip(data["variant"], data["none"])]
         d_mae = [v["MAE"] - n["MAE"] for v, n in zip(data["variant"], data["none"])]
         method, variant = label.split(" | ")
-        lines.append(f"| {method} | {variant} | {100 * np.mean(acc):.2f} ± {100 * np.std(acc):.2f} | "
+        cell = variant.replace("|", "\\|")  # a pipe in a term's name (H(T|S)) would split the Markdown cell
+        lines.append(f"| {method} | {cell} | {100 * np.mean(acc):.2f} ± {100 * np.std(acc):.2f} | "
                      f"{np.mean(mae):.3f} ± {np.std(mae):.3f} | {ms(d_full, 100)} | {ms(d_none, 100)} | "
                      f"{ms(d_mae, 1.0, 3)} |")
         record_rows[label] = data
