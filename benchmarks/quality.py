@@ -101,7 +101,8 @@ def evaluate_seed(checkpoints: dict, dataset: str, protocol: str, seed: int, cac
     """`evaluate_checkpoints` on the test split for one mask seed, cached in `cache` (a JSON file next to the
     seed's checkpoints). The cache is used only when the protocol, the data-set folder's spec and every
     checkpoint's files (weights and configs, by SHA-256) are the same, so a retrained checkpoint is re-evaluated;
-    it keeps the commit that computed it. Evaluation is a third of a seed's time on CPU; the cache lets runs
+    it keeps the commit that computed it and is not used once the code that evaluates (hf_mmkd/, modeling/)
+    differs from that commit's, so no report mixes numbers of two metric implementations. Evaluation is a third of a seed's time on CPU; the cache lets runs
     that split the seeds over processes be joined by one call that only reads them."""
     from hf_mmkd.evaluation import evaluate_checkpoints
     from hf_mmkd.io import atomic_write
@@ -112,13 +113,24 @@ def evaluate_seed(checkpoints: dict, dataset: str, protocol: str, seed: int, cac
            "checkpoints": {n: _digest(Path(p)) for n, p in checkpoints.items()}}
     if cache.is_file():
         stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
+        if stored.get("key") == key and not code_changed_since(stored["results"].get("evaluated_at_commit")):
             return stored["results"]
     results = evaluate_checkpoints(checkpoints, dataset, protocol, split="test", seeds=(seed,), dataset_name=name)
     results = json.loads(json.dumps(results, default=_plain))
     results["evaluated_at_commit"] = git_commit()
     atomic_write(cache, json.dumps({"key": key, "results": results}, default=_plain))
     return results
+
+
+def code_changed_since(commit: str | None) -> bool:
+    """Whether hf_mmkd/ or modeling/ in the working tree differ from `commit` (True when that cannot be told)."""
+    if not commit or commit == "unknown":
+        return True
+    try:
+        return subprocess.run(["git", "diff", "--quiet", commit, "--", "hf_mmkd", "modeling"], cwd=REPO,
+                              capture_output=True).returncode != 0
+    except OSError:
+        return True
 
 
 def _plain(value):

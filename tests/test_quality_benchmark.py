@@ -91,7 +91,13 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
         return real(*a, **k)
 
     hf_mmkd.evaluation.evaluate_checkpoints = counting
+    code_changed_since = quality.code_changed_since
     try:
+        quality.code_changed_since = lambda commit: True  # the evaluating code changed: evaluated again
+        assert quality.main([*argv[:-3], "--out", str(tmp_path / "again"), argv[-1]]) == 0
+        assert len(calls) == 1
+        calls.clear()
+        quality.code_changed_since = lambda commit: False
         assert quality.main([*argv[:-3], "--out", str(tmp_path / "again"), argv[-1]]) == 0
         assert calls == []
         again = json.loads((tmp_path / "again" / "quality_mmmo.json").read_text())
@@ -102,6 +108,10 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
         assert len(calls) == 1
     finally:
         hf_mmkd.evaluation.evaluate_checkpoints = real
+        quality.code_changed_since = code_changed_since
+    assert code_changed_since("unknown")
+    if quality.git_commit() != "unknown" and quality.git_dirty() is False:  # a clean checkout: its own code
+        assert not code_changed_since(quality.git_commit())
 
 
 def test_readme_benchmark_tables_are_the_generated_reports():
