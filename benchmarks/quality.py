@@ -67,6 +67,33 @@ def train(config: str, seed: int, out: Path, extra: list[str]) -> None:
         raise SystemExit(f"training failed: {config} seed {seed}")
 
 
+SUMMARY_RESULT_KEYS = ("teacher", "validation", "validation_note")  # what a run measured, not what it was asked
+
+
+def stale_settings(student: Path, argv: list[str]) -> list[str]:
+    """How the settings recorded with a trained student (`training_summary.json`) differ from what `train.py
+    argv` would use now, as "key: recorded -> wanted"; [] when they agree. A key the record lacks (written before
+    the option existed) counts as the option's default. So an edited YAML retrains nothing silently: the run
+    stops and names the folder instead of reporting an old checkpoint under the new settings."""
+    from hf_mmkd.training import StageArguments, parse_args, training_summary
+
+    def summary(flags: list[str]) -> dict:
+        parsed = parse_args(flags)
+        stage = next(p for p in parsed if isinstance(p, StageArguments))
+        return json.loads(json.dumps(training_summary(parsed[-1], None, {}, teacher_folds=stage.teacher_folds)))
+
+    recorded = json.loads((student / "training_summary.json").read_text())
+    wanted, defaults = summary(argv), summary([])
+    diffs = []
+    for key, value in wanted.items():
+        if key in SUMMARY_RESULT_KEYS:
+            continue
+        old = recorded.get(key, defaults.get(key))
+        if old != value:
+            diffs.append(f"{key}: {old} -> {value}")
+    return diffs
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -375,8 +402,14 @@ def main(argv=None) -> int:
         checkpoints = {"teacher": teacher}
         for method in args.methods:
             student = root / method / "student"
+            wanted = ["--config", str(REPO / "configs" / f"{name}_{method}.yaml"), "--seed", str(seed), *extra]
             if not (student / "config.json").is_file():
                 train(f"{name}_{method}.yaml", seed, root / method, [*extra, "--teacher_name_or_path", str(teacher)])
+            elif diffs := stale_settings(student, wanted):
+                print(f"quality.py: error: {student} was trained with other settings than configs/{name}_{method}.yaml "
+                      f"now asks for ({'; '.join(diffs)}); move {root / method} away or use another work folder",
+                      file=sys.stderr)
+                return 2
             checkpoints[method] = student
         for protocol in evaluations:
             evaluations[protocol].append(evaluate_seed(checkpoints, dataset, protocol, seed,

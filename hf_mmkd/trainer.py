@@ -36,6 +36,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_mmkd.data.missing import MissingModalitySimulator, kept_fraction, model_inputs
 from hf_mmkd.distillation import build_distillation_loss, canonical_method
+from hf_mmkd.distillation.base import neutral_distance, weighted_mean
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,13 @@ class MMKDTrainingArguments(TrainingArguments):
         how much the frozen (or initial) teacher's validation loss grows when m is removed (for a method without
         one, the trained teacher given as `importance_model`; uniform without any). A row whose view keeps too little to recover the teacher's answer then learns from its label only
         (the published analogue is CMAD's missing-aware reweighting, ICCV 2025). None (default): every row counts.
+    recoverability_fallback (`float`): with `recoverability_floor`, add `loss_fallback` = lambda * mean_i (1 - w_i)
+        d_i, d_i the distance of the student's answer from the uninformed one (`neutral_distance`: squared error to
+        the label scale's neutral point, or KL from the uniform distribution), averaged over the student views. A
+        row that keeps too little of its input is then taught "I cannot tell" instead of the training split's label
+        prior, which every distilled student otherwise picks up from the teacher's representations and answers
+        (not from a paper; docs/methods.md#shared-machinery). Scaled like the distillation terms (start step,
+        warm-up), never balanced. 0 (default): off.
 
     > Parameters that control the diagnostics
 
@@ -139,6 +147,7 @@ class MMKDTrainingArguments(TrainingArguments):
     balance_ratio: float = field(default=1.0, metadata={"help": "balance_terms: the largest gradient-norm ratio (term / task) a term keeps"})
     balance_steps: int = field(default=10, metadata={"help": "balance_terms: re-measure the ratios every N optimiser steps"})
     recoverability_floor: float | None = field(default=None, metadata={"help": "weight each row's distillation terms by clip((r - floor) / (1 - floor), 0, 1), r = the share of the complete input's information the student's view keeps; None: off"})
+    recoverability_fallback: float = field(default=0.0, metadata={"help": "with recoverability_floor: weight of a term pulling each row's answer towards the neutral point by 1 - its recoverability weight; 0: off"})
 
     def __post_init__(self):
         # A multimodal collator needs every column; labels are named explicitly (find_labels would also pick
@@ -164,6 +173,11 @@ class MMKDTrainingArguments(TrainingArguments):
             raise ValueError(f"balance_ratio must be > 0, got {self.balance_ratio}")
         if self.recoverability_floor is not None and not 0.0 <= self.recoverability_floor < 1.0:
             raise ValueError(f"recoverability_floor must lie in [0, 1), got {self.recoverability_floor}")
+        if not self.recoverability_fallback >= 0:
+            raise ValueError(f"recoverability_fallback must be >= 0, got {self.recoverability_fallback}")
+        if self.recoverability_fallback > 0 and self.recoverability_floor is None:
+            raise ValueError("recoverability_fallback needs recoverability_floor (the fallback is weighted by 1 - the "
+                             "rows' recoverability weights)")
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
@@ -295,7 +309,7 @@ class MMKDDistillationModel(nn.Module):
         return outs
 
     def forward(self, teacher_batch: dict, student_batches: list[dict], teacher_out=None, term_scale: float = 1.0,
-                row_weights: list[torch.Tensor] | None = None):
+                row_weights: list[torch.Tensor] | None = None, fallback: float = 0.0):
         mode = self.method.teacher_mode
         terms = {}
         if mode == "shared":  # MITR-DNet: one weight-shared network over [complete; masked]
@@ -320,6 +334,11 @@ class MMKDDistillationModel(nn.Module):
         method_terms = self.method(teacher_out, student_outs, teacher_batch.get("labels"),
                                    teacher_batch=teacher_batch, student_batches=student_batches, aux_features=aux,
                                    aux_mask=aux_mask, row_weights=row_weights)
+        if fallback > 0 and row_weights is not None:  # MMKDTrainingArguments.recoverability_fallback
+            config = self.student.config
+            method_terms["loss_fallback"] = fallback * torch.stack(
+                [weighted_mean(neutral_distance(o.logits, config), 1.0 - w) for o, w in zip(student_outs, row_weights)]
+            ).mean()
         loss = torch.stack(list(terms.values())).sum()
         if method_terms:
             scales = self.term_scales()
@@ -600,7 +619,8 @@ class MMKDTrainer(Trainer):
         term_scale = self.distillation_scale() if train else 1.0
         row_weights = self._row_weights(inputs, student_batches)
         loss, terms, student_out = model(teacher_batch=inputs, student_batches=student_batches,
-                                         teacher_out=teacher_out, term_scale=term_scale, row_weights=row_weights)
+                                         teacher_out=teacher_out, term_scale=term_scale, row_weights=row_weights,
+                                         fallback=self.args.recoverability_fallback)
         split = "train" if train else "eval"
         for name, value in terms.items():
             self._metrics[split][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())

@@ -607,6 +607,7 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "teacher_folds": teacher_folds, "balance_terms": args.balance_terms,
             "balance_ratio": args.balance_ratio if args.balance_terms else None,
             "recoverability_floor": args.recoverability_floor,
+            "recoverability_fallback": args.recoverability_fallback,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
 
@@ -876,6 +877,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
             eval_missing_availability=None,  # the student's P3/P5 evaluation set; the teacher sees complete inputs
             num_train_epochs=teacher_epochs(stage, args), learning_rate=record["training"]["learning_rate"],
             diagnostics_steps=0, balance_terms=False, recoverability_floor=None,  # student-stage machinery
+            recoverability_fallback=0.0,
         )
         # pattern_embedding is a student option: the teacher only ever sees the complete pattern
         teacher = new_model(model_args, {**config_kwargs, "role": "teacher", "pattern_embedding": False},

@@ -595,26 +595,18 @@ def test_corrkd_normalised_scd_with_automatic_margin_by_hand():
         build_distillation_loss("corrkd", config, margin="median")
 
 
-def test_logit_kd_shrinks_targets_towards_the_neutral_point_by_hand():
-    """recoverability='shrink': target c + w (t - c); ratings 1..5 (spec range [1, 5]) have c = 3. Rows (s, t, w):
-    (3, 5, 0.5) -> target 4, error 1; (2, 1, 0) -> target 3, error 1; mean 1. Classes: p' = w p + (1 - w) / C."""
-    from hf_mmkd.distillation import build_distillation_loss
+def test_neutral_distance_by_hand():
+    """Regression: (y - c)^2 with c the range's midpoint (ratings 1..5 -> c = 3); classes: KL(u || softmax(z))."""
+    from hf_mmkd.distillation.base import neutral_distance
 
     spec = {"version": 1, "name": "r", "task": "regression", "label_column": "label", "label_range": [1, 5],
             "neutral_band": [2.5, 3.5], "class_names": None, "modalities": {"audio": {"kind": "features", "dim": 2}},
             "source": "t", "splits": {"train": {"rows": 2, "audio": 2, "left_out": []}}}
     config = SimpleNamespace(task="regression", num_labels=1, hidden_size=2, fusion_dim=2, dataset_spec=spec)
-    kd = build_distillation_loss("logit", config, recoverability="shrink")
-    assert kd.neutral == pytest.approx(3.0)
-    s_out = SimpleNamespace(logits=torch.tensor([[3.0], [2.0]]))
-    t_out = SimpleNamespace(logits=torch.tensor([[5.0], [1.0]]))
-    assert kd(t_out, [s_out], None, row_weights=torch.tensor([0.5, 0.0]))["loss_logit"].item() == pytest.approx(1.0)
+    assert neutral_distance(torch.tensor([[3.0], [1.0], [4.5]]), config).tolist() == pytest.approx([0.0, 4.0, 2.25])
+    mosi = SimpleNamespace(task="regression", num_labels=1, hidden_size=2, fusion_dim=2)  # no spec: [-3, 3], c = 0
+    assert neutral_distance(torch.tensor([[-0.5]]), mosi).tolist() == pytest.approx([0.25])
     cls = SimpleNamespace(task="classification", num_labels=2, hidden_size=2, fusion_dim=2)
-    kd = build_distillation_loss("logit", cls, recoverability="shrink", temperature=1.0)
-    z_t = torch.tensor([[math.log(3.0), 0.0]])  # p = (3/4, 1/4); w = 0.5 -> p' = (5/8, 3/8)
-    z_s = torch.tensor([[0.0, 0.0]])  # q = (1/2, 1/2)
-    expected = 5 / 8 * math.log((5 / 8) / 0.5) + 3 / 8 * math.log((3 / 8) / 0.5)
-    out = kd(SimpleNamespace(logits=z_t), [SimpleNamespace(logits=z_s)], None, row_weights=torch.tensor([0.5]))
-    assert out["loss_logit"].item() == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(ValueError, match="recoverability must be"):
-        build_distillation_loss("logit", cls, recoverability="both")
+    z = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])  # p = (3/4, 1/4); uniform
+    expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert neutral_distance(z, cls).tolist() == pytest.approx([expected, 0.0], abs=1e-6)

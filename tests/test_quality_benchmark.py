@@ -30,7 +30,7 @@ def finite_numbers(metrics: dict) -> bool:
     return bool(metrics) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in metrics.values())
 
 
-def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
+def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path, capsys):
     quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_benchmark")
     argv = ["--dataset-name", "mmmo", "--dataset", str(mmmo_dir), "--seeds", "1111", "--methods", "none", "logit",
             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
@@ -109,6 +109,16 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path):
     finally:
         hf_mmkd.evaluation.evaluate_checkpoints = real
         quality.code_changed_since = code_changed_since
+    # A student trained with other settings than its YAML (plus --train-args) now asks for is never reported
+    # under the new ones: the run stops in one line naming the folder and what differs, and keeps the folder.
+    changed = argv[-1] + " --recoverability_floor 0.5"
+    capsys.readouterr()
+    assert quality.main([*argv[:-3], "--out", str(tmp_path / "third"), changed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed1111/none/student was trained with other settings" in err[0]
+    assert "recoverability_floor: None -> 0.5" in err[0]
+    assert (tmp_path / "work" / "seed1111" / "none" / "student" / "config.json").is_file()
+    assert not (tmp_path / "third").exists()
     assert code_changed_since("unknown")
     if quality.git_commit() != "unknown" and quality.git_dirty() is False:  # a clean checkout: its own code
         assert not code_changed_since(quality.git_commit())

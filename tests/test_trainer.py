@@ -10,6 +10,7 @@ from tiny import feature_config_kwargs
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import MMKDDataCollator
 from hf_mmkd.data.demo import make_demo_dataset
+from hf_mmkd.data.missing import model_inputs
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments
 
 TERMS = {
@@ -223,7 +224,6 @@ def test_mitr_logs_each_views_own_task_loss(tmp_path):
     trainer._draw = (-1, 0)  # redraw the same view
     (view,) = trainer._student_batches(batch, train=True)
     student = trainer.model.student
-    from hf_mmkd.data.missing import model_inputs
 
     complete = student(**model_inputs(batch)).loss.item()
     masked = student(**model_inputs(view)).loss.item()
@@ -345,6 +345,32 @@ def test_recoverability_weights_follow_the_kept_share_of_the_important_modalitie
     assert torch.allclose(weights, ((r - 0.25) / 0.75).clamp(0, 1))
     assert (weights < 1).any()
     assert trainer._row_weights(batch, [batch])[0].eq(1).all()  # a complete view keeps everything
+
+
+def test_recoverability_fallback_pulls_unrecoverable_rows_to_the_neutral_point(tmp_path):
+    """loss_fallback = lambda * sum_i (1 - w_i) (y_hat_i - 0)^2 / B on MOSI's scale; with lambda equal to the logit
+    weight, logit KD + fallback = a logit term whose targets moved to w_i y^t (the neutral point is 0)."""
+    trainer, teacher = make_trainer(tmp_path, "logit", recoverability_floor=0.25, recoverability_fallback=0.5)
+    trainer._importance = torch.tensor([0.5, 0.25, 0.25])
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(8)])
+    trainer.state.global_step = 2
+    views = trainer._student_batches(batch, train=True)
+    (w,) = trainer._row_weights(batch, views)
+    assert (w < 1).any() and (w > 0).any()
+    wrapper = trainer.model
+    wrapper.eval()  # no dropout (and the same forward twice)
+    teacher_out = teacher(**model_inputs(batch))
+    _, terms, out = wrapper(teacher_batch=batch, student_batches=views, teacher_out=teacher_out, row_weights=[w],
+                            fallback=0.5)
+    y, t = out.logits.view(-1), teacher_out.logits.view(-1)
+    assert terms["loss_fallback"].item() == pytest.approx(0.5 * ((1 - w) * y.pow(2)).sum().item() / 8, rel=1e-5)
+    _, plain, _ = wrapper(teacher_batch=batch, student_batches=views, teacher_out=teacher_out, row_weights=[w])
+    assert "loss_fallback" not in plain
+    shrunk = (y - w * t).pow(2).mean() + ((w * (1 - w)) * t.pow(2)).mean()  # w (y-t)^2 + (1-w) y^2, expanded
+    both = terms["loss_logit"] / trainer.args.method_kwargs.get("weight", 1.0) + 2 * terms["loss_fallback"]
+    assert both.item() == pytest.approx(shrunk.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="recoverability_fallback needs recoverability_floor"):
+        MMKDTrainingArguments(output_dir=str(tmp_path), recoverability_fallback=1.0, use_cpu=True)
 
 
 def test_modality_importance_from_the_teacher(tmp_path):

@@ -28,10 +28,13 @@ the optimiser (e.g. register the loss module as a sub-module of the trained wrap
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from hf_mmkd.distillation.functional import label_mapping
 
 MODALITIES = ("text", "audio", "vision")
 TEACHER_MODES = ("none", "frozen", "online", "shared")
@@ -88,6 +91,20 @@ def weighted_mean(values: Tensor, row_weights: Tensor | None) -> Tensor:
     if row_weights is None:
         return values.mean()
     return (values * row_weights.to(values)).sum() / values.shape[0]
+
+
+def neutral_distance(logits: Tensor, config: Any) -> Tensor:
+    """(B,) how far each row's answer is from the uninformed one (the trainer's `recoverability_fallback`).
+
+    Regression: (y_hat - c)^2, c the neutral point of the label scale (the midpoint that `label_mapping` maps onto
+    0 on [-3, 3]; 0 for MOSI's range, 3 for ratings 1..5). Classes: KL(u || softmax(z)) with u uniform, i.e. the
+    cross-entropy to "every class equally likely" minus its minimum log C."""
+    task = config_task(config)
+    if task == "regression":
+        neutral = -label_mapping(config, task)[0]
+        return (logits.view(-1) - neutral).pow(2)  # (B,)
+    log_p = torch.log_softmax(logits, dim=-1)  # (B, C)
+    return -log_p.mean(-1) - math.log(logits.shape[-1])  # (B,)
 
 
 # ----------------------------------------------------------------------------- the base class

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from hf_mmkd.distillation.base import DistillationLoss, config_task, weighted_mean
-from hf_mmkd.distillation.functional import label_mapping
 
 
 class NoDistillation(DistillationLoss):
@@ -32,45 +31,30 @@ class LogitKD(DistillationLoss):
     The teacher is detached by default (`detach_teacher=True`): classic KD has a fixed teacher.
     Trainer: teacher_mode "frozen"; with several students the term is averaged over them.
 
-    With the trainer's recoverability weights w_i (`recoverability_floor`), `recoverability="weight"` (default)
-    weights row i's term by w_i; `"shrink"` (not from the paper) keeps every row's weight and instead moves its
-    target towards the data set's neutral point c by w_i: y'^t = c + w_i (y^t - c) for regression (c: the centre of
-    the spec's neutral band, 0 on [-3, 3]), p' = w_i p^t + (1 - w_i) / C for classes. A row whose view keeps
-    too little to recover the teacher's answer is then taught "neutral", the uninformed answer, rather than the
-    training split's label prior (docs/methods.md#shared-machinery).
+    With the trainer's recoverability weights w_i (`recoverability_floor`), row i's term is weighted by w_i; with
+    the trainer's `recoverability_fallback` as well, the rows' answers are also pulled towards the neutral point
+    by 1 - w_i: for regression, with the fallback weight equal to `weight`, the same as moving row i's target to
+    c + w_i (y^t - c), c the neutral point (docs/methods.md#shared-machinery).
     """
 
     method = "logit"
     teacher_mode = "frozen"
 
-    def __init__(self, config, *, weight: float = 1.0, temperature: float = 4.0, detach_teacher: bool = True,
-                 recoverability: str = "weight"):
+    def __init__(self, config, *, weight: float = 1.0, temperature: float = 4.0, detach_teacher: bool = True):
         super().__init__()
-        if recoverability not in ("weight", "shrink"):
-            raise ValueError(f"recoverability must be 'weight' or 'shrink', got {recoverability!r}")
         self.weight, self.temperature, self.detach_teacher = weight, temperature, detach_teacher
-        self.recoverability = recoverability
         self.task = config_task(config)
-        # the neutral point of the label scale: label_mapping maps (y + shift) * scale onto [-3, 3], neutral 0
-        self.neutral = -label_mapping(config, self.task)[0] if self.task == "regression" else None
 
     def compute_pair(self, teacher_out, student_out, labels, *, teacher_batch, student_batch, aux_features,
                      aux_mask=None, row_weights=None):
         z_t, z_s = teacher_out.logits, student_out.logits  # (B, C) or (B, 1)
         if self.detach_teacher:
             z_t = z_t.detach()
-        shrink = None
-        if row_weights is not None and self.recoverability == "shrink":
-            shrink, row_weights = row_weights.to(z_t)[:, None], None  # (B, 1): targets move, rows keep weight 1
         if self.task == "regression":
-            if shrink is not None:
-                z_t = self.neutral + shrink * (z_t - self.neutral)
             per_row = (z_s - z_t).pow(2).view(-1)  # (B,)
             return {"loss_logit": self.weight * weighted_mean(per_row, row_weights)}
         t = self.temperature
         log_target = F.log_softmax(z_t / t, dim=-1)  # (B, C)
-        if shrink is not None:
-            log_target = (shrink * log_target.exp() + (1.0 - shrink) / z_t.shape[-1]).log()
         kl = F.kl_div(F.log_softmax(z_s / t, dim=-1), log_target, reduction="none", log_target=True).sum(-1)  # (B,)
         return {"loss_logit": self.weight * t * t * weighted_mean(kl, row_weights)}
 
