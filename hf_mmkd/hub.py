@@ -160,6 +160,9 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
             shaping.append(f"term gradients capped at {summary.get('balance_ratio')} x the task's")
         if summary.get("recoverability_floor") is not None:
             shaping.append(f"rows weighted by recoverability (floor {summary['recoverability_floor']})")
+        if summary.get("recoverability_fallback"):
+            shaping.append(f"rows that keep little pulled towards the neutral answer (weight "
+                           f"{summary['recoverability_fallback']})")
         if shaping:
             lines.append("- **Shared distillation machinery** (`docs/methods.md#shared-machinery`): "
                          + "; ".join(shaping) + ".")

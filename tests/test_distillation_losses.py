@@ -595,6 +595,22 @@ def test_corrkd_normalised_scd_with_automatic_margin_by_hand():
         build_distillation_loss("corrkd", config, margin="median")
 
 
+def test_logit_kd_l1_distance_by_hand():
+    """distance='l1': weight * mean |s - t|; rows (s, t) = (1, 3), (0, -1) -> (2 + 1) / 2 = 1.5, x weight 2 = 3.
+    MSE on the same rows: (4 + 1) / 2 = 2.5 -> 5."""
+    from hf_mmkd.distillation import build_distillation_loss
+
+    config = SimpleNamespace(task="regression", num_labels=1, hidden_size=2, fusion_dim=2)
+    s_out = SimpleNamespace(logits=torch.tensor([[1.0], [0.0]]))
+    t_out = SimpleNamespace(logits=torch.tensor([[3.0], [-1.0]]))
+    l1 = build_distillation_loss("logit", config, weight=2.0, distance="l1")
+    assert l1(t_out, [s_out], None)["loss_logit"].item() == pytest.approx(3.0)
+    mse = build_distillation_loss("logit", config, weight=2.0)
+    assert mse(t_out, [s_out], None)["loss_logit"].item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="distance must be"):
+        build_distillation_loss("logit", config, distance="huber")
+
+
 def test_neutral_distance_by_hand():
     """Regression: (y - c)^2 with c the range's midpoint (ratings 1..5 -> c = 3); classes: KL(u || softmax(z))."""
     from hf_mmkd.distillation.base import neutral_distance
