@@ -707,6 +707,12 @@ def make_demo(out):
     return setup
 
 
+def earlier_predictions(folder):
+    """preds.json as an earlier `hf-mmkd predict` left it: listed in the manifest of its folder."""
+    (folder / "preds.json").write_text("[]\n")
+    (folder / ".hf_mmkd_outputs.json").write_text(json.dumps({"version": 1, "entries": {"preds.json": "hf-mmkd predict"}}))
+
+
 def run_folder(folder):
     """A train.py output folder as a finished run leaves it (student/ is the checkpoint to publish)."""
     run = folder / "run"
@@ -1109,6 +1115,21 @@ def rows(caplog=None) -> list[Row]:
             "features['audio'] has 10001 steps per row; hf_mmkd accepts at most 10000",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=whole_checkpoint(),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((10001, 8), np.float32))), HF_MMKD),
+        Row(PREDICT, "--out is a file hf_mmkd did not write (--overwrite)", "exit",
+            "--out …preds.json exists and was not written by hf_mmkd (it is not listed in ….hf_mmkd_outputs.json); "
+            "hf_mmkd never replaces it, even with --overwrite",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/preds.json", "--overwrite",
+                    checkpoint=whole_checkpoint(), files=lambda f: (f / "preds.json").write_text("my notes")), HF_MMKD),
+        Row(PREDICT, "--out written by an earlier predict, without --overwrite", "exit",
+            "--out …preds.json exists (written by hf-mmkd predict); pass --overwrite to replace it",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/preds.json", checkpoint=whole_checkpoint(),
+                    files=earlier_predictions), HF_MMKD),
+        Row(PREDICT, "--out is a folder", "exit", "--out … is a folder; give the path of the file to write",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}", checkpoint=whole_checkpoint()), HF_MMKD),
+        Row(PREDICT, "--out inside the checkpoint folder", "exit",
+            "--out …p.json lies inside the input …ckpt: hf-mmkd predict never writes over or into its inputs",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/ckpt/p.json",
+                    checkpoint=edited_checkpoint(lambda f: None)), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
