@@ -412,10 +412,11 @@ def media_skip_bad_recovered(tmp):
 # ---- train.py ----------------------------------------------------------------------------------------------
 
 
-def train(*argv, dataset=None, teacher=None, resume=None):
-    """An `exit` row's function: (optionally) write a dataset, a teacher or a checkpoint, return train.py's argv."""
+def train(*argv, dataset=None, teacher=None, resume=None, run=None):
+    """An `exit` row's function: (optionally) write a dataset, a teacher or a checkpoint, return train.py's argv.
+    `run(inputs folder)`: the --output_dir when it must exist before the command (a run to resume); else tmp/out."""
     def setup(tmp):
-        extra = []
+        extra = [] if run is None else ["--output_dir", str(run(inputs(tmp)))]  # the last --output_dir counts
         if resume is not None:
             extra += ["--resume_from_checkpoint", resume(inputs(tmp))]
         if dataset is not None:
@@ -665,8 +666,18 @@ def checkpoint_of_other_labels(folder):
     return str(target)
 
 
+def resumed_run(folder):
+    """The --output_dir of a run being resumed, as a killed run leaves it: its manifest lists teacher_run/ and
+    student_run/, where its checkpoints are."""
+    run = folder / "run"
+    run.mkdir(exist_ok=True)
+    entries = {"teacher_run": "train.py", "student_run": "train.py"}
+    (run / ".hf_mmkd_outputs.json").write_text(json.dumps({"version": 1, "entries": entries}))
+    return run
+
+
 def incomplete_checkpoint(folder):
-    ckpt = folder / "student_run" / "checkpoint-3"
+    ckpt = resumed_run(folder) / "teacher_run" / "checkpoint-3"
     ckpt.mkdir(parents=True)
     (ckpt / "model.safetensors").write_bytes(b"cut")
     return str(ckpt)
@@ -674,7 +685,7 @@ def incomplete_checkpoint(folder):
 
 def truncated_resume_checkpoint(folder):
     """A checkpoint whose save finished (trainer_state.json) but whose weight file was cut afterwards."""
-    ckpt = folder / "teacher_run" / "checkpoint-3"
+    ckpt = resumed_run(folder) / "teacher_run" / "checkpoint-3"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
     shutil.copy(_checkpoint() / "model.safetensors", ckpt / "model.safetensors")
@@ -683,13 +694,31 @@ def truncated_resume_checkpoint(folder):
 
 
 def checkpoint_of_other_sizes(folder):
-    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8."""
+    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8, as a kill right after it leaves the
+    run: its final student/ and results.json are removed."""
     from hf_mmkd.training import main
 
+    run = resumed_run(folder)
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        assert main(["--output_dir", str(folder / "prev"), *TINY_TRAIN, "--stage", "student", "--method", "none",
+        assert main(["--output_dir", str(run), *TINY_TRAIN, "--stage", "student", "--method", "none",
                      "--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]) == 0
-    return str(folder / "prev" / "student_run" / "checkpoint-1")
+    shutil.rmtree(run / "student")
+    (run / "results.json").unlink()
+    return str(run / "student_run" / "checkpoint-1")
+
+
+def checkpoint_of(run, stage_run, config=None):
+    """A complete-looking checkpoint-2 in `<run>/<stage_run>` (trainer_state.json; with `config`, the config.json of
+    the model it holds)."""
+    def make(folder):
+        ckpt = folder / run / stage_run / "checkpoint-2"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        if config is not None:
+            (ckpt / "student").mkdir()
+            (ckpt / "student" / "config.json").write_text(json.dumps(config))
+        return str(ckpt)
+    return make
 
 
 def config_file(payload: bytes, name="c.yaml"):
@@ -978,14 +1007,23 @@ def rows(caplog=None) -> list[Row]:
             train(teacher=checkpoint_without("model.safetensors")), TRAIN),
         Row(TRAIN, "resume_from_checkpoint is an incomplete checkpoint", "exit",
             "resume_from_checkpoint … is not a complete Trainer checkpoint (no readable trainer_state.json)",
-            train("--stage", "teacher", resume=incomplete_checkpoint), TRAIN),
+            train("--stage", "teacher", resume=incomplete_checkpoint, run=resumed_run), TRAIN),
         Row(TRAIN, "resume checkpoint with a truncated model.safetensors", "exit",
             "resume_from_checkpoint …: …model.safetensors is not a readable safetensors file (truncated or corrupt",
-            train("--stage", "teacher", resume=truncated_resume_checkpoint), TRAIN),
+            train("--stage", "teacher", resume=truncated_resume_checkpoint, run=resumed_run), TRAIN),
         Row(TRAIN, "resume checkpoint written with other model sizes", "exit",
             "resume_from_checkpoint … was saved by a run with other model sizes (size mismatch for ",
-            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes),
-            TRAIN),
+            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes,
+                  run=resumed_run), TRAIN),
+        Row(TRAIN, "resume checkpoint of another run (another --output_dir)", "exit",
+            "--resume_from_checkpoint …checkpoint-2 is not a checkpoint of this run: expected a checkpoint-N folder in "
+            "…student_run (--output_dir …)", train("--stage", "student", "--method", "none",
+                                                    resume=checkpoint_of("other_run", "student_run")), TRAIN),
+        Row(TRAIN, "resume checkpoint written by another method", "exit",
+            "--resume_from_checkpoint …checkpoint-2 was written by a student stage of method 'logit', but this stage "
+            "is a student stage of method 'none'",
+            train("--stage", "student", "--method", "none", run=resumed_run, resume=checkpoint_of(
+                "run", "student_run", {"role": "student", "distillation_method": "logit"})), TRAIN),
         Row(TRAIN, "invalid YAML --config", "exit", "--config …c.yaml is not valid YAML: ",
             config_file(b"method: logit\nhidden_size: [8\n"), TRAIN),
         Row(TRAIN, "binary --config file", "exit", "--config …c.yaml is not a YAML text file (it is not UTF-8 text)",
@@ -1220,6 +1258,12 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
 FAILS_WHILE_TRAINING = {"feature sequences too long for memory", "resume checkpoint written with other model sizes"}
 
 
+def output_dir(argv: list[str]) -> Path:
+    """train.py's --output_dir in `argv` (the last one given counts, as argparse reads it)."""
+    at = len(argv) - 1 - [str(a) for a in argv][::-1].index("--output_dir")
+    return Path(argv[at + 1])
+
+
 def leftovers(tmp: Path) -> list[str]:
     """Everything in tmp except the inputs folder: an output folder, temp folders, files."""
     return sorted(p.name for p in tmp.iterdir() if p.name != "in")
@@ -1235,13 +1279,14 @@ def test_bad_input(index, tmp_path, caplog):
             row.run(tmp)
         assert shows(str(info.value), row.expect), str(info.value)
     elif row.outcome == "exit":
-        code, stderr = run_command(row.script, row.run(tmp))
+        argv = row.run(tmp)
+        code, stderr = run_command(row.script, argv)
         assert code != 0, stderr[-2000:]
         assert "Traceback" not in stderr, stderr[-3000:]
         assert shows(stderr, row.expect), stderr[-2000:]
         assert len([line for line in stderr.splitlines() if ": error: " in line]) == 1, stderr[-2000:]
         if row.script == TRAIN and row.case in FAILS_WHILE_TRAINING:  # nothing that looks like a finished result
-            out = tmp / "out"
+            out = output_dir(argv)
             assert not any((out / name).exists() for name in ("teacher", "student", "results.json")), leftovers(out)
         else:  # no output folder at all (train.py: not even an empty run folder), no temporary files
             assert leftovers(tmp) == []
