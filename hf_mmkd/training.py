@@ -292,20 +292,28 @@ def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec,
     return splits, spec, fingerprint
 
 
-def check_labels(splits, dataset: str, label_column: str = "label") -> None:
-    """Every train and validation row has a finite label in `label_column` (found now, not at the batch that holds
-    it)."""
+def check_labels(splits, dataset: str, label_column: str = "label", num_classes: int | None = None) -> None:
+    """Every train and validation row has a finite label in `label_column`, and with `num_classes` (classification)
+    a class id in [0, num_classes): found now, naming the row's id, not at the batch that holds it (the model's own
+    check can name only the batch's labels, and a half-trained run would be left behind)."""
     for name in ("train", "validation"):
         split = splits[name]
         if label_column not in split.column_names:
             raise ValueError(f"dataset {dataset!r}: the {name!r} split has no {label_column!r} column")
         labels = np.array([np.nan if y is None else y for y in split[label_column]], dtype=np.float64)
-        bad = np.nonzero(~np.isfinite(labels))[0]
-        if bad.size:
-            i = int(bad[0])
-            row = split[i]["id"] if "id" in split.column_names else i
-            raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, not a finite number "
-                             f"({bad.size} such row(s)); fix the data set")
+        checks = [(~np.isfinite(labels), "not a finite number")]
+        if num_classes is not None:
+            with np.errstate(invalid="ignore"):
+                no_class = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+            checks.append((np.isfinite(labels) & no_class,
+                           f"not one of the data set's {num_classes} class ids 0..{num_classes - 1}"))
+        for wrong, what in checks:
+            bad = np.nonzero(wrong)[0]
+            if bad.size:
+                i = int(bad[0])
+                row = split[i]["id"] if "id" in split.column_names else i
+                raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, {what} "
+                                 f"({bad.size} such row(s)); fix the data set")
 
 
 def leave_out_rows_without_modality(splits, modalities: list[str], eval_availability=None) -> None:
@@ -806,7 +814,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
     splits, spec, fingerprint = load_splits(data_args, args.seed)
-    check_labels(splits, data_args.dataset, spec.label_column)
+    check_labels(splits, data_args.dataset, spec.label_column,
+                 spec.num_labels if spec.task == "classification" else None)
     check_metric_for_best_model(args, spec)
     config_kwargs = model_config_kwargs(model_args, splits, None, spec)  # refuses data no modality can train on
     # The rows the model cannot read are left out before the standardisation is fitted on train.

@@ -40,7 +40,7 @@ from conftest import REPO_ROOT
 from tiny import feature_batch, feature_config_kwargs, tiny_bert_config, tiny_wav2vec2_config
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
-from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, make_demo_dataset, save_prepared
+from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, load_prepared, make_demo_dataset, save_prepared
 from hf_mmkd.data.demo import demo_spec
 from hf_mmkd.data.media import encode_wav
 
@@ -570,6 +570,54 @@ def nan_features(folder):
     return small_demo(folder, mutate=mutate)
 
 
+def nan_test_features(folder):
+    """A demo data set with a test split whose row 'demo_test_1' has a NaN in its audio features."""
+    from datasets import Dataset
+
+    path = demo_with_test_split(folder)
+    dsd = load_prepared(path)
+    columns = dsd["test"].to_dict()
+    columns["audio_features"][1][0][0] = float("nan")
+    dsd["test"] = Dataset.from_dict(columns, features=dsd["test"].features)
+    save_prepared(dsd, folder / "nan_ds", "test data", demo_spec(dsd))
+    return str(folder / "nan_ds")
+
+
+def class_label_out_of_range(folder):
+    """A two-class data set (negative / positive) whose train row 'demo_train_2' has the class id 5 (written around
+    the converter, which refuses it)."""
+    from datasets import Dataset, Value
+
+    from hf_mmkd.data.spec import build_spec
+
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+    for name in list(dsd):
+        columns = dsd[name].to_dict()
+        columns["classification_label"] = [int(y > 0) for y in columns.pop("label")]
+        features = dsd[name].features.copy()
+        del features["label"]
+        features["classification_label"] = Value("int64")
+        dsd[name] = Dataset.from_dict(columns, features=features)
+    spec = build_spec(dsd, name="two classes", source="tests", task="classification",
+                      class_names=["negative", "positive"])
+    columns = dsd["train"].to_dict()
+    columns["classification_label"][2] = 5
+    dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
+    save_prepared(dsd, folder / "ds", "test data", spec)
+    return str(folder / "ds")
+
+
+def float_wav_with_nan():
+    """A 16 kHz float WAV whose samples include a NaN (16-bit PCM, what the converters write, cannot hold one)."""
+    import soundfile
+
+    wave = np.zeros(1600, np.float32)
+    wave[5] = np.nan
+    buf = io.BytesIO()
+    soundfile.write(buf, wave, 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
 @functools.cache
 def _checkpoint(kind: str = "features") -> Path:
     """An (untrained) checkpoint folder as train.py saves it: weights, config, code, processor; made once.
@@ -819,6 +867,8 @@ def rows(caplog=None) -> list[Row]:
             overlong_token_ids(caplog)),
         Row("collator", "zero-length audio", "recovered", "the row's audio counts as missing (modality_mask False)",
             zero_length_audio_cell),
+        Row("collator", "NaN in a float WAV audio cell", "error", "row 'a': audio contains NaN or inf samples",
+            lambda t: audio_collator()(audio_rows({"bytes": float_wav_with_nan(), "path": "a.wav"}))),
         Row("collator", "corrupt audio bytes", "error", "audio cell 'a.wav' is not readable audio (corrupt or truncated)",
             lambda t: audio_collator()(audio_rows({"bytes": b"RIFF" + b"\x00" * 40, "path": "a.wav"}))),
         Row("collator", "frames of different sizes without an image processor", "error",
@@ -1000,6 +1050,9 @@ def rows(caplog=None) -> list[Row]:
             "['demo_train_0']", kept_rows_without_modality_warning(caplog)),
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
+        Row(TRAIN, "class label outside the data set's classes", "exit",
+            "train row 'demo_train_2' has label 5, not one of the data set's 2 class ids 0..1",
+            train(dataset=class_label_out_of_range), TRAIN),
         Row(TRAIN, "teacher folder without config.json", "exit",
             "method 'corrkd' needs a trained teacher; … has no config.json",
             train(teacher=checkpoint_without("config.json")), TRAIN),
@@ -1123,6 +1176,13 @@ def rows(caplog=None) -> list[Row]:
             "row 'demo_test_0': audio_features has 10001 steps per row; hf_mmkd accepts at most 10000",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=long_sequence("test")), HF_MMKD),
+        Row(EVALUATE, "NaN in a feature sequence", "exit", "row 'demo_test_1': audio_features contains NaN or inf",
+            hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
+                    checkpoint=whole_checkpoint(), dataset=nan_test_features), HF_MMKD),
+        Row(PREDICT, "NaN in a feature sequence of --dataset", "exit",
+            "row 'demo_test_1': audio_features contains NaN or inf",
+            hf_mmkd("predict", "--out", "{in}/p.json", checkpoint=whole_checkpoint(), dataset=nan_test_features),
+            HF_MMKD),
         Row(PREDICT, "checkpoint folder without its weights", "exit", "no file named model.safetensors",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("model.safetensors"),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
