@@ -3,7 +3,7 @@
     hf-mmkd evaluate CKPT [CKPT ...] --dataset D --protocol p2 [--seeds 1111 1112 1113] --out DIR [--names ...]
     hf-mmkd publish CKPT --repo-id ORG/NAME [--results DIR/mosi_p2.json] [--private] [--dry-run --out DIR]
     hf-mmkd predict CKPT [--text ...] [--audio WAV] [--video MP4] [--features X.npz]   (hf_mmkd.inference)
-    hf-mmkd predict CKPT --dataset D [--split test] [--out predictions.jsonl]
+    hf-mmkd predict CKPT --dataset D [--split test] [--out predictions.jsonl] [--overwrite]
 
 `evaluate` writes `<dataset>_<protocol>.json/.md/.png` (hf_mmkd.report) into DIR and prints the Markdown table.
 `publish` builds the Hub release folder (card with a model-index from the evaluation JSON, the plot next to it,
@@ -12,6 +12,10 @@ weights, code, processor files) and uploads it; `--dry-run` only builds the fold
 Every user error (`hf_mmkd.io.USER_ERRORS`) ends the command with one line naming the problem on stderr and exit
 status 1 (2 for bad usage), never a traceback. Output folders follow `hf_mmkd.io.OutputFolder`, checked before any
 work: `--out` must not hold an input, be a file or read-only, and only what hf_mmkd wrote there is replaced.
+`predict --dataset`'s output file follows `hf_mmkd.io.OutputFile`, checked before the model is loaded: `--out FILE`
+must not be a folder, the checkpoint or the dataset; an existing FILE is replaced only with `--overwrite` and only
+if hf_mmkd wrote it (listed in the `.hf_mmkd_outputs.json` of FILE's folder, where predict records what it
+writes); a file that hf_mmkd did not write is never replaced.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_mmkd.io import USER_ERRORS, OutputFolder, error_message, read_json
+from hf_mmkd.io import USER_ERRORS, OutputFile, OutputFolder, error_message, read_json
 
 PROG = "hf-mmkd"
 
@@ -218,7 +222,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--split", default="test", help="with --dataset: the split (default: test)")
     p.add_argument("--batch-size", type=int, default=32, help="with --dataset: rows per batch")
     p.add_argument("--out", default="predictions.json",
-                   help="with --dataset: output file, .json / .jsonl / .csv (default: predictions.json)")
+                   help="with --dataset: output file, .json / .jsonl / .csv (default: predictions.json). It is "
+                        "recorded in the .hf_mmkd_outputs.json of its folder; an existing file is replaced only with "
+                        "--overwrite and only if hf_mmkd wrote it (listed there), never a file of your own")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --dataset: replace an existing --out file that hf_mmkd wrote")
     p.set_defaults(func=cmd_predict)
 
 
@@ -234,7 +242,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if given:
             raise CLIError(f"give either --dataset or single-example inputs, not both (got --dataset and "
                            f"{', '.join(given)})")
-        path = inference.predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=args.out,
+        out = OutputFile(args.out, f"{PROG} predict", inputs=[args.checkpoint, args.dataset],
+                         overwrite=args.overwrite, flag="--out")
+        path = inference.predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=out,
                                          batch_size=args.batch_size)
         print(f"wrote predictions: {path}")
         return 0

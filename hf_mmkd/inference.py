@@ -17,12 +17,17 @@ Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
         classification the arg-max class name ("score" is then its probability).
 
     predict_dataset(checkpoint, dataset_folder, split="test", out_path="predictions.json", batch_size=32,
-                    *, device=None) -> pathlib.Path
+                    *, overwrite=False, device=None) -> pathlib.Path
         Every row of one split of a prepared dataset (`hf_mmkd.data.load_prepared` folder or Hub id), batched
         with `MMKDDataCollator` and the checkpoint's own sub-processors. Writes `out_path` (.json: a list of
         objects; .jsonl: one object per line; .csv: one line per row) atomically, with id, score, label,
         modalities_used and reference (the data set's label, from the column its spec names, if any). A row
         without any modality the model has gets empty score and label. Returns `out_path`.
+        `out_path` follows `hf_mmkd.io.OutputFile`, checked before the model is loaded: it is not a folder, the
+        checkpoint or the dataset (nor inside them); an existing file is replaced only with `overwrite=True`
+        (`hf-mmkd predict --overwrite`) and only if hf_mmkd wrote it, i.e. it is listed in the
+        `.hf_mmkd_outputs.json` manifest of its folder, where every prediction file written is recorded. A file
+        that hf_mmkd did not write is never replaced.
 
     build_processor(config, tokenizer=None, feature_extractor=None, image_processor=None, **kwargs) -> MMKDProcessor
         The processor to save with a checkpoint (`build_processor(model.config, tokenizer=tok).save_pretrained(dir)`).
@@ -50,7 +55,7 @@ import numpy as np
 import torch
 
 from hf_mmkd.data.prepared import check_steps
-from hf_mmkd.io import atomic_write
+from hf_mmkd.io import OutputFile
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
 from hf_mmkd.modeling.processing_mmkd import PROCESSOR_NAME, MMKDProcessor
@@ -353,17 +358,24 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
 
 
 def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="predictions.json",
-                    batch_size: int = 32, *, device: str | torch.device | None = None) -> Path:
-    """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path."""
+                    batch_size: int = 32, *, overwrite: bool = False,
+                    device: str | torch.device | None = None) -> Path:
+    """Predict every row of `split`; write `out_path` (.json, .jsonl or .csv) atomically and return its path.
+
+    `out_path` is a path or the command's `hf_mmkd.io.OutputFile` guard (which knows its inputs, its flag and
+    `--overwrite`); see the module docstring for the rules."""
     from hf_mmkd.data.collator import MMKDDataCollator
     from hf_mmkd.data.missing import model_inputs
     from hf_mmkd.data.demo import make_demo_dataset
     from hf_mmkd.data.prepared import load_prepared
 
-    out_path = Path(out_path)
+    inputs = [p for p in (checkpoint, dataset_folder) if isinstance(p, (str, os.PathLike))]  # not a LoadedCheckpoint
+    output = out_path if isinstance(out_path, OutputFile) else OutputFile(
+        out_path, "predict_dataset", inputs=inputs, overwrite=overwrite, flag="out_path")
+    out_path = output.check()  # before the model is loaded and the split predicted
     fmt = out_path.suffix.lower()
     if fmt not in (".json", ".jsonl", ".csv"):
-        raise ValueError(f"out_path must end in .json, .jsonl or .csv, got {out_path.name!r}")
+        raise ValueError(f"{output.flag} must end in .json, .jsonl or .csv, got {out_path.name!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, processor = load_checkpoint(checkpoint, device)
@@ -421,7 +433,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
                              "score": "" if r["score"] is None else r["score"],
                              "label": r["label"] or "", "reference": "" if r["reference"] is None else r["reference"]})
         text = buf.getvalue()
-    atomic_write(out_path, text)
+    output.write(text)
     logger.info("wrote %d predictions of %s to %s", len(records), split, out_path)
     return out_path
 

@@ -12,6 +12,9 @@ goes through these helpers:
   output folder that is a file, contains an input or lies inside one, cannot be written, or holds something that
   hf_mmkd did not write; with `--overwrite` it replaces only what hf_mmkd wrote there, which a small manifest
   (`MANIFEST`) in the folder records. `check()` runs before any expensive work.
+- `OutputFile`: the same rules for a command's single output file (`hf-mmkd predict --out FILE`): never a folder
+  or an input; an existing FILE is replaced only with `--overwrite` and only if hf_mmkd wrote it (listed in the
+  manifest of FILE's folder).
 - `run_lock(folder)`: a second `train.py` run into a busy output folder is refused at start (an `flock` on the
   folder, which the kernel releases when a run dies, so a killed run never leaves it stuck).
 - The provenance record (`write_provenance`, `read_provenance`, `provenance_differences`): what produced a trained
@@ -341,6 +344,55 @@ class OutputFolder:
             self._check_entry(name)
         entries = {**self.manifest(), **{n: self.command for n in names}}
         atomic_write(self.path / MANIFEST, json.dumps({"version": 1, "entries": entries}, indent=1) + "\n")
+
+
+class OutputFile:
+    """The output file of one command (`hf-mmkd predict --out FILE`): `OutputFolder`'s rules for a single file.
+
+    FILE must not be a folder, nor be or lie inside one of `inputs`. An existing FILE is replaced only when hf_mmkd
+    wrote it (it is listed in the `MANIFEST` of its folder, as `OutputFolder` records entries) and `overwrite` is
+    set; a file that hf_mmkd did not write is never replaced, `overwrite` or not. The folder of FILE must be
+    writable. `check()` applies the rules (call it before any expensive work); `write(data)` checks again, records
+    FILE in the manifest and writes it atomically.
+    """
+
+    def __init__(self, path: str | os.PathLike, command: str, *, inputs: Iterable[str | os.PathLike | None] = (),
+                 overwrite: bool = False, flag: str = "output file"):
+        self.path = Path(path)
+        self.command = command
+        self.inputs = [Path(p) for p in inputs if p is not None and str(p) != ""]
+        self.overwrite = overwrite
+        self.flag = flag
+        # The folder holding FILE: its problems (a file, read-only) are reported as the folder of `flag FILE`.
+        self.folder = OutputFolder(self.path.parent, command, outputs=[self.path.name],
+                                   flag=f"{flag} {self.path}: its folder")
+
+    def check(self) -> Path:
+        """Apply the rules (see the class docstring); return the file's path."""
+        path, flag = self.path, self.flag
+        if path.is_dir():
+            raise OutputFolderError(f"{flag} {path} is a folder; give the path of the file to write")
+        for given in self.inputs:
+            if given.exists() and _inside(_real(path), _real(given)):
+                what = "is" if _real(path) == _real(given) else "lies inside"
+                raise OutputFolderError(f"{flag} {path} {what} the input {given}: {self.command} never writes over "
+                                        "or into its inputs; choose another file")
+        if path.exists() or path.is_symlink():
+            writer = self.folder.manifest().get(path.name)
+            if writer is None:
+                raise OutputFolderError(f"{flag} {path} exists and was not written by hf_mmkd (it is not listed in "
+                                        f"{path.parent / MANIFEST}); hf_mmkd never replaces it, even with "
+                                        "--overwrite: move it away or choose another file")
+            if not self.overwrite:
+                raise OutputFolderError(f"{flag} {path} exists (written by {writer}); pass --overwrite to replace it")
+        self.folder.check()  # the folder: not a file, writable; stale temporaries of hf_mmkd removed
+        return path
+
+    def write(self, data: str | bytes | Any) -> Path:
+        """Check again, record FILE in its folder's manifest, then `atomic_write(FILE, data)`."""
+        self.check()
+        self.folder.record(self.path.name)
+        return atomic_write(self.path, data)
 
 
 # ------------------------------------------------------------------------------------------ the run lock

@@ -8,7 +8,9 @@ Layout of `output_dir`:
     teacher/        the trained teacher (safetensors + config with auto_map + modeling and processing files, and
                     hf_mmkd_provenance.json: what produced it, see hf_mmkd/provenance.py)
     student/        the trained student, same format
-    teacher_run/, student_run/   Trainer checkpoints of each stage (resume_from_checkpoint reads these)
+    teacher_run/, student_run/   Trainer checkpoints of each stage (`--resume_from_checkpoint true` resumes from the
+                    last; a PATH must be a checkpoint-N folder of these, written by the same stage and method:
+                    a checkpoint of another run is refused before anything is written, see `check_resume_path`)
     results.json    validation metrics of each stage, complete and under the evaluation protocol
     .hf_mmkd_outputs.json   what train.py wrote there (hf_mmkd.io.OutputFolder): nothing else is ever replaced
 
@@ -290,20 +292,28 @@ def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec,
     return splits, spec, fingerprint
 
 
-def check_labels(splits, dataset: str, label_column: str = "label") -> None:
-    """Every train and validation row has a finite label in `label_column` (found now, not at the batch that holds
-    it)."""
+def check_labels(splits, dataset: str, label_column: str = "label", num_classes: int | None = None) -> None:
+    """Every train and validation row has a finite label in `label_column`, and with `num_classes` (classification)
+    a class id in [0, num_classes): found now, naming the row's id, not at the batch that holds it (the model's own
+    check can name only the batch's labels, and a half-trained run would be left behind)."""
     for name in ("train", "validation"):
         split = splits[name]
         if label_column not in split.column_names:
             raise ValueError(f"dataset {dataset!r}: the {name!r} split has no {label_column!r} column")
         labels = np.array([np.nan if y is None else y for y in split[label_column]], dtype=np.float64)
-        bad = np.nonzero(~np.isfinite(labels))[0]
-        if bad.size:
-            i = int(bad[0])
-            row = split[i]["id"] if "id" in split.column_names else i
-            raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, not a finite number "
-                             f"({bad.size} such row(s)); fix the data set")
+        checks = [(~np.isfinite(labels), "not a finite number")]
+        if num_classes is not None:
+            with np.errstate(invalid="ignore"):
+                no_class = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+            checks.append((np.isfinite(labels) & no_class,
+                           f"not one of the data set's {num_classes} class ids 0..{num_classes - 1}"))
+        for wrong, what in checks:
+            bad = np.nonzero(wrong)[0]
+            if bad.size:
+                i = int(bad[0])
+                row = split[i]["id"] if "id" in split.column_names else i
+                raise ValueError(f"dataset {dataset!r}: {name} row {row!r} has label {labels[i]:g}, {what} "
+                                 f"({bad.size} such row(s)); fix the data set")
 
 
 def leave_out_rows_without_modality(splits, modalities: list[str], eval_availability=None) -> None:
@@ -539,25 +549,86 @@ def last_complete_checkpoint(stage_dir: Path) -> str | None:
     return None
 
 
-def resume_point(args: MMKDTrainingArguments, stage_dir: Path):
-    """`--resume_from_checkpoint true` means the last complete checkpoint of this stage, if it has one; a path
-    must be a complete checkpoint folder. Its weight files must be readable (a truncated one is named)."""
+_RESUME_OFF = (None, False, "False", "false", "")
+_RESUME_LAST = (True, "True", "true")
+
+
+def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def resume_stage_dirs(root: Path, stage: StageArguments, args: MMKDTrainingArguments, teacher_stage: bool,
+                      student_stage: bool) -> dict[Path, tuple[str, str | None]]:
+    """`{stage folder: (role, method)}` of the stages this run trains: the folders whose checkpoint-N it may resume
+    from (the teacher's `teacher_run`, its folds' `teacher_run/fold_k`, the student's `student_run`), with the role
+    and distillation method that the models saved in their checkpoints carry."""
+    dirs: dict[Path, tuple[str, str | None]] = {}
+    if teacher_stage:
+        dirs[root / "teacher_run"] = ("teacher", None)
+        dirs.update({root / "teacher_run" / f"fold_{k}": ("teacher", None) for k in range(stage.teacher_folds)})
+    if student_stage:
+        dirs[root / "student_run"] = ("student", args.method)
+    return dirs
+
+
+def check_resume_path(args: MMKDTrainingArguments, stage_dirs: dict[Path, tuple[str, str | None]]) -> None:
+    """An explicit `--resume_from_checkpoint PATH` must be a checkpoint-N folder of this run's own stage folders
+    (`resume_stage_dirs`), checked before anything is read or written: a checkpoint of another run (another
+    `--output_dir`) would be resumed as if it were this run's, its step count, optimiser and weights included."""
     value = args.resume_from_checkpoint
-    if value in (None, False, "False", "false", ""):
-        return None
-    if value in (True, "True", "true"):
-        value = last_complete_checkpoint(stage_dir)
-        if value is None:
-            return None
-    elif not checkpoint_is_complete(Path(value)):
-        raise ValueError(f"resume_from_checkpoint {value} is not a complete Trainer checkpoint "
+    if value in _RESUME_OFF or value in _RESUME_LAST:
+        return
+    for stage_dir, (role, method) in stage_dirs.items():
+        if _same_folder(Path(value).parent, stage_dir):
+            check_resume_checkpoint(value, role, method)
+            return
+    shown = [d for d in stage_dirs if d.name in ("teacher_run", "student_run")]
+    raise ValueError(f"--resume_from_checkpoint {value} is not a checkpoint of this run: expected a checkpoint-N "
+                     f"folder in {' or '.join(map(str, shown))} (--output_dir {args.output_dir}); resume another run "
+                     "with its own --output_dir, or pass 'true' to resume from this run's last checkpoint")
+
+
+def check_resume_checkpoint(value: str, role: str, method: str | None) -> None:
+    """A checkpoint to resume from is complete, its weight files are readable (a truncated one is named), and its
+    model is the stage's: the `role` and distillation `method` recorded in the config of the model it holds."""
+    if not checkpoint_is_complete(Path(value)):
+        raise ValueError(f"--resume_from_checkpoint {value} is not a complete Trainer checkpoint "
                          "(no readable trainer_state.json); pass 'true' to resume from the last complete one")
     for path in sorted(Path(value).rglob("*.safetensors")):
         try:
             safetensors_shapes(path)
         except ValueError as err:
-            raise ValueError(f"resume_from_checkpoint {value}: {err}; resume from another checkpoint or start over "
+            raise ValueError(f"--resume_from_checkpoint {value}: {err}; resume from another checkpoint or start over "
                              "(--resume_from_checkpoint false)") from None
+    configs = sorted(Path(value).glob("student*/config.json"))  # student/, or student_<pattern>/ per pattern
+    if configs:
+        config = read_json(configs[0])
+        saved = (config.get("role"), config.get("distillation_method"))
+        if saved != (role, method):
+            raise ValueError(f"--resume_from_checkpoint {value} was written by {_stage_name(*saved)}, but this stage "
+                             f"is {_stage_name(role, method)}: resume with the arguments that wrote it, or start over "
+                             "(--resume_from_checkpoint false)")
+
+
+def _stage_name(role: str | None, method: str | None) -> str:
+    return "the teacher stage" if role == "teacher" else f"a student stage of method {method!r}"
+
+
+def resume_point(args: MMKDTrainingArguments, stage_dir: Path, role: str, method: str | None = None) -> str | None:
+    """The checkpoint the stage in `stage_dir` resumes from, or None (a fresh start). `--resume_from_checkpoint true`
+    means the stage's last complete checkpoint, if it has one; a PATH resumes only the stage whose folder holds it
+    (`check_resume_path` has refused any other PATH), the run's other stages start afresh. The checkpoint is
+    checked by `check_resume_checkpoint`."""
+    value = args.resume_from_checkpoint
+    if value in _RESUME_OFF:
+        return None
+    if value in _RESUME_LAST:
+        value = last_complete_checkpoint(stage_dir)
+        if value is None:
+            return None
+    elif not _same_folder(Path(value).parent, stage_dir):
+        return None
+    check_resume_checkpoint(value, role, method)
     return value
 
 
@@ -740,10 +811,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     student_stage = stage.stage in ("student", "both")
     teacher_dir = Path(args.teacher_name_or_path) if args.teacher_name_or_path else root / "teacher"
     check_arguments(stage, args, teacher_stage, student_stage)
+    check_resume_path(args, resume_stage_dirs(root, stage, args, teacher_stage, student_stage))
     preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
     splits, spec, fingerprint = load_splits(data_args, args.seed)
-    check_labels(splits, data_args.dataset, spec.label_column)
+    check_labels(splits, data_args.dataset, spec.label_column,
+                 spec.num_labels if spec.task == "classification" else None)
     check_metric_for_best_model(args, spec)
     config_kwargs = model_config_kwargs(model_args, splits, None, spec)  # refuses data no modality can train on
     # The rows the model cannot read are left out before the standardisation is fitted on train.
@@ -882,7 +955,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         # pattern_embedding is a student option: the teacher only ever sees the complete pattern
         teacher = new_model(model_args, {**config_kwargs, "role": "teacher", "pattern_embedding": False},
                             train_labels)
-        resume = resume_point(args, run_dir)
+        resume = resume_point(args, run_dir, "teacher")
         record_outputs(guard, run_dir.relative_to(root).parts[0])  # the Trainer creates its folder as it starts
         trainer = make_trainer(teacher, teacher_args, train_dataset=train_dataset)
         train(trainer, run_dir, resume)
@@ -944,7 +1017,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         if stage.student_init == "teacher":
             init_from_teacher(student if isinstance(student, list) else [student], teacher_dir)
         run_dir = root / "student_run"
-        resume = resume_point(args, run_dir)
+        resume = resume_point(args, run_dir, "student", args.method)
         record_outputs(guard, run_dir.name)
         importance_model = None
         if (args.recoverability_floor is not None and teacher is None

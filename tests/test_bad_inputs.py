@@ -40,7 +40,7 @@ from conftest import REPO_ROOT
 from tiny import feature_batch, feature_config_kwargs, tiny_bert_config, tiny_wav2vec2_config
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
-from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, make_demo_dataset, save_prepared
+from hf_mmkd.data import MissingModalitySimulator, MMKDDataCollator, load_prepared, make_demo_dataset, save_prepared
 from hf_mmkd.data.demo import demo_spec
 from hf_mmkd.data.media import encode_wav
 
@@ -412,10 +412,11 @@ def media_skip_bad_recovered(tmp):
 # ---- train.py ----------------------------------------------------------------------------------------------
 
 
-def train(*argv, dataset=None, teacher=None, resume=None):
-    """An `exit` row's function: (optionally) write a dataset, a teacher or a checkpoint, return train.py's argv."""
+def train(*argv, dataset=None, teacher=None, resume=None, run=None):
+    """An `exit` row's function: (optionally) write a dataset, a teacher or a checkpoint, return train.py's argv.
+    `run(inputs folder)`: the --output_dir when it must exist before the command (a run to resume); else tmp/out."""
     def setup(tmp):
-        extra = []
+        extra = [] if run is None else ["--output_dir", str(run(inputs(tmp)))]  # the last --output_dir counts
         if resume is not None:
             extra += ["--resume_from_checkpoint", resume(inputs(tmp))]
         if dataset is not None:
@@ -569,6 +570,54 @@ def nan_features(folder):
     return small_demo(folder, mutate=mutate)
 
 
+def nan_test_features(folder):
+    """A demo data set with a test split whose row 'demo_test_1' has a NaN in its audio features."""
+    from datasets import Dataset
+
+    path = demo_with_test_split(folder)
+    dsd = load_prepared(path)
+    columns = dsd["test"].to_dict()
+    columns["audio_features"][1][0][0] = float("nan")
+    dsd["test"] = Dataset.from_dict(columns, features=dsd["test"].features)
+    save_prepared(dsd, folder / "nan_ds", "test data", demo_spec(dsd))
+    return str(folder / "nan_ds")
+
+
+def class_label_out_of_range(folder):
+    """A two-class data set (negative / positive) whose train row 'demo_train_2' has the class id 5 (written around
+    the converter, which refuses it)."""
+    from datasets import Dataset, Value
+
+    from hf_mmkd.data.spec import build_spec
+
+    dsd = make_demo_dataset(sizes={"train": 8, "validation": 4}, seed=0)
+    for name in list(dsd):
+        columns = dsd[name].to_dict()
+        columns["classification_label"] = [int(y > 0) for y in columns.pop("label")]
+        features = dsd[name].features.copy()
+        del features["label"]
+        features["classification_label"] = Value("int64")
+        dsd[name] = Dataset.from_dict(columns, features=features)
+    spec = build_spec(dsd, name="two classes", source="tests", task="classification",
+                      class_names=["negative", "positive"])
+    columns = dsd["train"].to_dict()
+    columns["classification_label"][2] = 5
+    dsd["train"] = Dataset.from_dict(columns, features=dsd["train"].features)
+    save_prepared(dsd, folder / "ds", "test data", spec)
+    return str(folder / "ds")
+
+
+def float_wav_with_nan():
+    """A 16 kHz float WAV whose samples include a NaN (16-bit PCM, what the converters write, cannot hold one)."""
+    import soundfile
+
+    wave = np.zeros(1600, np.float32)
+    wave[5] = np.nan
+    buf = io.BytesIO()
+    soundfile.write(buf, wave, 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
 @functools.cache
 def _checkpoint(kind: str = "features") -> Path:
     """An (untrained) checkpoint folder as train.py saves it: weights, config, code, processor; made once.
@@ -665,8 +714,18 @@ def checkpoint_of_other_labels(folder):
     return str(target)
 
 
+def resumed_run(folder):
+    """The --output_dir of a run being resumed, as a killed run leaves it: its manifest lists teacher_run/ and
+    student_run/, where its checkpoints are."""
+    run = folder / "run"
+    run.mkdir(exist_ok=True)
+    entries = {"teacher_run": "train.py", "student_run": "train.py"}
+    (run / ".hf_mmkd_outputs.json").write_text(json.dumps({"version": 1, "entries": entries}))
+    return run
+
+
 def incomplete_checkpoint(folder):
-    ckpt = folder / "student_run" / "checkpoint-3"
+    ckpt = resumed_run(folder) / "teacher_run" / "checkpoint-3"
     ckpt.mkdir(parents=True)
     (ckpt / "model.safetensors").write_bytes(b"cut")
     return str(ckpt)
@@ -674,7 +733,7 @@ def incomplete_checkpoint(folder):
 
 def truncated_resume_checkpoint(folder):
     """A checkpoint whose save finished (trainer_state.json) but whose weight file was cut afterwards."""
-    ckpt = folder / "teacher_run" / "checkpoint-3"
+    ckpt = resumed_run(folder) / "teacher_run" / "checkpoint-3"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
     shutil.copy(_checkpoint() / "model.safetensors", ckpt / "model.safetensors")
@@ -683,13 +742,31 @@ def truncated_resume_checkpoint(folder):
 
 
 def checkpoint_of_other_sizes(folder):
-    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8."""
+    """A complete Trainer checkpoint of a (student-only) run with hidden_size 8, as a kill right after it leaves the
+    run: its final student/ and results.json are removed."""
     from hf_mmkd.training import main
 
+    run = resumed_run(folder)
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        assert main(["--output_dir", str(folder / "prev"), *TINY_TRAIN, "--stage", "student", "--method", "none",
+        assert main(["--output_dir", str(run), *TINY_TRAIN, "--stage", "student", "--method", "none",
                      "--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]) == 0
-    return str(folder / "prev" / "student_run" / "checkpoint-1")
+    shutil.rmtree(run / "student")
+    (run / "results.json").unlink()
+    return str(run / "student_run" / "checkpoint-1")
+
+
+def checkpoint_of(run, stage_run, config=None):
+    """A complete-looking checkpoint-2 in `<run>/<stage_run>` (trainer_state.json; with `config`, the config.json of
+    the model it holds)."""
+    def make(folder):
+        ckpt = folder / run / stage_run / "checkpoint-2"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        if config is not None:
+            (ckpt / "student").mkdir()
+            (ckpt / "student" / "config.json").write_text(json.dumps(config))
+        return str(ckpt)
+    return make
 
 
 def config_file(payload: bytes, name="c.yaml"):
@@ -705,6 +782,12 @@ def make_demo(out):
     def setup(tmp):
         return [str(out(inputs(tmp)))]
     return setup
+
+
+def earlier_predictions(folder):
+    """preds.json as an earlier `hf-mmkd predict` left it: listed in the manifest of its folder."""
+    (folder / "preds.json").write_text("[]\n")
+    (folder / ".hf_mmkd_outputs.json").write_text(json.dumps({"version": 1, "entries": {"preds.json": "hf-mmkd predict"}}))
 
 
 def run_folder(folder):
@@ -784,6 +867,8 @@ def rows(caplog=None) -> list[Row]:
             overlong_token_ids(caplog)),
         Row("collator", "zero-length audio", "recovered", "the row's audio counts as missing (modality_mask False)",
             zero_length_audio_cell),
+        Row("collator", "NaN in a float WAV audio cell", "error", "row 'a': audio contains NaN or inf samples",
+            lambda t: audio_collator()(audio_rows({"bytes": float_wav_with_nan(), "path": "a.wav"}))),
         Row("collator", "corrupt audio bytes", "error", "audio cell 'a.wav' is not readable audio (corrupt or truncated)",
             lambda t: audio_collator()(audio_rows({"bytes": b"RIFF" + b"\x00" * 40, "path": "a.wav"}))),
         Row("collator", "frames of different sizes without an image processor", "error",
@@ -965,6 +1050,9 @@ def rows(caplog=None) -> list[Row]:
             "['demo_train_0']", kept_rows_without_modality_warning(caplog)),
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
+        Row(TRAIN, "class label outside the data set's classes", "exit",
+            "train row 'demo_train_2' has label 5, not one of the data set's 2 class ids 0..1",
+            train(dataset=class_label_out_of_range), TRAIN),
         Row(TRAIN, "teacher folder without config.json", "exit",
             "method 'corrkd' needs a trained teacher; … has no config.json",
             train(teacher=checkpoint_without("config.json")), TRAIN),
@@ -972,14 +1060,23 @@ def rows(caplog=None) -> list[Row]:
             train(teacher=checkpoint_without("model.safetensors")), TRAIN),
         Row(TRAIN, "resume_from_checkpoint is an incomplete checkpoint", "exit",
             "resume_from_checkpoint … is not a complete Trainer checkpoint (no readable trainer_state.json)",
-            train("--stage", "teacher", resume=incomplete_checkpoint), TRAIN),
+            train("--stage", "teacher", resume=incomplete_checkpoint, run=resumed_run), TRAIN),
         Row(TRAIN, "resume checkpoint with a truncated model.safetensors", "exit",
             "resume_from_checkpoint …: …model.safetensors is not a readable safetensors file (truncated or corrupt",
-            train("--stage", "teacher", resume=truncated_resume_checkpoint), TRAIN),
+            train("--stage", "teacher", resume=truncated_resume_checkpoint, run=resumed_run), TRAIN),
         Row(TRAIN, "resume checkpoint written with other model sizes", "exit",
             "resume_from_checkpoint … was saved by a run with other model sizes (size mismatch for ",
-            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes),
-            TRAIN),
+            train("--stage", "student", "--method", "none", "--hidden_size", "16", resume=checkpoint_of_other_sizes,
+                  run=resumed_run), TRAIN),
+        Row(TRAIN, "resume checkpoint of another run (another --output_dir)", "exit",
+            "--resume_from_checkpoint …checkpoint-2 is not a checkpoint of this run: expected a checkpoint-N folder in "
+            "…student_run (--output_dir …)", train("--stage", "student", "--method", "none",
+                                                    resume=checkpoint_of("other_run", "student_run")), TRAIN),
+        Row(TRAIN, "resume checkpoint written by another method", "exit",
+            "--resume_from_checkpoint …checkpoint-2 was written by a student stage of method 'logit', but this stage "
+            "is a student stage of method 'none'",
+            train("--stage", "student", "--method", "none", run=resumed_run, resume=checkpoint_of(
+                "run", "student_run", {"role": "student", "distillation_method": "logit"})), TRAIN),
         Row(TRAIN, "invalid YAML --config", "exit", "--config …c.yaml is not valid YAML: ",
             config_file(b"method: logit\nhidden_size: [8\n"), TRAIN),
         Row(TRAIN, "binary --config file", "exit", "--config …c.yaml is not a YAML text file (it is not UTF-8 text)",
@@ -1079,6 +1176,13 @@ def rows(caplog=None) -> list[Row]:
             "row 'demo_test_0': audio_features has 10001 steps per row; hf_mmkd accepts at most 10000",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=long_sequence("test")), HF_MMKD),
+        Row(EVALUATE, "NaN in a feature sequence", "exit", "row 'demo_test_1': audio_features contains NaN or inf",
+            hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
+                    checkpoint=whole_checkpoint(), dataset=nan_test_features), HF_MMKD),
+        Row(PREDICT, "NaN in a feature sequence of --dataset", "exit",
+            "row 'demo_test_1': audio_features contains NaN or inf",
+            hf_mmkd("predict", "--out", "{in}/p.json", checkpoint=whole_checkpoint(), dataset=nan_test_features),
+            HF_MMKD),
         Row(PREDICT, "checkpoint folder without its weights", "exit", "no file named model.safetensors",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("model.safetensors"),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
@@ -1109,6 +1213,21 @@ def rows(caplog=None) -> list[Row]:
             "features['audio'] has 10001 steps per row; hf_mmkd accepts at most 10000",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=whole_checkpoint(),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((10001, 8), np.float32))), HF_MMKD),
+        Row(PREDICT, "--out is a file hf_mmkd did not write (--overwrite)", "exit",
+            "--out …preds.json exists and was not written by hf_mmkd (it is not listed in ….hf_mmkd_outputs.json); "
+            "hf_mmkd never replaces it, even with --overwrite",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/preds.json", "--overwrite",
+                    checkpoint=whole_checkpoint(), files=lambda f: (f / "preds.json").write_text("my notes")), HF_MMKD),
+        Row(PREDICT, "--out written by an earlier predict, without --overwrite", "exit",
+            "--out …preds.json exists (written by hf-mmkd predict); pass --overwrite to replace it",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/preds.json", checkpoint=whole_checkpoint(),
+                    files=earlier_predictions), HF_MMKD),
+        Row(PREDICT, "--out is a folder", "exit", "--out … is a folder; give the path of the file to write",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}", checkpoint=whole_checkpoint()), HF_MMKD),
+        Row(PREDICT, "--out inside the checkpoint folder", "exit",
+            "--out …p.json lies inside the input …ckpt: hf-mmkd predict never writes over or into its inputs",
+            hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/ckpt/p.json",
+                    checkpoint=edited_checkpoint(lambda f: None)), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
@@ -1199,6 +1318,12 @@ def run_command(script: str, argv: list[str]) -> tuple[int, str]:
 FAILS_WHILE_TRAINING = {"feature sequences too long for memory", "resume checkpoint written with other model sizes"}
 
 
+def output_dir(argv: list[str]) -> Path:
+    """train.py's --output_dir in `argv` (the last one given counts, as argparse reads it)."""
+    at = len(argv) - 1 - [str(a) for a in argv][::-1].index("--output_dir")
+    return Path(argv[at + 1])
+
+
 def leftovers(tmp: Path) -> list[str]:
     """Everything in tmp except the inputs folder: an output folder, temp folders, files."""
     return sorted(p.name for p in tmp.iterdir() if p.name != "in")
@@ -1214,13 +1339,14 @@ def test_bad_input(index, tmp_path, caplog):
             row.run(tmp)
         assert shows(str(info.value), row.expect), str(info.value)
     elif row.outcome == "exit":
-        code, stderr = run_command(row.script, row.run(tmp))
+        argv = row.run(tmp)
+        code, stderr = run_command(row.script, argv)
         assert code != 0, stderr[-2000:]
         assert "Traceback" not in stderr, stderr[-3000:]
         assert shows(stderr, row.expect), stderr[-2000:]
         assert len([line for line in stderr.splitlines() if ": error: " in line]) == 1, stderr[-2000:]
         if row.script == TRAIN and row.case in FAILS_WHILE_TRAINING:  # nothing that looks like a finished result
-            out = tmp / "out"
+            out = output_dir(argv)
             assert not any((out / name).exists() for name in ("teacher", "student", "results.json")), leftovers(out)
         else:  # no output folder at all (train.py: not even an empty run folder), no temporary files
             assert leftovers(tmp) == []

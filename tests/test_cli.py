@@ -246,3 +246,43 @@ def test_errors_exit_nonzero_with_a_message(setup, tmp_path, capsys, case):
     assert code != 0
     assert expected in err and "error" in err
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_predict_out_never_replaces_a_file_hf_mmkd_did_not_write(setup, tmp_path, capsys):
+    """`predict --dataset --out FILE`: a user's FILE is refused (with --overwrite too) and left as it was; a FILE
+    that an earlier predict wrote (listed in the folder's manifest) is replaced only with --overwrite; a folder,
+    or a FILE inside the checkpoint, is refused before any prediction."""
+    data, teacher, student = str(setup["data"]), str(setup["teacher"]), str(setup["student"])
+    mine = tmp_path / "preds.json"
+    mine.write_text("my own notes\n")
+    for extra in ([], ["--overwrite"]):
+        assert cli.main(["predict", teacher, "--dataset", data, "--out", str(mine), *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"hf-mmkd predict: error: --out {mine} exists and was not written by hf_mmkd (it "
+                                    f"is not listed in {tmp_path / '.hf_mmkd_outputs.json'}); hf_mmkd never replaces "
+                                    "it, even with --overwrite: move it away or choose another file"]
+        assert mine.read_text() == "my own notes\n"
+
+    out = tmp_path / "teacher.json"
+    assert cli.main(["predict", teacher, "--dataset", data, "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert len(first) == 24 and first[0]["id"] == "demo_test_0"
+    assert json.loads((tmp_path / ".hf_mmkd_outputs.json").read_text())["entries"] == {"teacher.json": "hf-mmkd predict"}
+    capsys.readouterr()
+    assert cli.main(["predict", student, "--dataset", data, "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"hf-mmkd predict: error: --out {out} exists (written by hf-mmkd predict); pass --overwrite to replace it"]
+    assert json.loads(out.read_text()) == first
+    assert cli.main(["predict", student, "--dataset", data, "--out", str(out), "--overwrite"]) == 0
+    second = json.loads(out.read_text())
+    assert [r["id"] for r in second] == [r["id"] for r in first] and second != first  # the student's scores now
+    assert mine.read_text() == "my own notes\n"
+    capsys.readouterr()
+
+    for bad, message in ((tmp_path, f"--out {tmp_path} is a folder; give the path of the file to write"),
+                         (Path(teacher) / "p.json", f"--out {Path(teacher) / 'p.json'} lies inside the input "
+                                                    f"{teacher}: hf-mmkd predict never writes over or into its inputs")):
+        assert cli.main(["predict", teacher, "--dataset", data, "--out", str(bad), "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (Path(teacher) / "p.json").exists() and not (Path(teacher) / ".hf_mmkd_outputs.json").exists()

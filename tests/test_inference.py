@@ -219,7 +219,8 @@ def test_predict_dataset_json_and_csv(feature_ckpt, tmp_path):
         lines = list(csv.DictReader(f))
     assert len(lines) == 5 and lines[0]["modalities_used"] == "text+audio+vision" and lines[4]["score"] == ""
     assert float(lines[2]["score"]) == pytest.approx(rows[2]["score"], abs=1e-6)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out", "pred.csv"]  # no temp files left
+    # no temp files left; the manifest records the file predict_dataset wrote (hf_mmkd.io.OutputFile)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hf_mmkd_outputs.json", "data", "out", "pred.csv"]
     with pytest.raises(ValueError, match="no split 'train'"):
         predict_dataset(feature_ckpt, tmp_path / "data", "train", tmp_path / "x.json")
     out_jsonl = predict_dataset(feature_ckpt, tmp_path / "data", "test", tmp_path / "out" / "p.jsonl", batch_size=5)
@@ -228,3 +229,14 @@ def test_predict_dataset_json_and_csv(feature_ckpt, tmp_path):
     assert [r["score"] for r in lines_jsonl[:4]] == pytest.approx([r["score"] for r in rows[:4]], abs=1e-6)
     with pytest.raises(ValueError, match=".json, .jsonl or .csv"):
         predict_dataset(feature_ckpt, tmp_path / "data", "test", tmp_path / "x.txt")
+    # an existing file: its own earlier output only with overwrite=True, a file of the user's never
+    with pytest.raises(ValueError, match=r"out_path .*pred\.csv exists \(written by predict_dataset\); pass --overwrite"):
+        predict_dataset(feature_ckpt, tmp_path / "data", "test", out_csv)
+    before = out_csv.stat().st_ino
+    assert predict_dataset(feature_ckpt, tmp_path / "data", "test", out_csv, batch_size=3, overwrite=True) == out_csv
+    assert out_csv.stat().st_ino != before  # written anew (atomically), with the same rows
+    assert [r["score"] for r in csv.DictReader(out_csv.open(newline=""))] == [r["score"] for r in lines]
+    (tmp_path / "mine.csv").write_text("my own file\n")
+    with pytest.raises(ValueError, match="mine.csv exists and was not written by hf_mmkd"):
+        predict_dataset(feature_ckpt, tmp_path / "data", "test", tmp_path / "mine.csv", overwrite=True)
+    assert (tmp_path / "mine.csv").read_text() == "my own file\n"

@@ -135,6 +135,60 @@ def test_sigkill_mid_student_stage_then_resume_matches_an_uninterrupted_run(tmp_
             assert torch.equal(value, tensors[key]), (name, key)
 
 
+# ---- --resume_from_checkpoint PATH: only a checkpoint of this run's own stage ----------------------------------
+
+# 8 demo rows in one batch, 2 steps per stage, a checkpoint after each.
+TWO_STEPS = ["--max_train_samples", "8", "--max_eval_samples", "8", "--per_device_train_batch_size", "8",
+             "--hidden_size", "8", "--num_attention_heads", "2", "--max_steps", "2", "--eval_strategy", "no",
+             "--save_strategy", "steps", "--save_steps", "1", "--report_rates", ""]
+
+
+def test_resume_from_checkpoint_of_another_run_or_stage_or_method_is_refused(tmp_path, capsys, monkeypatch):
+    from hf_mmkd.trainer import MMKDTrainer
+
+    first = tmp_path / "first"
+    assert main(["--output_dir", str(first), "--stage", "both", "--method", "logit", *TWO_STEPS]) == 0
+    teacher_ckpt, student_ckpt = first / "teacher_run" / "checkpoint-1", first / "student_run" / "checkpoint-1"
+    capsys.readouterr()
+
+    def refused(argv):
+        assert main(argv) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+        assert len(errors) == 1, errors
+        return errors[0]
+
+    # another run's checkpoint (another --output_dir): refused before anything is written
+    other = tmp_path / "other"
+    assert refused(["--output_dir", str(other), "--stage", "student", "--method", "logit", "--teacher_name_or_path",
+                    str(first / "teacher"), "--resume_from_checkpoint", str(student_ckpt), *TWO_STEPS]) == (
+        f"train.py: error: --resume_from_checkpoint {student_ckpt} is not a checkpoint of this run: expected a "
+        f"checkpoint-N folder in {other / 'student_run'} (--output_dir {other}); resume another run with its own "
+        "--output_dir, or pass 'true' to resume from this run's last checkpoint")
+    assert not other.exists()
+    # this run's teacher checkpoint for a student-only run: not a checkpoint of the stage it trains
+    assert f"expected a checkpoint-N folder in {first / 'student_run'} (--output_dir" in refused(
+        ["--output_dir", str(first), "--stage", "student", "--method", "logit", "--resume_from_checkpoint",
+         str(teacher_ckpt), *TWO_STEPS])
+    # this run's student checkpoint, but written by another method
+    assert refused(["--output_dir", str(first), "--stage", "student", "--method", "mitr", "--resume_from_checkpoint",
+                    str(student_ckpt), *TWO_STEPS]) == (
+        f"train.py: error: --resume_from_checkpoint {student_ckpt} was written by a student stage of method 'logit', "
+        "but this stage is a student stage of method 'mitr': resume with the arguments that wrote it, or start over "
+        "(--resume_from_checkpoint false)")
+    assert sorted(p.name for p in (first / "student_run").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+
+    # this run's own teacher checkpoint: the teacher stage resumes from it, the student stage starts afresh
+    resumed = []
+    train = MMKDTrainer.train
+    monkeypatch.setattr(MMKDTrainer, "train", lambda self, *a, **k: resumed.append(k["resume_from_checkpoint"])
+                        or train(self, *a, **k))
+    assert main(["--output_dir", str(first), "--stage", "both", "--method", "logit", "--reuse_teacher", "never",
+                 "--resume_from_checkpoint", str(teacher_ckpt), *TWO_STEPS]) == 0
+    assert resumed == [str(teacher_ckpt), None]
+    state = json.loads((first / "teacher_run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
 # ---- atomic writes: an interruption never leaves a half-written result that looks complete -----------------
 
 

@@ -196,11 +196,13 @@ class MMKDDataCollator:
     # ---- audio ----------------------------------------------------------------------------------------------
     def _waveforms(self, rows):
         waves, present = [], []
-        for row in rows:
+        for n, row in enumerate(rows):
             ok = _present(row, "audio", row.get("audio"))
             w = np.zeros(0, np.float32)
             if ok:
                 w = decode_wav(row["audio"])
+                if not np.isfinite(w).all():  # a float WAV can hold them; the model could name only the batch
+                    raise ValueError(f"row {row.get('id', n)!r}: audio contains NaN or inf samples")
                 if self.max_audio_seconds is not None:
                     w = w[: int(self.max_audio_seconds * SAMPLING_RATE)]
                 if self.feature_extractor is not None:
