@@ -28,9 +28,8 @@ class LogitKD(DistillationLoss):
       Hinton et al. 2015, "Distilling the Knowledge in a Neural Network");
     - regression:     loss_logit = weight * MSE(y_hat^s, y_hat^t)  (the teacher's prediction as a soft target);
       `distance="l1"` (not from the paper): weight * |y_hat^s - y_hat^t|, the distance of an L1 task loss (MMSA's
-      regression models train with L1). MSE is mean-seeking: where the student's view keeps little, it answers
-      the teacher's mean with a shrunk spread, and on CMU-MOSI at r = 0.9 that put 77% of its answers on the
-      positive side of 0 (labels: 57%); L1 seeks the median, as the task loss does (docs/methods.md#baselines).
+      regression models train with L1). MSE seeks the teacher's conditional mean, L1 its median, as the task loss
+      does for the labels; measured on CMU-MOSI validation it changed little (docs/methods.md#baselines).
 
     The teacher is detached by default (`detach_teacher=True`): classic KD has a fixed teacher.
     Trainer: teacher_mode "frozen"; with several students the term is averaged over them.
