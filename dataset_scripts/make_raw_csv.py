@@ -6,13 +6,16 @@
 - `moud_<name>.mp4` + `moud_<name>.csv` (MOUD transcription: `#starttime;#endtime;transcription;
   sentimentAnnotations`): one row per utterance, cut by its start/end seconds, label -1/0/1, split --moud-split.
 
-Media paths are written relative to the CSV's folder when possible.
+Media paths are written relative to the CSV's folder when possible. OUT.csv is written atomically, never inside
+RAW_DIR, and an existing OUT.csv is replaced only with `--overwrite` and only if hf_mmkd wrote it
+(`hf_mmkd.io.OutputFile`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -61,17 +64,24 @@ def main(argv=None) -> int:
     parser.add_argument("--mosi-labels", default=None, help="MOSI label.csv (default: RAW_DIR/../mosi/label.csv)")
     parser.add_argument("--moud-split", default="test", choices=["train", "validation", "test"],
                         help="split for the MOUD utterances (default test)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUT.csv (only one that hf_mmkd wrote)")
     args = parser.parse_args(argv)
+    from hf_mmkd.io import OutputFile
+
     raw = Path(args.raw_dir).resolve()
     out = Path(args.out_csv).resolve()
     label_csv = Path(args.mosi_labels) if args.mosi_labels else raw.parent / "mosi" / "label.csv"
-    rows = mosi_rows(raw, label_csv) + moud_rows(raw, args.moud_split)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["id", "media", "start", "end", "text", "label", "split"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, "media": os.path.relpath(r["media"], out.parent)})
+    guard = OutputFile(out, "make_raw_csv.py", inputs=[raw, label_csv], overwrite=args.overwrite, flag="OUT.csv")
+    guard.check()  # before anything is read
+    rows = mosi_rows(raw, label_csv) + moud_rows(raw, args.moud_split)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=["id", "media", "start", "end", "text", "label", "split"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "media": os.path.relpath(r["media"], out.parent)})
+    guard.write(buf.getvalue())
     print(f"wrote {len(rows)} rows to {out}")
     return 0
 

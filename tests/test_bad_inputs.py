@@ -1016,6 +1016,12 @@ def rows(caplog=None) -> list[Row]:
             lambda t: (inputs(t) / "mosi_v1_1.wav").write_bytes(b"x") and [str(inputs(t)), str(t / "out.csv"),
                                                                             "--mosi-labels", str(t / "label.csv")],
             MAKE_RAW_CSV),
+        Row(MAKE_RAW_CSV, "OUT.csv exists and was not written by hf_mmkd (--overwrite)", "exit",
+            "OUT.csv …out.csv exists and was not written by hf_mmkd",
+            lambda t: (inputs(t) / "out.csv").write_text("mine\n") and (inputs(t) / "raw").mkdir() is None
+            and [str(inputs(t) / "raw"), str(inputs(t) / "out.csv"), "--overwrite"], MAKE_RAW_CSV),
+        Row(MAKE_RAW_CSV, "OUT.csv inside RAW_DIR", "exit", "lies inside the input",
+            lambda t: [str(inputs(t)), str(inputs(t) / "out.csv")], MAKE_RAW_CSV),
         # make_demo.py
         Row(MAKE_DEMO, "OUT_DIR is a file", "exit", "output folder … exists and is not a folder",
             make_demo(lambda f: (f / "afile").write_text("x") and f / "afile"), MAKE_DEMO),

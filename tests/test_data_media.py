@@ -41,6 +41,17 @@ def media_dir(raw_csv):
     return out
 
 
+def test_raw_csv_is_replaced_only_with_overwrite(raw_csv, tmp_path):
+    """A CSV that make_raw_csv wrote is replaced with --overwrite only (same content: the run is deterministic)."""
+    path = tmp_path / "raw.csv"
+    assert make_raw_csv.main([str(RAW_DIR), str(path)]) == 0
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="exists .written by make_raw_csv.py.; pass --overwrite"):
+        make_raw_csv.main([str(RAW_DIR), str(path)])
+    assert make_raw_csv.main([str(RAW_DIR), str(path), "--overwrite"]) == 0
+    assert path.read_bytes() == before and b"mosi_" in before
+
+
 def test_raw_csv_rows(raw_csv):
     rows = list(csv.DictReader(open(raw_csv)))
     assert [r["id"] for r in rows] == ["mosi_03bSnISJMiM_1", "mosi_Oz06ZWiO20M_6"] + [
