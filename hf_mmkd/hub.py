@@ -103,7 +103,8 @@ def dataset_section(spec: Mapping[str, Any] | None) -> dict[str, str]:
 METHODS = {
     "none": ("No distillation (baseline)", "the task loss only, on the missing-modality view", "baselines"),
     "logit": ("Logit KD (Hinton et al., 2015; baseline)",
-              "task loss + `loss_logit`: MSE to the frozen teacher's score (regression) or KL at a temperature",
+              "task loss + `loss_logit`: MSE (or, with distance=l1, L1) to the frozen teacher's score (regression) "
+              "or KL at a temperature",
               "baselines"),
     "mmckd": ("MM-CKD (Sang et al., arXiv 2410.08692; a rebuild from the abstract)",
               "task loss + `loss_mvsc`: multi-view supervised contrastive loss over the teacher and one student "
