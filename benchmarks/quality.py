@@ -129,8 +129,9 @@ def evaluate_seed(checkpoints: dict, dataset: str, protocol: str, seed: int, cac
     seed's checkpoints). The cache is used only when the protocol, the data-set folder's spec and every
     checkpoint's files (weights and configs, by SHA-256) are the same, so a retrained checkpoint is re-evaluated;
     it keeps the commit that computed it and is not used once the code that evaluates (hf_mmkd/, modeling/)
-    differs from that commit's, so no report mixes numbers of two metric implementations. Evaluation is a third of a seed's time on CPU; the cache lets runs
-    that split the seeds over processes be joined by one call that only reads them."""
+    differs from that commit's, so no report mixes numbers of two metric implementations. Evaluation is a third
+    of a seed's time on CPU; the cache lets runs that split the seeds over processes be joined by one call that
+    only reads them."""
     from hf_mmkd.evaluation import evaluate_checkpoints
     from hf_mmkd.io import atomic_write
 
