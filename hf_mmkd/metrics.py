@@ -5,12 +5,24 @@ Formulas follow thuiar/MMSA `src/MMSA/utils/metricsTop.py` (`MetricsTop`), the c
 LNLN and the rest of the field use. Key names are MMSA's, so numbers can be compared with MMSA logs directly:
 
 - MOSI / MOSEI (`regression_metrics`): `Has0_acc_2`, `Has0_F1_score`, `Non0_acc_2`, `Non0_F1_score`,
-  `Mult_acc_3`, `Mult_acc_5`, `Mult_acc_7`, `MAE`, `Corr` (MMSA computes Acc-3 but does not return it; we do).
-- SIMS (`sims_metrics`): `Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`, `MAE`, `Corr`.
+  `Mult_acc_3`, `Mult_acc_5`, `Mult_acc_7`, `MAE`, `Corr` (MMSA computes Acc-3 but does not return it; we do),
+  plus ours: `Has0_bal_acc_2`, `Non0_bal_acc_2`.
+- SIMS (`sims_metrics`): `Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`, `MAE`, `Corr`, plus ours:
+  `Mult_bal_acc_2`.
 - Classification, e.g. IEMOCAP (`classification_metrics`): `Accuracy`, `F1_score` (weighted), `F1_<class>`,
-  `WA`, `UA`.
-- Any other regression scale (`generic_regression_metrics`, ours): `Sign_acc_2`, `Sign_F1_score`, `Band_acc_3`,
-  `MAE`, `Corr`, relative to the data set's neutral band.
+  `WA`, `UA`, plus `Macro_F1` and `Balanced_acc` (= `UA`, under the name the sign-scored sets use).
+- Any other regression scale (`generic_regression_metrics`, ours): `Sign_acc_2`, `Sign_bal_acc_2`,
+  `Sign_F1_score`, `Band_acc_3`, `MAE`, `Corr`, relative to the data set's neutral band.
+
+Balanced sign accuracy (`<split>_bal_acc_2`, `balanced_sign_accuracy`) is ours, added beside each 2-class accuracy
+of a sign-scored regression set, on exactly the rows and the sign rule of that accuracy: the mean of the recall on
+the positive rows and the recall on the negative rows. Plain accuracy rewards a model for leaning to the majority
+sign of the rows it is scored on; the balanced one does not: ANY constant predictor scores exactly 0.5 (50.0 in
+percent), whatever the share of positive rows. It is reported because CMU-MOSI's standard validation split is
+57% positive among its non-zero labels and its test split 42% (docs/methods.md#balanced-sign-accuracy). When one
+of the two sides has no row, it is NaN (undefined, as `Non0_acc_2` is NaN when every label is 0): a recall on an
+empty side does not exist, and scoring the other side alone would let a constant predictor reach 1.0. MMSA's own
+keys are untouched: their values are the same with or without the balanced ones.
 
 Which set scores a data set is its spec's `metric_set` (`hf_mmkd.data.spec.METRIC_SETS`: by task and label
 range, never by name): `metric_fn(spec)` / `make_compute_metrics(spec)`.
@@ -45,6 +57,7 @@ __all__ = [
     "P5_SETS",
     "KEY_METRICS",
     "auilc",
+    "balanced_sign_accuracy",
     "classification_metrics",
     "evaluate_module_path",
     "generic_regression_metrics",
@@ -112,6 +125,22 @@ def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
+def balanced_sign_accuracy(truth: np.ndarray, guess: np.ndarray) -> float:
+    """Mean of the recall on the positive rows (`truth` True) and the recall on the negative rows (`truth` False).
+
+    `truth` / `guess` are boolean arrays (label on the positive side / prediction on the positive side), already
+    restricted to the rows the accuracy is computed on. Any constant `guess` scores exactly 0.5: one recall is 1,
+    the other 0. NaN when either side has no row (a recall on no rows is undefined; see the module docstring).
+    """
+    truth, guess = np.asarray(truth, dtype=bool), np.asarray(guess, dtype=bool)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    recall_pos = np.count_nonzero(guess & truth) / n_pos
+    recall_neg = np.count_nonzero(~guess & ~truth) / n_neg
+    return float((recall_pos + recall_neg) / 2)
+
+
 # ------------------------------------------------------------------------------------------- metric sets
 
 
@@ -121,6 +150,8 @@ def regression_metrics(predictions: Any, labels: Any) -> dict[str, float]:
     - Has0 Acc-2 / weighted F1: negative vs non-negative, `(y >= 0)` vs `(p >= 0)` over all samples.
     - Non0 Acc-2 / weighted F1: samples with `y == 0` dropped, then `(y > 0)` vs `(p > 0)`. NaN when every label
       is 0 (MMSA raises there).
+    - Has0 / Non0 balanced Acc-2 (ours, `Has0_bal_acc_2`, `Non0_bal_acc_2`): `balanced_sign_accuracy` on the same
+      rows and signs as Has0 / Non0 Acc-2 (any constant predictor: 0.5; NaN when one side has no row).
     - Acc-7 / Acc-5 / Acc-3: clip p and y to [-3, 3] / [-2, 2] / [-1, 1], round (half to even), accuracy.
     - MAE = mean |p - y| and Corr = Pearson r on the unclipped values (Corr is NaN if p or y is constant).
     """
@@ -130,13 +161,15 @@ def regression_metrics(predictions: Any, labels: Any) -> dict[str, float]:
     binary_truth, binary_preds = y >= 0, p >= 0
     out["Has0_acc_2"] = float(accuracy_score(binary_truth, binary_preds))
     out["Has0_F1_score"] = _weighted_f1(binary_truth, binary_preds)
+    out["Has0_bal_acc_2"] = balanced_sign_accuracy(binary_truth, binary_preds)
     non_zero = y != 0
     if non_zero.any():
         nz_truth, nz_preds = y[non_zero] > 0, p[non_zero] > 0
         out["Non0_acc_2"] = float(accuracy_score(nz_truth, nz_preds))
         out["Non0_F1_score"] = _weighted_f1(nz_truth, nz_preds)
+        out["Non0_bal_acc_2"] = balanced_sign_accuracy(nz_truth, nz_preds)
     else:
-        out["Non0_acc_2"] = out["Non0_F1_score"] = float("nan")
+        out["Non0_acc_2"] = out["Non0_F1_score"] = out["Non0_bal_acc_2"] = float("nan")
     for k, bound in ((3, 1.0), (5, 2.0), (7, 3.0)):
         out[f"Mult_acc_{k}"] = multiclass_acc(np.clip(p, -bound, bound), np.clip(y, -bound, bound))
     out["MAE"] = float(np.mean(np.abs(p.astype(np.float64) - y.astype(np.float64))))
@@ -166,6 +199,7 @@ def sims_metrics(predictions: Any, labels: Any) -> dict[str, float]:
     p and y are first clipped to [-1, 1]; *all* metrics, MAE and Corr included, use the clipped values.
     Acc-2 bins [-1, 0], (0, 1]; Acc-3 bins [-1, -0.1], (-0.1, 0.1], (0.1, 1]; Acc-5 bins [-1, -0.7],
     (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1]. `F1_score` is the weighted F1 of the 2-class bins.
+    `Mult_bal_acc_2` (ours) is `balanced_sign_accuracy` of the Acc-2 bins (any constant predictor: 0.5).
     """
     p, y = _as_float_array(predictions, "predictions"), _as_float_array(labels, "labels")
     _check_pair(p, y)
@@ -173,6 +207,7 @@ def sims_metrics(predictions: Any, labels: Any) -> dict[str, float]:
     bins = {k: (_sims_bin(p, e), _sims_bin(y, e)) for k, e in _SIMS_EDGES.items()}
     out = {f"Mult_acc_{k}": multiclass_acc(bp, by) for k, (bp, by) in bins.items()}
     out["F1_score"] = _weighted_f1(bins[2][1], bins[2][0])
+    out["Mult_bal_acc_2"] = balanced_sign_accuracy(bins[2][1] == 1, bins[2][0] == 1)
     out["MAE"] = float(np.mean(np.abs(p.astype(np.float64) - y.astype(np.float64))))
     out["Corr"] = _pearson(p, y)
     return out
@@ -185,7 +220,14 @@ def classification_metrics(predictions: Any, labels: Any, label_names: Sequence[
     `predictions` are logits (N, C) (argmax is taken) or class ids (N,). Returns `Accuracy`, weighted
     `F1_score`, one-vs-rest `F1_<name>` per class (names from `label_names`, else the class id), `WA`
     (weighted accuracy = overall accuracy) and `UA` (unweighted accuracy = mean per-class recall), the
-    GCNet/MMIN pair.
+    GCNet/MMIN pair, and beside them:
+
+    - `Balanced_acc`: balanced accuracy, the mean recall over the classes present in the labels (the same number
+      as `UA` and sklearn's `balanced_accuracy_score`; a class absent from the labels has no recall and is left
+      out). Any constant predictor scores 1 / (number of classes present), 0.5 with two.
+    - `Macro_F1`: the unweighted mean of the per-class F1 over the classes present in the labels or the
+      predictions (sklearn's `f1_score(average="macro")` default; a class never true and never predicted has
+      no F1 and is left out, one predicted but never true counts with F1 0).
     """
     raw = np.asarray(predictions.detach().cpu().numpy() if hasattr(predictions, "detach") else predictions)
     y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels).reshape(-1)
@@ -223,6 +265,8 @@ def classification_metrics(predictions: Any, labels: Any, label_names: Sequence[
     out["WA"] = out["Accuracy"]
     present = np.unique(y)  # recall is undefined for classes absent from the labels; average the others
     out["UA"] = float(recall_score(y, p, labels=present, average="macro", zero_division=0))
+    out["Balanced_acc"] = out["UA"]
+    out["Macro_F1"] = float(f1_score(y, p, labels=np.union1d(y, p), average="macro", zero_division=0))
     return out
 
 
@@ -233,6 +277,8 @@ def generic_regression_metrics(predictions: Any, labels: Any, neutral_band: Sequ
     - `Sign_acc_2` / `Sign_F1_score` (weighted): labels inside the band are left out (as MMSA's Non0 Acc-2 leaves
       out y == 0), then "label above b" vs "prediction above the band's centre (a + b) / 2". With the band [0, 0]
       these are exactly MMSA's `Non0_acc_2` / `Non0_F1_score`. NaN when every label is neutral.
+    - `Sign_bal_acc_2`: `balanced_sign_accuracy` on the same rows and signs (any constant predictor: 0.5; NaN
+      when one side has no row); with the band [0, 0] it is `regression_metrics`' `Non0_bal_acc_2`.
     - `Band_acc_3`: 3-class accuracy of below a / inside [a, b] / above b, the same classes for labels and
       predictions (the classes `predict` names negative / neutral / positive).
     - `MAE` = mean |p - y| and `Corr` = Pearson r (NaN if p or y is constant), on the unclipped values.
@@ -248,8 +294,9 @@ def generic_regression_metrics(predictions: Any, labels: Any, neutral_band: Sequ
         truth, guess = y[polar] > b, p[polar] > (a + b) / 2
         out["Sign_acc_2"] = float(accuracy_score(truth, guess))
         out["Sign_F1_score"] = _weighted_f1(truth, guess)
+        out["Sign_bal_acc_2"] = balanced_sign_accuracy(truth, guess)
     else:
-        out["Sign_acc_2"] = out["Sign_F1_score"] = float("nan")
+        out["Sign_acc_2"] = out["Sign_F1_score"] = out["Sign_bal_acc_2"] = float("nan")
 
     def band(x):
         return np.where(x < a, 0, np.where(x > b, 2, 1))
@@ -267,12 +314,13 @@ _METRIC_FNS: dict[str, Callable[..., dict[str, float]]] = {
     "generic_regression": generic_regression_metrics,
 }
 
-# The metrics each set is summarised by (train.py's printout, plot panels, benchmark summaries).
+# The metrics each set is summarised by (train.py's printout, plot panels, benchmark summaries); the balanced
+# accuracy beside each accuracy.
 KEY_METRICS: dict[str, tuple[str, ...]] = {
-    "mmsa_pm3": ("Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"),
-    "mmsa_pm1": ("Mult_acc_2", "F1_score", "Mult_acc_5", "MAE", "Corr"),
-    "classification": ("Accuracy", "F1_score", "UA"),
-    "generic_regression": ("Sign_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"),
+    "mmsa_pm3": ("Non0_acc_2", "Non0_bal_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"),
+    "mmsa_pm1": ("Mult_acc_2", "Mult_bal_acc_2", "F1_score", "Mult_acc_5", "MAE", "Corr"),
+    "classification": ("Accuracy", "Balanced_acc", "Macro_F1", "F1_score"),
+    "generic_regression": ("Sign_acc_2", "Sign_bal_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"),
 }
 
 

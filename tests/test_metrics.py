@@ -8,13 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, mean_absolute_error
 from transformers import EvalPrediction
 
 from hf_mmkd.metrics import (
     P2_RATES,
     P3_SETS,
     auilc,
+    balanced_sign_accuracy,
     classification_metrics,
     evaluate_module_path,
     generic_regression_metrics,
@@ -68,6 +69,69 @@ def test_regression_agrees_with_sklearn():
     assert m["Non0_acc_2"] == pytest.approx(accuracy_score(y[nz] > 0, p[nz] > 0))
     assert m["Non0_F1_score"] == pytest.approx(f1_score(y[nz] > 0, p[nz] > 0, average="weighted"))
     assert m["MAE"] == pytest.approx(mean_absolute_error(y, p))
+    assert m["Non0_bal_acc_2"] == pytest.approx(balanced_accuracy_score(y[nz] > 0, p[nz] > 0))
+    assert m["Has0_bal_acc_2"] == pytest.approx(balanced_accuracy_score(y >= 0, p >= 0))
+
+
+# MMSA's keys and values on (P, Y) as computed before the balanced accuracies were added (main at 9026b0d):
+# adding keys must not change one bit of MMSA's numbers, nor add or drop one of its keys.
+MMSA_ON_P_Y = {"Has0_acc_2": 0.6666666666666666, "Has0_F1_score": 0.6666666666666666, "Non0_acc_2": 0.75,
+               "Non0_F1_score": 0.7333333333333334, "Mult_acc_3": 0.8333333333333334, "Mult_acc_5": 0.5,
+               "Mult_acc_7": 0.5, "MAE": 0.5666666666666668, "Corr": 0.9729051519664164}
+
+
+def test_mmsa_keys_unchanged_and_balanced_keys_added():
+    m = regression_metrics(P, Y)
+    assert set(m) == set(MMSA_ON_P_Y) | {"Has0_bal_acc_2", "Non0_bal_acc_2"}
+    assert {k: m[k] for k in MMSA_ON_P_Y} == MMSA_ON_P_Y  # exact, not approx
+    # Has0 (y >= 0 vs p >= 0): truth F F T T T T, guess F T F T T T: recall on non-negative 3/4, on negative 1/2
+    assert m["Has0_bal_acc_2"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+    # Non0 (y == 0 rows out): truth F F T T, guess F T T T: recall on positive 2/2, on negative 1/2
+    assert m["Non0_bal_acc_2"] == pytest.approx((1 + 1 / 2) / 2)
+
+
+def test_balanced_sign_accuracy_by_hand_on_an_unbalanced_split():
+    # 4 positive, 2 negative non-zero labels (and one 0, left out): plain Acc-2 4/6, balanced (3/4 + 1/2) / 2
+    y = np.array([2.0, 1.0, 0.4, 3.0, -1.0, -2.0, 0.0])
+    p = np.array([1.0, -0.5, 0.2, 2.0, 0.5, -1.5, 0.3])
+    m = regression_metrics(p, y)
+    assert m["Non0_acc_2"] == pytest.approx(4 / 6)
+    assert m["Non0_bal_acc_2"] == pytest.approx(0.625)
+    # Has0: the 0 label is non-negative and p = 0.3 >= 0: recall on non-negative 4/5, on negative 1/2
+    assert m["Has0_bal_acc_2"] == pytest.approx((4 / 5 + 1 / 2) / 2)
+    assert balanced_sign_accuracy([True, True, True, False], [True, False, False, False]) == pytest.approx(
+        (1 / 3 + 1) / 2)
+
+
+@pytest.mark.parametrize("labels", [
+    [-2.0, -0.6, 0.0, 0.0, 1.2, 2.8],            # balanced signs, two zeros
+    [0.2, 0.4, 1.0, 2.0, 3.0, -0.2, 0.0],        # mostly positive
+    [-3.0, -2.0, -1.4, -0.2, 0.6],               # mostly negative
+])
+@pytest.mark.parametrize("value", [-3.0, -0.4, 0.0, 0.5, 3.0])
+def test_any_constant_predictor_scores_exactly_one_half(labels, value):
+    y = np.array(labels)
+    p = np.full_like(y, value)
+    m = regression_metrics(p, y)
+    assert m["Non0_bal_acc_2"] == 0.5 and m["Has0_bal_acc_2"] == 0.5  # exactly 50.0 in percent
+    assert generic_regression_metrics(p + 10, y + 10, (10.0, 10.0))["Sign_bal_acc_2"] == 0.5
+    assert sims_metrics(p / 3, y / 3)["Mult_bal_acc_2"] == 0.5
+    # whereas plain Acc-2 of a constant is the share of the side it picks, e.g. 5/6 positive non-zero labels
+    if labels[0] == 0.2 and value > 0:
+        assert m["Non0_acc_2"] == pytest.approx(5 / 6)
+
+
+def test_balanced_sign_accuracy_with_one_side_empty_is_nan():
+    m = regression_metrics([0.3, -0.2, 1.0], [0.5, 1.0, 2.0])  # every label positive: no negative side
+    assert math.isnan(m["Non0_bal_acc_2"]) and math.isnan(m["Has0_bal_acc_2"])
+    assert m["Non0_acc_2"] == pytest.approx(2 / 3)  # MMSA's accuracy is still defined
+    m = regression_metrics([0.3, -0.2], [-1.0, 0.0])  # Non0: negative only; Has0: one row on each side
+    assert math.isnan(m["Non0_bal_acc_2"])
+    assert m["Has0_bal_acc_2"] == pytest.approx((0 + 0) / 2)  # -1 predicted >= 0, 0 predicted < 0: both missed
+    assert math.isnan(regression_metrics([0.3, -0.2], [0.0, 0.0])["Non0_bal_acc_2"])  # no non-zero label at all
+    assert math.isnan(generic_regression_metrics([1.0, 9.0], [8.0, 9.0], (4, 6))["Sign_bal_acc_2"])
+    assert math.isnan(sims_metrics([0.3, -0.2], [0.5, 0.9])["Mult_bal_acc_2"])
+    assert math.isnan(balanced_sign_accuracy([], []))
 
 
 def test_bankers_rounding_like_mmsa():
@@ -160,6 +224,27 @@ def test_classification_hand_computed_and_sklearn():
     assert classification_metrics(p, y)["F1_3"] == pytest.approx(0.8)
 
 
+def test_classification_macro_f1_and_balanced_accuracy_three_classes():
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    p = np.array([0, 0, 1, 2, 1, 0, 2, 2])
+    m = classification_metrics(p, y, label_names=["neg", "neu", "pos"])
+    assert m["Accuracy"] == pytest.approx(5 / 8)
+    # recalls: neg 2/4, neu 1/2, pos 2/2
+    assert m["Balanced_acc"] == m["UA"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    # F1: neg P=2/3 R=1/2 -> 4/7; neu P=1/2 R=1/2 -> 1/2; pos P=2/3 R=1 -> 4/5
+    assert m["Macro_F1"] == pytest.approx((4 / 7 + 1 / 2 + 4 / 5) / 3)
+    assert m["Balanced_acc"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert m["Macro_F1"] == pytest.approx(f1_score(y, p, average="macro"))
+    # a constant predictor: balanced accuracy 1 / (classes present); macro-F1 of the one class it predicts / 3
+    const = classification_metrics(np.zeros_like(y), y)
+    assert const["Balanced_acc"] == pytest.approx(1 / 3)
+    assert const["Macro_F1"] == pytest.approx((2 * 0.5 * 1.0 / 1.5) / 3)  # neg: P=1/2 R=1 -> 2/3; others 0
+    # a fourth class never true and never predicted has no recall and no F1: left out of both means
+    four = classification_metrics(p, y, label_names=["neg", "neu", "pos", "other"])
+    assert four["F1_other"] == 0.0
+    assert four["Macro_F1"] == pytest.approx(m["Macro_F1"]) and four["Balanced_acc"] == pytest.approx(2 / 3)
+
+
 def test_classification_errors():
     with pytest.raises(ValueError, match="length mismatch"):
         classification_metrics([0, 1], [0])
@@ -231,6 +316,9 @@ def test_generic_regression_metrics_by_hand():
     assert generic_regression_metrics(P, Y)["Sign_acc_2"] == pytest.approx(regression_metrics(P, Y)["Non0_acc_2"])
     assert generic_regression_metrics(P, Y)["Sign_F1_score"] == pytest.approx(
         regression_metrics(P, Y)["Non0_F1_score"])
+    assert generic_regression_metrics(P, Y)["Sign_bal_acc_2"] == regression_metrics(P, Y)["Non0_bal_acc_2"]
+    # balanced: truth F T F T, guess F T T T -> recall on positive 2/2, on negative 1/2
+    assert m["Sign_bal_acc_2"] == pytest.approx(0.75)
     assert np.isnan(generic_regression_metrics([1.0, 9.0], [5.0, 5.0], (4, 6))["Sign_acc_2"])  # all neutral
 
 # ---------------------------------------------------------------------------------------- properties
@@ -250,6 +338,8 @@ def test_perfect_predictions(y):
     assert m["MAE"] == 0.0
     if (y != 0).any():
         assert m["Non0_acc_2"] == 1.0 and m["Non0_F1_score"] == 1.0
+    if (y > 0).any() and (y < 0).any():
+        assert m["Non0_bal_acc_2"] == 1.0 and m["Has0_bal_acc_2"] == 1.0
     if np.ptp(y) > 0:
         assert m["Corr"] == pytest.approx(1.0)
     s = sims_metrics(y / 4, y / 4)

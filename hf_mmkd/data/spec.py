@@ -64,13 +64,17 @@ LABEL_COLUMNS = {"regression": "label", "classification": "classification_label"
 # The metric set of a spec (`DatasetSpec.metric_set`), chosen by task and label range only.
 METRIC_SETS = {
     "mmsa_pm3": "MMSA's regression metrics for scores in [-3, 3] (utils/metricsTop.py `__eval_mosei_regression`): "
-                "Has0/Non0 Acc-2 and weighted F1, Acc-3/5/7 by clip-and-round, MAE, Pearson Corr",
+                "Has0/Non0 Acc-2 and weighted F1, Acc-3/5/7 by clip-and-round, MAE, Pearson Corr; beside them, ours: "
+                "Has0/Non0 balanced Acc-2 (mean of the recalls on the two signs; any constant predictor scores 50)",
     "mmsa_pm1": "MMSA's regression metrics for scores in [-1, 1] (utils/metricsTop.py `__eval_sims_regression`): "
-                "Acc-2/3/5 on MMSA's bins, weighted F1, MAE and Corr on values clipped to [-1, 1]",
-    "classification": "accuracy, weighted F1, per-class F1, WA (weighted accuracy) and UA (unweighted accuracy, the "
-                      "mean per-class recall)",
+                "Acc-2/3/5 on MMSA's bins, weighted F1, MAE and Corr on values clipped to [-1, 1]; beside them, ours: "
+                "balanced Acc-2 (mean of the recalls on the two Acc-2 bins; any constant predictor scores 50)",
+    "classification": "accuracy, balanced accuracy (the mean per-class recall), macro and weighted F1, per-class F1, "
+                      "WA (weighted accuracy) and UA (unweighted accuracy: the balanced accuracy under GCNet/MMIN's "
+                      "name)",
     "generic_regression": "MAE, Pearson Corr, sign accuracy and weighted F1 relative to the neutral band (labels "
-                          "inside the band left out, as MMSA's Non0 Acc-2 leaves out 0), and 3-class accuracy "
+                          "inside the band left out, as MMSA's Non0 Acc-2 leaves out 0), its balanced version (mean of "
+                          "the recalls on the two signs; any constant predictor scores 50), and 3-class accuracy "
                           "below / inside / above the band",
 }
 _PM3, _PM1 = (-3.0, 3.0), (-1.0, 1.0)

@@ -23,7 +23,10 @@ Metrics of thuiar/MMSA utils/metricsTop.py, one config per metric set (the data-
 "mmsa_pm3" (scores in [-3, 3]): Has0 and Non0 Acc-2 and weighted F1, Acc-3/5/7 by clip-and-round, MAE, Pearson
 Corr. "mmsa_pm1" (scores in [-1, 1]): Acc-2/3/5 on MMSA's bins, weighted F1, MAE, Corr on values clipped to
 [-1, 1]. "classification": accuracy, weighted and per-class F1, WA, UA. "generic_regression" (any other scale):
-sign accuracy and F1 relative to a neutral band, 3-class band accuracy, MAE, Corr.
+sign accuracy and F1 relative to a neutral band, 3-class band accuracy, MAE, Corr. Beside MMSA's keys (values
+unchanged): balanced sign accuracy with each Acc-2 of the regression sets (Has0_bal_acc_2, Non0_bal_acc_2,
+Mult_bal_acc_2, Sign_bal_acc_2: mean of the recalls on the two signs, any constant predictor scores 0.5) and
+Macro_F1 / Balanced_acc for classification.
 """
 
 _KWARGS_DESCRIPTION = """\
