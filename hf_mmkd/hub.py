@@ -62,6 +62,8 @@ _METRIC_TYPES = {  # MMSA key -> model-index metric type
     "Mult_acc_5": "accuracy", "Mult_acc_7": "accuracy", "Accuracy": "accuracy", "WA": "accuracy",
     "UA": "recall", "Has0_F1_score": "f1", "Non0_F1_score": "f1", "F1_score": "f1", "MAE": "mae",
     "Corr": "pearsonr", "Sign_acc_2": "accuracy", "Sign_F1_score": "f1", "Band_acc_3": "accuracy",
+    "Has0_bal_acc_2": "balanced_accuracy", "Non0_bal_acc_2": "balanced_accuracy", "Mult_bal_acc_2": "balanced_accuracy",
+    "Sign_bal_acc_2": "balanced_accuracy", "Balanced_acc": "balanced_accuracy", "Macro_F1": "f1",
 }
 
 TRAINING_SUMMARY = "training_summary.json"  # written by train.py next to each checkpoint; read by the card

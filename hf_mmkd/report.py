@@ -89,6 +89,9 @@ METRIC_NAMES = {  # MMSA key -> printed name
     "Non0_F1_score": "F1 (Non0)", "Mult_acc_2": "Acc-2", "Mult_acc_3": "Acc-3", "Mult_acc_5": "Acc-5",
     "Mult_acc_7": "Acc-7", "F1_score": "F1", "MAE": "MAE", "Corr": "Corr", "Accuracy": "Acc", "WA": "WA",
     "UA": "UA", "Sign_acc_2": "Acc-2 (sign)", "Sign_F1_score": "F1 (sign)", "Band_acc_3": "Acc-3 (band)",
+    # balanced accuracies (hf_mmkd.metrics.balanced_sign_accuracy: any constant predictor scores 50.0)
+    "Has0_bal_acc_2": "Bal. Acc-2 (Has0)", "Non0_bal_acc_2": "Bal. Acc-2 (Non0)", "Mult_bal_acc_2": "Bal. Acc-2",
+    "Sign_bal_acc_2": "Bal. Acc-2 (sign)", "Balanced_acc": "Bal. Acc", "Macro_F1": "Macro-F1",
 }
 _PLAIN = {"MAE", "Corr"}  # printed as is; everything else is a fraction printed in percent
 _LOWER_IS_BETTER = {"MAE"}

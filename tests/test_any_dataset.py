@@ -256,6 +256,7 @@ def test_real_mosi_as_three_classes(tmp_path):
                                rates=(0.0, 0.5))
     assert res["metric_set"] == "classification" and res["n_rows"] == 229
     row = res["checkpoints"]["teacher"]["1111"]["r=0.5"]
-    assert set(row) == {"Accuracy", "F1_score", "F1_negative", "F1_neutral", "F1_positive", "WA", "UA"}
+    assert set(row) == {"Accuracy", "F1_score", "F1_negative", "F1_neutral", "F1_positive", "WA", "UA", "Macro_F1",
+                        "Balanced_acc"}
     # the majority class of MOSI's train split is "positive" (sign > 0)
     assert res["reference"] == "constant: majority class 'positive'"

@@ -60,7 +60,8 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path, capsys):
     for name, seeds in p5["checkpoints"].items():
         conditions = seeds["1111"]
         assert list(conditions) == ["{a}", "{v}", "{a,v}"], name  # the CMAD patterns without text
-        assert all(set(m) == {"Sign_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"} for m in conditions.values())
+        assert all(set(m) == {"Sign_acc_2", "Sign_bal_acc_2", "Sign_F1_score", "Band_acc_3", "MAE", "Corr"}
+                   for m in conditions.values())
         # a constant's Corr is undefined (NaN); every other number is finite
         assert all(finite_numbers({k: v for k, v in m.items() if name != reference or k != "Corr"})
                    for m in conditions.values()), name
