@@ -185,27 +185,39 @@ def merge(per_seed: list[dict]) -> dict:
     return merged
 
 
-def _cell(summary: dict, name: str, metric: str) -> tuple[float, float]:
+# A metric a stored run did not compute (results written before the metric existed): shown as this, never filled in.
+NOT_IN_RUN = "n/a: not in this run"
+
+
+def _cell(summary: dict, name: str, metric: str) -> tuple[float, float] | None:
+    """(mean, std) of `metric` in checkpoint `name`'s protocol summary row; None when the run did not compute it."""
     block = next(iter(summary[name]["summary"].values()))  # the protocol's one summary row
-    return block[metric]["mean"], block[metric]["std"]
+    return (block[metric]["mean"], block[metric]["std"]) if metric in block else None
 
 
-def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str, reference: str | None) -> str:
-    """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`."""
+def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str, reference: str | None,
+                  metrics=()) -> str:
+    """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`.
+    Columns: the targets' metrics, then the other `metrics` (the metric set's key metrics), target "-"."""
     targets = {m: tuple(v) for m, v in config["targets"].items()}
+    columns = list(dict.fromkeys([*targets, *metrics]))
     lines = [f"{protocol_title}; test split, mean ± std over {n_seeds} seed(s).", "",
-             "| checkpoint | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+             "| checkpoint | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name in summary:
-        lines.append(f"| {name} | " + " | ".join("{:.4f} ± {:.4f}".format(*_cell(summary, name, m)) for m in targets)
-                     + " |")
-    lines += ["", "| target | " + " | ".join(f"{op} {v}" for op, v in targets.values()) + " |", ""]
+        cells = [_cell(summary, name, m) for m in columns]
+        lines.append(f"| {name} | " + " | ".join(NOT_IN_RUN if c is None else "{:.4f} ± {:.4f}".format(*c)
+                                                 for c in cells) + " |")
+    lines += ["", "| target | " + " | ".join(f"{targets[m][0]} {targets[m][1]}" if m in targets else "-"
+                                              for m in columns) + " |", ""]
     students = [n for n in summary if n not in ("teacher", reference)]
     if students:
         first = next(iter(targets))
-        best = max(students, key=lambda n: _cell(summary, n, first)[0])
-        hit = [m for m, (op, v) in targets.items() if met(_cell(summary, best, m)[0], op, v)]
+        best = max(students, key=lambda n: (_cell(summary, n, first) or (-np.inf,))[0])
+        hit = [m for m, (op, v) in targets.items() if _cell(summary, best, m) and met(_cell(summary, best, m)[0], op, v)]
+        absent = [m for m in targets if _cell(summary, best, m) is None]
         lines.append(f"Best student by mean {first}: **{best}**; targets met: {hit or 'none'}; "
-                     f"not met: {[m for m in targets if m not in hit] or 'none'}.")
+                     f"not met: {[m for m in targets if m not in hit and m not in absent] or 'none'}"
+                     + (f"; {NOT_IN_RUN}: {absent}." if absent else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -256,19 +268,25 @@ def paired_table(diffs: dict, config: dict) -> str:
         cells = []
         for m in metrics:
             values = np.asarray(per_metric.get(m, [np.nan])) * _points(m)
-            cells.append(f"{values.mean():+.2f} ± {values.std():.2f}" if _points(m) > 1 else
-                         f"{values.mean():+.3f} ± {values.std():.3f}")
-        first = np.asarray(per_metric[metrics[0]]) * _points(metrics[0])
-        sign = -1.0 if metrics[0] in _LOWER_IS_BETTER else 1.0
-        wins = int((sign * first > 0).sum())
-        lines.append(f"| {name} | " + " | ".join(cells) + " | " + ", ".join(f"{v:+.2f}" for v in first)
-                     + f" | {wins}/{len(first)} |")
+            cells.append(NOT_IN_RUN if m not in per_metric else f"{values.mean():+.2f} ± {values.std():.2f}"
+                         if _points(m) > 1 else f"{values.mean():+.3f} ± {values.std():.3f}")
+        if metrics[0] in per_metric:
+            first = np.asarray(per_metric[metrics[0]]) * _points(metrics[0])
+            sign = -1.0 if metrics[0] in _LOWER_IS_BETTER else 1.0
+            wins = int((sign * first > 0).sum())
+            per_seed, better = ", ".join(f"{v:+.2f}" for v in first), f"{wins}/{len(first)}"
+        else:
+            per_seed = better = NOT_IN_RUN
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {per_seed} | {better} |")
         improvement[name] = {m: (-1.0 if m in _LOWER_IS_BETTER else 1.0) * float(np.mean(per_metric[m])) * _points(m)
                              for m in metrics if m in per_metric}
     lines.append("")
     for m, rule in wanted.items():
         rule = rule or {}
         unit = "points" if _points(m) > 1 else ""
+        if rule and not any(m in imp for imp in improvement.values()):
+            lines.append(f"- KD vs `none` on {m}: {NOT_IN_RUN} (the stored results predate the metric).")
+            continue
         if "every" in rule:
             below = [n for n, imp in improvement.items() if imp.get(m, -np.inf) < rule["every"]]
             lines.append(f"- Every KD student improves {m} over `none` by >= {rule['every']:g} {unit} (paired mean): "
@@ -281,9 +299,10 @@ def paired_table(diffs: dict, config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sign_floor_table(results: dict, spec, metric: str, reference: str | None) -> str:
+def sign_floor_table(results: dict, spec, metric: str, reference: str | None, dataset: str | None = None) -> str:
     """No checkpoint below the best constant-sign prediction (the test split's majority sign) in `metric` at any
-    condition (mean over seeds)."""
+    condition (mean over seeds). For a balanced sign accuracy the floor is 50.00 (any constant scores that).
+    `dataset`: the prepared folder the labels are read from (default: the one the results name)."""
     from hf_mmkd.metrics import metric_fn
     from hf_mmkd.report import summarize
 
@@ -291,7 +310,8 @@ def sign_floor_table(results: dict, spec, metric: str, reference: str | None) ->
         return ""
     from hf_mmkd.data.prepared import load_prepared
 
-    labels = np.asarray(load_prepared(results["dataset_path"])[results["split"]][spec.label_column], np.float32)
+    labels = np.asarray(load_prepared(dataset or results["dataset_path"])[results["split"]][spec.label_column],
+                        np.float32)
     fn = metric_fn(spec)
     lo, hi = spec.label_range
     floor = max(fn(np.full_like(labels, v), labels)[metric] for v in (lo, hi))
@@ -300,6 +320,9 @@ def sign_floor_table(results: dict, spec, metric: str, reference: str | None) ->
              "| checkpoint | lowest condition | " + metric + " | at or above the floor |", "|---|---|---|---|"]
     for name, s in summarize(results).items():
         if name == reference:
+            continue
+        if any(metric not in m for m in s["conditions"].values()):
+            lines.append(f"| {name} | - | {NOT_IN_RUN} | - |")
             continue
         cond, cell = min(((c, m[metric]) for c, m in s["conditions"].items()), key=lambda x: x[1]["mean"])
         lines.append(f"| {name} | {cond} | {100 * cell['mean']:.2f} | {'yes' if cell['mean'] >= floor else 'NO'} |")
@@ -314,6 +337,9 @@ def teacher_complete_table(results: dict, config: dict) -> str:
     out = [f"Teacher on the complete test split ({complete}):", "", "| metric | value | target | met |",
            "|---|---|---|---|"]
     for metric, (op, v) in config["teacher_targets"].items():
+        if any(metric not in r for r in rows):
+            out.append(f"| {metric} | {NOT_IN_RUN} | {op} {v} | - |")
+            continue
         value = float(np.mean([r[metric] for r in rows]))
         out.append(f"| {metric} | {value:.4f} | {op} {v} | {'yes' if met(value, op, v) else 'no'} |")
     return "\n".join(out) + "\n"
@@ -332,7 +358,8 @@ def summary_table(summary: dict, metrics) -> str:
              "|---|---|---|" + "---|" * len(metrics)]
     for name, s in summary.items():
         label, row = next(iter(s["summary"].items()))  # the protocol's one summary row
-        lines.append(f"| {name} | {s['n_seeds']} | {label} | " + " | ".join(fmt(m, row[m]) for m in metrics) + " |")
+        lines.append(f"| {name} | {s['n_seeds']} | {label} | "
+                     + " | ".join(fmt(m, row[m]) if m in row else NOT_IN_RUN for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -369,6 +396,9 @@ def main(argv=None) -> int:
                         help="torch CPU threads (default: the benchmark config's threads)")
     parser.add_argument("--train-args", default="", help="extra train.py flags for every run (e.g. fewer epochs); "
                                                          "write --train-args='--num_train_epochs 1'")
+    parser.add_argument("--from-record", action="store_true",
+                        help="train and evaluate nothing: rewrite the summary report (and the README section) from "
+                             "the stored OUT/quality_NAME.json with the current benchmark config and table code")
     args = parser.parse_args(argv)
     name = args.dataset_name
     config = benchmark_config(name)
@@ -382,6 +412,14 @@ def main(argv=None) -> int:
         print(f"quality.py: error: no prepared dataset at {dataset}; run dataset_scripts/prepare_mmsa.py "
               f"{config['prepare']} {dataset}", file=sys.stderr)
         return 2
+    if args.from_record:
+        stored = Path(args.out) / f"quality_{name}.json"
+        try:
+            record = json.loads(stored.read_text())
+        except (OSError, ValueError) as e:
+            print(f"quality.py: error: --from-record needs the run record {stored}: {e}", file=sys.stderr)
+            return 2
+        return write_summary_report(record, config, name, dataset, Path(args.out))
     import torch
 
     threads = args.num_threads or config["threads"]
@@ -389,8 +427,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     from hf_mmkd.evaluation import write_evaluation_report
     from hf_mmkd.io import atomic_write
-    from hf_mmkd.metrics import KEY_METRICS
-    from hf_mmkd.report import DATASET_NAMES, PROTOCOLS, summarize
+    from hf_mmkd.report import summarize
 
     extra = ["--dataset", dataset, *args.train_args.split()]
     started = time.time()
@@ -455,6 +492,21 @@ def main(argv=None) -> int:
         "paired_differences": paired_differences(main, main["reference"]),
     }
     atomic_write(out / f"quality_{name}.json", json.dumps(record, indent=2, default=float))
+    return write_summary_report(record, config, name, dataset, out)
+
+
+def write_summary_report(record: dict, config: dict, name: str, dataset: str, out: Path) -> int:
+    """quality_NAME_targets.md (the benchmark config has targets) or quality_NAME_summary.md from a run's record
+    (what quality_NAME.json holds), and the README's generated section when `out` is benchmarks/results. Columns
+    are the metric set's key metrics; one the record lacks (a run made before the metric existed) shows
+    `NOT_IN_RUN`."""
+    from hf_mmkd.io import atomic_write
+    from hf_mmkd.metrics import KEY_METRICS
+    from hf_mmkd.report import DATASET_NAMES, PROTOCOLS
+
+    main_protocol = config["protocols"][0]
+    main, summary = record["results"][main_protocol], record[f"{main_protocol}_summary"]
+    n_seeds = len(record["seeds"])
     title = DATASET_NAMES.get(name, name)
     text = (f"# {title} quality under missing modalities\n\n" + f"Command: `{record['command']}` (commit "
             f"{record['git_commit'][:10]}).\n\n")
@@ -462,10 +514,11 @@ def main(argv=None) -> int:
     if config.get("targets"):
         if config.get("teacher_targets"):
             text += teacher_complete_table(main, config) + "\n"
-        text += targets_table(summary, len(args.seeds), config, protocol_title, main["reference"])
+        text += targets_table(summary, n_seeds, config, protocol_title, main["reference"],
+                              KEY_METRICS[main["metric_set"]])
         report = out / f"quality_{name}_targets.md"
     else:
-        text += (f"{protocol_title}; {title} test split, mean ± std over {len(args.seeds)} "
+        text += (f"{protocol_title}; {title} test split, mean ± std over {n_seeds} "
                  f"seed(s) (population std), model selection on validation only (training and validation views: "
                  f"`configs/{name}_*.yaml`). Per-condition rows and the plot: `quality_{name}_{main_protocol}.md` / "
                  "`.png`. The row `" + str(main["reference"]) + "` is the constant predictor (reference).\n\n"
@@ -475,7 +528,7 @@ def main(argv=None) -> int:
     if config.get("sign_floor"):
         from hf_mmkd.data.spec import load_spec
 
-        text += "\n" + sign_floor_table(main, load_spec(dataset), config["sign_floor"], main["reference"])
+        text += "\n" + sign_floor_table(main, load_spec(dataset), config["sign_floor"], main["reference"], dataset)
     notes = list(dict.fromkeys(main.get("warnings", []) + main.get("notes", [])))
     text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write(report, text)

@@ -73,7 +73,7 @@ def test_mmmo_quality_benchmark_end_to_end(mmmo_dir, tmp_path, capsys):
 
     summary = (out / "quality_mmmo_summary.md").read_text()
     assert all(f"| {name} | 1 | Avg. (3 patterns) |" in summary for name in ("teacher", "none", "logit", reference))
-    assert "| Acc-2 (sign) | F1 (sign) | Acc-3 (band) | MAE | Corr |" in summary
+    assert "| Acc-2 (sign) | Bal. Acc-2 (sign) | F1 (sign) | Acc-3 (band) | MAE | Corr |" in summary
     assert "the models have no text encoder" in summary and "left out: {l}, {l,a}, {l,v}, {l,a,v}" in summary
     assert "train.py builds no encoder for them" in summary
     assert (out / "quality_mmmo_p5.md").is_file() and (out / "quality_mmmo_p5.png").stat().st_size > 0
