@@ -198,9 +198,9 @@ def _cell(summary: dict, name: str, metric: str) -> tuple[float, float] | None:
 def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str, reference: str | None,
                   metrics=()) -> str:
     """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`.
-    Columns: the targets' metrics, then the other `metrics` (the metric set's key metrics), target "-"."""
+    Columns: `metrics` (the metric set's key metrics), then any other target's metric; "-" where no target."""
     targets = {m: tuple(v) for m, v in config["targets"].items()}
-    columns = list(dict.fromkeys([*targets, *metrics]))
+    columns = list(dict.fromkeys([*metrics, *targets]))
     lines = [f"{protocol_title}; test split, mean ± std over {n_seeds} seed(s).", "",
              "| checkpoint | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name in summary:
@@ -315,8 +315,9 @@ def sign_floor_table(results: dict, spec, metric: str, reference: str | None, da
     fn = metric_fn(spec)
     lo, hi = spec.label_range
     floor = max(fn(np.full_like(labels, v), labels)[metric] for v in (lo, hi))
-    lines = [f"Sign floor: predicting the test split's majority sign for every row gives {metric} "
-             f"{100 * floor:.2f}; the lowest condition of each checkpoint (mean over seeds):", "",
+    lines = [f"Sign floor: the better constant prediction (the lowest or the highest score for every row; for plain "
+             f"Acc-2 the test split's majority sign) gives {metric} {100 * floor:.2f}; the lowest condition of each "
+             "checkpoint (mean over seeds):", "",
              "| checkpoint | lowest condition | " + metric + " | at or above the floor |", "|---|---|---|---|"]
     for name, s in summarize(results).items():
         if name == reference:
@@ -419,7 +420,7 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as e:
             print(f"quality.py: error: --from-record needs the run record {stored}: {e}", file=sys.stderr)
             return 2
-        return write_summary_report(record, config, name, dataset, Path(args.out))
+        return write_summary_report(record, config, name, dataset, Path(args.out), rewritten=True)
     import torch
 
     threads = args.num_threads or config["threads"]
@@ -495,11 +496,12 @@ def main(argv=None) -> int:
     return write_summary_report(record, config, name, dataset, out)
 
 
-def write_summary_report(record: dict, config: dict, name: str, dataset: str, out: Path) -> int:
+def write_summary_report(record: dict, config: dict, name: str, dataset: str, out: Path, rewritten: bool = False,
+                         ) -> int:
     """quality_NAME_targets.md (the benchmark config has targets) or quality_NAME_summary.md from a run's record
     (what quality_NAME.json holds), and the README's generated section when `out` is benchmarks/results. Columns
     are the metric set's key metrics; one the record lacks (a run made before the metric existed) shows
-    `NOT_IN_RUN`."""
+    `NOT_IN_RUN`. `rewritten`: the report is rewritten from a stored record (`--from-record`), which it says."""
     from hf_mmkd.io import atomic_write
     from hf_mmkd.metrics import KEY_METRICS
     from hf_mmkd.report import DATASET_NAMES, PROTOCOLS
@@ -510,6 +512,10 @@ def write_summary_report(record: dict, config: dict, name: str, dataset: str, ou
     title = DATASET_NAMES.get(name, name)
     text = (f"# {title} quality under missing modalities\n\n" + f"Command: `{record['command']}` (commit "
             f"{record['git_commit'][:10]}).\n\n")
+    if rewritten:
+        text += (f"Tables rewritten from that run's `quality_{name}.json` by `python benchmarks/quality.py "
+                 f"--dataset-name {name} --from-record` (commit {git_commit()[:10]}; nothing retrained or re-evaluated) "
+                 f"with the current benchmark config; a metric that run did not compute shows \"{NOT_IN_RUN}\".\n\n")
     protocol_title = PROTOCOLS[main_protocol]["title"]
     if config.get("targets"):
         if config.get("teacher_targets"):
