@@ -41,7 +41,7 @@ TERMS = {  # method -> term -> method_kwargs that remove it
     "mitr": {"SimSiam": {"attra_weight": 0.0}, "reconstruction": {"recon_weight": 0.0}, "KD group": {"kd_weight": 0.0}},
     "crossmodal": {"I(T;S)": {"ts_weight": 0.0}, "I(T;A)": {"alpha": 0.0}, "adversarial H(T|S)": {"beta": 0.0}},
 }
-METRICS = ("Non0_acc_2", "MAE", "Corr", "Mult_acc_7")
+METRICS = ("Non0_acc_2", "Non0_bal_acc_2", "MAE", "Corr", "Mult_acc_7")
 
 
 def yaml_config(method: str) -> dict:
@@ -78,7 +78,18 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="outputs/ablations", help="where the variants' checkpoints go")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--train-args", default="", help="extra train.py flags for every run")
+    parser.add_argument("--from-record", action="store_true",
+                        help="train and evaluate nothing: rewrite OUT/ablations_mosi.md (and the README section) "
+                             "from the stored OUT/ablations_mosi.json with the current table code")
     args = parser.parse_args(argv)
+    if args.from_record:
+        stored = Path(args.out) / "ablations_mosi.json"
+        try:
+            record = json.loads(stored.read_text())
+        except (OSError, ValueError) as e:
+            print(f"ablations.py: error: --from-record needs the run record {stored}: {e}", file=sys.stderr)
+            return 2
+        return write_table(record, Path(args.out), rewritten=True)
     if not Path(args.dataset).is_dir():
         print(f"ablations.py: error: no prepared dataset at {args.dataset}", file=sys.stderr)
         return 2
@@ -114,37 +125,57 @@ def main(argv=None) -> int:
                 row["full"].append(p2_mean(results, "full", seed))
                 row["none"].append(p2_mean(results, "none", seed))
 
-    lines = [f"# CMU-MOSI ablations (P2 mean over r = 0.0..0.9, test split, {len(args.seeds)} seed(s): "
-             f"{' '.join(map(str, args.seeds))})", "",
-             "Command: `python benchmarks/ablations.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-             + f"` (commit {quality.git_commit()[:10]}). Paired differences per seed (same teacher, same test "
-             "masks), mean ± std (population) over seeds; Non0 Acc-2 in points, MAE as is.", "",
-             "| method | variant | Non0 Acc-2 | MAE | Δ Acc-2 vs full | Δ Acc-2 vs none | Δ MAE vs none |",
-             "|---|---|---|---|---|---|---|"]
-
-    def ms(values, scale=1.0, digits=2):
-        return f"{scale * np.mean(values):+.{digits}f} ± {scale * np.std(values):.{digits}f}"
-
-    record_rows = {}
-    for label, data in rows.items():
-        acc = [v["Non0_acc_2"] for v in data["variant"]]
-        mae = [v["MAE"] for v in data["variant"]]
-        d_full = [v["Non0_acc_2"] - f["Non0_acc_2"] for v, f in zip(data["variant"], data["full"])]
-        d_none = [v["Non0_acc_2"] - n["Non0_acc_2"] for v, n in zip(data["variant"], data["none"])]
-        d_mae = [v["MAE"] - n["MAE"] for v, n in zip(data["variant"], data["none"])]
-        method, variant = label.split(" | ")
-        cell = variant.replace("|", "\\|")  # a pipe in a term's name (H(T|S)) would split the Markdown cell
-        lines.append(f"| {method} | {cell} | {100 * np.mean(acc):.2f} ± {100 * np.std(acc):.2f} | "
-                     f"{np.mean(mae):.3f} ± {np.std(mae):.3f} | {ms(d_full, 100)} | {ms(d_none, 100)} | "
-                     f"{ms(d_mae, 1.0, 3)} |")
-        record_rows[label] = data
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out)
     record = {"command": "python benchmarks/ablations.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "git_commit": quality.git_commit(), "git_dirty": quality.git_dirty(), "seeds": args.seeds,
               "machine": quality.machine(), "wall_time_s": time.time() - started,
-              "variants": {m: variants(m) for m in args.methods}, "rows": record_rows}
-    atomic_write(out / "ablations_mosi.json", json.dumps(record, indent=2))
+              "variants": {m: variants(m) for m in args.methods}, "rows": rows}
+    atomic_write(Path(args.out) / "ablations_mosi.json", json.dumps(record, indent=2))
+    return write_table(record, Path(args.out))
+
+
+def write_table(record: dict, out: Path, rewritten: bool = False) -> int:
+    """ablations_mosi.md from a run's record (and the README section when `out` is benchmarks/results). A metric
+    the record lacks (a run made before the metric existed) shows `quality.NOT_IN_RUN`, never a made-up value.
+    `rewritten`: the table is rewritten from a stored record (`--from-record`), which it says."""
+    from hf_mmkd.io import atomic_write
+
+    seeds = record["seeds"]
+    lines = [f"# CMU-MOSI ablations (P2 mean over r = 0.0..0.9, test split, {len(seeds)} seed(s): "
+             f"{' '.join(map(str, seeds))})", "",
+             f"Command: `{record['command']}` (commit {record['git_commit'][:10]}). Paired differences per seed "
+             "(same teacher, same test masks), mean ± std (population) over seeds; Non0 Acc-2 and its balanced "
+             "version (Bal. Acc-2: mean of the recalls on the two signs, any constant predictor scores 50.00) in "
+             "points, MAE as is.", ""]
+    if rewritten:
+        lines += [f"Table rewritten from that run's `ablations_mosi.json` by `python benchmarks/ablations.py "
+                  f"--from-record` (commit {quality.git_commit()[:10]}; nothing retrained or re-evaluated); a metric "
+                  f"that run did not compute shows \"{quality.NOT_IN_RUN}\".", ""]
+    lines += ["| method | variant | Non0 Acc-2 | Bal. Acc-2 | MAE | Δ Acc-2 vs full | Δ Acc-2 vs none | "
+              "Δ Bal. Acc-2 vs none | Δ MAE vs none |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(values, scale=1.0, digits=2, sign="+"):
+        return f"{scale * np.mean(values):{sign}.{digits}f} ± {scale * np.std(values):.{digits}f}"
+
+    def column(data, metric, against=None):
+        """The variant's values of `metric` per seed, or its per-seed differences to `against`; None if absent."""
+        if any(metric not in v for v in data["variant"] + data.get(against, [])):
+            return None
+        if against is None:
+            return [v[metric] for v in data["variant"]]
+        return [v[metric] - o[metric] for v, o in zip(data["variant"], data[against])]
+
+    for label, data in record["rows"].items():
+        cells = []
+        for metric, against, scale, digits, sign in (
+                ("Non0_acc_2", None, 100, 2, ""), ("Non0_bal_acc_2", None, 100, 2, ""), ("MAE", None, 1.0, 3, ""),
+                ("Non0_acc_2", "full", 100, 2, "+"), ("Non0_acc_2", "none", 100, 2, "+"),
+                ("Non0_bal_acc_2", "none", 100, 2, "+"), ("MAE", "none", 1.0, 3, "+")):
+            values = column(data, metric, against)
+            cells.append(quality.NOT_IN_RUN if values is None else ms(values, scale, digits, sign))
+        method, variant = label.split(" | ")
+        cell = variant.replace("|", "\\|")  # a pipe in a term's name (H(T|S)) would split the Markdown cell
+        lines.append(f"| {method} | {cell} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
     atomic_write(out / "ablations_mosi.md", text)
     if out.resolve() == quality.RESULTS.resolve():
         quality.update_readme("ablations:mosi", text)
