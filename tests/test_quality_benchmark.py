@@ -142,3 +142,60 @@ def test_readme_benchmark_tables_are_the_generated_reports():
     expected["ablations:mosi"] = (results / "ablations_mosi.md").read_text().split("\n", 2)[2].strip()
     for key, body in expected.items():
         assert sections.get(key) == body, f"README section {key} differs from its generated report"
+
+
+def _summary(rows: dict) -> dict:
+    """A `report.summarize`-shaped summary: {checkpoint: {"n_seeds", "summary": {label: {metric: cell}}}}."""
+    return {name: {"n_seeds": 2, "summary": {"mean r=0.0-0.9": {m: {"mean": v, "std": 0.01, "n": 2}
+                                                                 for m, v in row.items()}}}
+            for name, row in rows.items()}
+
+
+def test_tables_show_a_metric_where_the_run_has_it_and_n_a_where_not():
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_tables")
+    na = quality.NOT_IN_RUN
+    assert na == "n/a: not in this run"
+    summary = _summary({"new": {"Non0_acc_2": 0.70, "Non0_bal_acc_2": 0.64, "MAE": 1.1},
+                        "old": {"Non0_acc_2": 0.72, "MAE": 1.0}})
+    table = quality.summary_table(summary, ["Non0_acc_2", "Non0_bal_acc_2", "MAE"])
+    assert "| Acc-2 (Non0) | Bal. Acc-2 (Non0) | MAE |" in table
+    assert "| new | 2 | mean r=0.0-0.9 | 70.00 ± 1.00 | 64.00 ± 1.00 | 1.100 ± 0.010 |" in table
+    assert f"| old | 2 | mean r=0.0-0.9 | 72.00 ± 1.00 | {na} | 1.000 ± 0.010 |" in table
+    config = {"targets": {"Non0_acc_2": [">=", 0.71]}}
+    targets = quality.targets_table(summary, 2, config, "P2", None, ["Non0_acc_2", "Non0_bal_acc_2"])
+    assert f"| old | 0.7200 ± 0.0100 | {na} |" in targets and "| target | >= 0.71 | - |" in targets
+    assert "Best student by mean Non0_acc_2: **old**; targets met: ['Non0_acc_2']" in targets
+    diffs = {"logit": {"Non0_acc_2": [0.01, -0.03], "MAE": [0.0, 0.02]}}  # a run without the balanced metric
+    paired = quality.paired_table(diffs, {"kd_vs_none": {"Non0_bal_acc_2": {"every": 0.0}, "Non0_acc_2": {}}})
+    assert f"| logit | {na} | -1.00 ± 2.00 | {na} | {na} |" in paired
+    assert f"- KD vs `none` on Non0_bal_acc_2: {na}" in paired and "NOT met" not in paired
+    diffs["logit"]["Non0_bal_acc_2"] = [0.02, 0.01]
+    paired = quality.paired_table(diffs, {"kd_vs_none": {"Non0_bal_acc_2": {"every": 0.0, "best": 2.0}}})
+    assert "| logit | +1.50 ± 0.50 | +2.00, +1.00 | 2/2 |" in paired
+    assert "improves Non0_bal_acc_2 over `none` by >= 0 points (paired mean): met." in paired
+    assert "(logit) improves Non0_bal_acc_2 over `none` by +1.50 points (target >= 2): NOT met." in paired
+
+
+def test_reports_rewritten_from_the_stored_records_match_the_committed_ones(tmp_path):
+    """`--from-record` retrains nothing and reproduces the committed summary and ablation tables from their JSON
+    records (up to the commit that rewrote them); a missing record is a one-line error."""
+    import re
+    import shutil
+
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_record")
+    ablations = load_module(REPO_ROOT / "benchmarks" / "ablations.py", "ablations_record")
+    results = REPO_ROOT / "benchmarks" / "results"
+    for name in ("quality_mmmo.json", "ablations_mosi.json"):
+        shutil.copy(results / name, tmp_path / name)
+    assert quality.main(["--dataset-name", "mmmo", "--dataset", str(tmp_path), "--from-record",
+                         "--out", str(tmp_path)]) == 0
+    assert ablations.main(["--from-record", "--out", str(tmp_path)]) == 0
+
+    def body(path):
+        return re.sub(r"--from-record` \(commit \w+", "--from-record` (commit X", path.read_text())
+
+    for name in ("quality_mmmo_summary.md", "ablations_mosi.md"):
+        assert body(tmp_path / name) == body(results / name), name
+    assert "n/a: not in this run" in body(tmp_path / "ablations_mosi.md")
+    assert quality.main(["--dataset-name", "mmmo", "--dataset", str(tmp_path), "--from-record",
+                         "--out", str(tmp_path / "none")]) == 2
