@@ -95,6 +95,25 @@ def test_p2_conditions_metrics_and_complete_rate_matches_direct_evaluation(tiny)
     assert set(summary["student"]["summary"]) == {"mean r=0.0-0.9"}
 
 
+def test_reports_show_balanced_sign_accuracy_and_the_constant_scores_one_half(tiny):
+    """The evaluation's reference row is a constant predictor: its balanced sign accuracies are exactly 0.5 (50.00
+    in the report) under every condition, whatever the test split's share of positive labels; the report shows
+    the metric beside MMSA's Acc-2."""
+    data, ckpts = tiny
+    res = evaluate_checkpoints({"student": ckpts["student"]}, data, "p2", seeds=(1111,), rates=(0.0, 0.5))
+    labels = np.asarray(load_prepared(data)["test"]["label"])
+    assert (labels > 0).any() and (labels < 0).any()  # both signs, so the balanced accuracy is defined
+    for cond in ("r=0.0", "r=0.5"):
+        row = res["checkpoints"][res["reference"]]["1111"][cond]
+        assert row["Non0_bal_acc_2"] == 0.5 and row["Has0_bal_acc_2"] == 0.5
+        # whereas its plain Acc-2 is the share of the side the constant (the train median) picks
+        side = labels[labels != 0] > 0 if res["reference_value"] > 0 else labels[labels != 0] < 0
+        assert row["Non0_acc_2"] == pytest.approx(np.mean(side))
+    text = report_markdown(res)
+    assert "| Acc-2 (Non0) | F1 (Non0) | Bal. Acc-2 (Non0) |" in text
+    assert "| 50.00 ± 0.00 |" in text.split(res["reference"])[1].split("\n")[0]
+
+
 def test_same_seed_same_numbers_and_batch_size_invariance(tiny):
     data, ckpts = tiny
     one = {"student": ckpts["student"]}

@@ -62,6 +62,14 @@ def test_eval_results_one_per_condition_and_metric():
     assert {"p3 available={l}", "p3 available={a,v}", "p3 available={l,a,v}", "p3 Avg. (6 sets)"} <= configs
     with pytest.raises(KeyError, match="checkpoint 'nope' not in the mosi/p2 results"):
         eval_results(p2_results(), "nope")
+    results = p2_results()
+    for seeds in results["checkpoints"].values():
+        for conds in seeds.values():
+            for metrics in conds.values():
+                metrics["Non0_bal_acc_2"] = 0.625
+    bal = [e for e in eval_results(results, "student") if e.metric_config == "p2 mean r=0.0-0.9"
+           and e.metric_name == "Bal. Acc-2 (Non0)"]
+    assert len(bal) == 1 and bal[0].metric_type == "balanced_accuracy" and bal[0].metric_value == 0.625
 
 
 def test_card_round_trip(tmp_path, checkpoint):

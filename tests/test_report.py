@@ -129,3 +129,18 @@ def test_atomic_write_failure_leaves_target_untouched(tmp_path):
         atomic_write(target, boom)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["r.md"]
+
+
+def test_balanced_accuracies_are_named_and_printed_in_percent():
+    res = rate_results("p2")
+    for seeds in res["checkpoints"].values():
+        for conds in seeds.values():
+            for metrics in conds.values():
+                metrics["Non0_bal_acc_2"] = 0.5
+    text = markdown_table(res)
+    assert "| Acc-2 (Non0) | MAE | Bal. Acc-2 (Non0) |" in text
+    assert "| teacher (2 seeds) | **mean r=0.0-0.9** | **71.50 ± 1.00** | **1.150 ± 0.000** | **50.00 ± 0.00** |" in text
+    from hf_mmkd.report import METRIC_NAMES
+
+    assert METRIC_NAMES["Macro_F1"] == "Macro-F1" and METRIC_NAMES["Balanced_acc"] == "Bal. Acc"
+    assert METRIC_NAMES["Sign_bal_acc_2"] == "Bal. Acc-2 (sign)" and METRIC_NAMES["Mult_bal_acc_2"] == "Bal. Acc-2"
