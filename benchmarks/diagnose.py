@@ -99,9 +99,13 @@ def predictions(path: str, dataset: str, split: str, rate: float, seed: int, bat
 
 
 def sign_stats(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Sign accuracy on rows with y != 0, share of positive predictions, MAE."""
+    """Sign accuracy on rows with y != 0, plain and balanced over the two signs (hf_mmkd.metrics'
+    `Non0_bal_acc_2`), share of positive predictions, MAE."""
+    from hf_mmkd.metrics import balanced_sign_accuracy
+
     nz = y != 0
-    return {"acc2_non0": float(((p[nz] > 0) == (y[nz] > 0)).mean()), "pos_share": float((p[nz] > 0).mean()),
+    return {"acc2_non0": float(((p[nz] > 0) == (y[nz] > 0)).mean()),
+            "bal_acc2_non0": balanced_sign_accuracy(y[nz] > 0, p[nz] > 0), "pos_share": float((p[nz] > 0).mean()),
             "label_pos_share": float((y[nz] > 0).mean()), "mae": float(np.abs(p - y).mean()),
             "pred_std": float(p.std())}
 
@@ -115,7 +119,8 @@ def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
         for rate in RATES:
             per_rate[f"{rate:g}"] = sign_stats(*predictions(path, args.dataset, args.split, rate, args.mask_seed))
         results[name] = per_rate
-    for quantity, label in (("acc2_non0", "Non0 Acc-2"), ("pos_share", "share of positive predictions")):
+    for quantity, label in (("acc2_non0", "Non0 Acc-2"), ("bal_acc2_non0", "Non0 balanced Acc-2"),
+                            ("pos_share", "share of positive predictions")):
         lines += [f"{label} on {args.split} under P2 (mask seed {args.mask_seed}):", "", header, sep]
         for name, per_rate in results.items():
             row = [100 * per_rate[f"{r:g}"][quantity] for r in RATES]
@@ -160,9 +165,11 @@ def teacher_fit(teacher: str, args) -> tuple[dict, str]:
     out = {}
     for name, (p, y) in rows.items():
         m = regression_metrics(p, y)
-        out[name] = {k: m[k] for k in ("MAE", "Corr", "Non0_acc_2")}
-    lines = ["Teacher, complete inputs:", "", "| predictions | MAE | Corr | Non0 Acc-2 |", "|---|---|---|---|"]
-    lines += [f"| {s} | {v['MAE']:.3f} | {v['Corr']:.3f} | {100 * v['Non0_acc_2']:.2f} |" for s, v in out.items()]
+        out[name] = {k: m[k] for k in ("MAE", "Corr", "Non0_acc_2", "Non0_bal_acc_2")}
+    lines = ["Teacher, complete inputs:", "", "| predictions | MAE | Corr | Non0 Acc-2 | Bal. Acc-2 (Non0) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {s} | {v['MAE']:.3f} | {v['Corr']:.3f} | {100 * v['Non0_acc_2']:.2f} | "
+              f"{100 * v['Non0_bal_acc_2']:.2f} |" for s, v in out.items()]
     return out, "\n".join(lines) + "\n"
 
 

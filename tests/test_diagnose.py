@@ -53,6 +53,12 @@ def test_teacher_fit_in_sample_and_out_of_fold(demo_run):
                                  1111)
     assert np.allclose(preds[fold0], p0[fold0]) and fold0.any() and (~fold0).any()
     assert fit["out-of-fold teachers, train"]["MAE"] == pytest.approx(float(np.abs(preds - labels).mean()), rel=1e-6)
+    from sklearn.metrics import balanced_accuracy_score
+
+    nz = labels != 0
+    assert fit["out-of-fold teachers, train"]["Non0_bal_acc_2"] == pytest.approx(
+        balanced_accuracy_score(labels[nz] > 0, preds[nz] > 0))
+    assert "| Non0 Acc-2 | Bal. Acc-2 (Non0) |" in table
 
 
 def test_prediction_report_sign_accuracy_and_positive_share(demo_run):
@@ -65,4 +71,6 @@ def test_prediction_report_sign_accuracy_and_positive_share(demo_run):
     nz = y != 0
     assert per_rate["0.5"]["pos_share"] == pytest.approx(float((p[nz] > 0).mean()))
     assert per_rate["0.5"]["acc2_non0"] == pytest.approx(float(((p[nz] > 0) == (y[nz] > 0)).mean()))
-    assert "share of positive predictions" in table
+    assert per_rate["0.5"]["bal_acc2_non0"] == pytest.approx(
+        ((p[nz] > 0)[y[nz] > 0].mean() + (p[nz] <= 0)[y[nz] < 0].mean()) / 2)
+    assert "share of positive predictions" in table and "Non0 balanced Acc-2 on validation" in table
