@@ -131,14 +131,15 @@ def test_ratings_zero_to_ten_three_modalities(tmp_path, monkeypatch, caplog, cap
         config = MMKDForSentiment.from_pretrained(tmp_path / "outputs" / "mine" / stage).config
         assert config.dataset_spec == spec.to_dict()
 
-    columns = "| Acc-2 (sign) | F1 (sign) | Acc-3 (band) | MAE | Corr |"
+    columns = "| Acc-2 (sign) | F1 (sign) | Bal. Acc-2 (sign) | Acc-3 (band) | MAE | Corr |"
     for protocol, summary in (("p2", "**mean r=0.0-0.9**"), ("p5", "**Avg. (7 patterns)**")):
         md = report(tmp_path, protocol)
         assert f"| Checkpoint | Condition {columns}" in md and "Acc-7" not in md and "Non0" not in md
         assert summary in md and "Metric set `generic_regression`" in md
         assert "| teacher (1 seed) |" in md and "| student (1 seed) |" in md
         assert "| constant: train median" in md and "| every condition |" in md
-    assert plots[0] == ["Acc-2 (sign) (%) ↑", "F1 (sign) (%) ↑", "Acc-3 (band) (%) ↑", "MAE ↓", "Corr ↑"]
+    assert plots[0] == ["Acc-2 (sign) (%) ↑", "Bal. Acc-2 (sign) (%) ↑", "F1 (sign) (%) ↑", "Acc-3 (band) (%) ↑",
+                        "MAE ↓", "Corr ↑"]
 
     rows = predictions(tmp_path)
     assert len(rows) == 15 and {r["id"] for r in rows}.isdisjoint(empty["test"])
@@ -154,7 +155,7 @@ def test_ratings_zero_to_ten_three_modalities(tmp_path, monkeypatch, caplog, cap
     training_data = text[text.index("## Training data"): text.index("## Limitations")]
     assert "MOSI" not in training_data and "MMMO" not in training_data  # the data it was trained on, no other
     names = {e.metric_name for e in card(tmp_path).data.eval_results}
-    assert names == {"Acc-2 (sign)", "F1 (sign)", "Acc-3 (band)", "MAE", "Corr"}
+    assert names == {"Acc-2 (sign)", "F1 (sign)", "Bal. Acc-2 (sign)", "Acc-3 (band)", "MAE", "Corr"}
 
 
 def test_three_classes_text_absent_from_train_kept_rows_without_modality_every_method(tmp_path, monkeypatch,
@@ -180,14 +181,15 @@ def test_three_classes_text_absent_from_train_kept_rows_without_modality_every_m
 
     for protocol in ("p2", "p5"):
         md = report(tmp_path, protocol)
-        assert "| Acc | F1 | F1_negative | F1_neutral | F1_positive | WA | UA |" in md and "MAE" not in md
+        assert "| Acc | F1 | F1_negative | F1_neutral | F1_positive | WA | UA | Bal. Acc | Macro-F1 |" in md
+        assert "MAE" not in md
         for name in ["mine/teacher", "mine/student"] + [f"mine_{m}/student" for m in METHODS if m != "corrkd"]:
             assert f"| {name} (1 seed) |" in md, (protocol, name)
         assert "| constant: majority class" in md
         assert "Rows that have none of a checkpoint's modalities were left out of its evaluation: " \
                f"mine/teacher: 1 rows (ids {empty['test'][0]}); mine/student: 1 rows" in md
     assert "share only {a,v} (the models have no text encoder)" in report(tmp_path, "p5")
-    assert plots[0] == ["Acc (%) ↑", "F1 (%) ↑", "UA (%) ↑"]
+    assert plots[0] == ["Acc (%) ↑", "Bal. Acc (%) ↑", "Macro-F1 (%) ↑", "F1 (%) ↑"]
 
     rows = predictions(tmp_path)
     by_id = {r["id"]: r for r in rows}
@@ -211,10 +213,10 @@ def test_five_classes_two_modalities(tmp_path, monkeypatch, caplog):
     names = ["very_negative", "negative", "neutral", "positive", "very_positive"]
     plots = run_readme(tmp_path, monkeypatch, prepare_flags=["--task", "classification", "--class-names", *names],
                        methods=("mmckd",), caplog=caplog)
-    assert plots == [["Acc (%) ↑", "F1 (%) ↑", "UA (%) ↑"]] * 2  # the P2 and the P5 plot
+    assert plots == [["Acc (%) ↑", "Bal. Acc (%) ↑", "Macro-F1 (%) ↑", "F1 (%) ↑"]] * 2  # the P2 and the P5 plot
     assert load_prepared(tmp_path / "data_prepared" / "mine")["train"].column_names.count("label") == 1  # kept
     md = report(tmp_path, "p5")
-    assert "| Acc | F1 | " + " | ".join(f"F1_{n}" for n in names) + " | WA | UA |" in md
+    assert "| Acc | F1 | " + " | ".join(f"F1_{n}" for n in names) + " | WA | UA | Bal. Acc | Macro-F1 |" in md
     assert "| student (1 seed) | {a,v} |" in md and "{l}" not in md.split("Notes:")[0]
     assert "neither the models nor the test split have text" in md
     rows = predictions(tmp_path)
