@@ -10,7 +10,7 @@ LNLN and the rest of the field use. Key names are MMSA's, so numbers can be comp
 - SIMS (`sims_metrics`): `Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`, `MAE`, `Corr`, plus ours:
   `Mult_bal_acc_2`.
 - Classification, e.g. IEMOCAP (`classification_metrics`): `Accuracy`, `F1_score` (weighted), `F1_<class>`,
-  `WA`, `UA`, plus `Macro_F1` and `Balanced_acc` (= `UA`, under the name the sign-scored sets use).
+  `WA`, `UA`, plus `Macro_F1` and `Balanced_acc` (the same number as `UA`, under its plain name).
 - Any other regression scale (`generic_regression_metrics`, ours): `Sign_acc_2`, `Sign_bal_acc_2`,
   `Sign_F1_score`, `Band_acc_3`, `MAE`, `Corr`, relative to the data set's neutral band.
 
