@@ -1,5 +1,6 @@
 """dataset_scripts/make_folds.py: group-disjoint folds, the shipped MOSI fold file, fold k as a prepared data set."""
 
+import importlib
 import importlib.util
 import json
 
@@ -17,6 +18,7 @@ def load_module(path, name):
 
 
 make_folds = load_module(REPO_ROOT / "dataset_scripts" / "make_folds.py", "make_folds")
+folds_lib = importlib.import_module("hf_mmkd.data.folds")
 
 
 def cli(*argv) -> int:
@@ -33,7 +35,7 @@ def check_partition(folds: dict, group_of) -> None:
     assert len(every) == len(set(every)) == folds["rows"]
     tests = []
     for k in range(folds["n_folds"]):
-        parts = make_folds.fold_splits(folds, k)
+        parts = folds_lib.fold_splits(folds, k)
         assert sorted(r for rows in parts.values() for r in rows) == sorted(every)
         groups = {s: {group_of(r) for r in rows} for s, rows in parts.items()}
         assert not groups["train"] & groups["validation"] and not groups["train"] & groups["test"]
@@ -48,16 +50,16 @@ def test_assign_folds_balances_whole_groups():
     # of one row (their order is the seed's): the first to fold 1 (4 rows), the second to fold 0 (5, 5, 5: lowest)
     sizes = {"a": 5, "b": 4, "c": 3, "d": 2, "e": 1, "f": 1}
     for seed in (0, 1, 2, 3):
-        folds = make_folds.assign_folds(sizes, 3, seed, validation_fraction=0.2)
+        folds = folds_lib.assign_folds(sizes, 3, seed, validation_fraction=0.2)
         tests = [f["test"] for f in folds]
         assert tests[2] == ["c", "d"] and {tests[0][0], tests[1][0]} == {"a", "b"} and tests[0][0] == "a"
         assert sorted(tests[0][1:] + tests[1][1:]) == ["e", "f"]
         for f in folds:  # validation: whole groups of the other folds, until >= 20% of their rows (10 or 11)
             rest = [g for g in sizes if g not in f["test"]]
             assert set(f["validation"]) <= set(rest) and sum(sizes[g] for g in f["validation"]) >= 2
-    assert make_folds.assign_folds(sizes, 3, 7, 0.2) == make_folds.assign_folds(sizes, 3, 7, 0.2)
+    assert folds_lib.assign_folds(sizes, 3, 7, 0.2) == folds_lib.assign_folds(sizes, 3, 7, 0.2)
     with pytest.raises(ValueError, match="6 groups cannot make 6 folds"):
-        make_folds.assign_folds(sizes, 6, 0, 0.2)
+        folds_lib.assign_folds(sizes, 6, 0, 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def test_shipped_mosi_fold_file_is_rebuilt_byte_for_byte(mosi_dir, tmp_path, cap
     assert rebuilt.read_bytes() == SHIPPED.read_bytes()
     folds = json.loads(SHIPPED.read_text())
     assert folds["rows"] == 2195 and folds["n_folds"] == 5 and len(folds["groups"]) == 93  # MOSI's 93 videos
-    assert folds["group_by"] == {"id_pattern": make_folds.DEFAULT_GROUP_PATTERN}
+    assert folds["group_by"] == {"id_pattern": folds_lib.DEFAULT_GROUP_PATTERN}
     # the video of a MOSI id is everything before its last underscore (video ids contain underscores too)
     check_partition(folds, lambda row_id: row_id.rsplit("_", 1)[0])
     assert all(f["rows"]["test"] >= 400 for f in folds["folds"])  # five test sets of ~439 rows, not one of 685
@@ -99,7 +101,7 @@ def test_mosi_fold_as_prepared_data_set(mosi_dir, tmp_path):
     splits, spec = load_dataset_and_spec(out)
     folds = json.loads(SHIPPED.read_text())
     assert {s: len(d) for s, d in splits.items()} == folds["folds"][2]["rows"]
-    assert sorted(splits["test"]["id"]) == sorted(make_folds.fold_splits(folds, 2)["test"])
+    assert sorted(splits["test"]["id"]) == sorted(folds_lib.fold_splits(folds, 2)["test"])
     assert spec.label_range == (-3.0, 3.0) and spec.metric_set == "mmsa_pm3" and "fold 2 of 5" in spec.name
 
 
