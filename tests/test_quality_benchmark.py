@@ -5,6 +5,7 @@ import json
 import math
 import shlex
 
+import numpy as np
 import pytest
 from conftest import MMMO_PKL, REPO_ROOT
 
@@ -141,3 +142,58 @@ def test_readme_benchmark_tables_are_the_generated_reports():
     expected["ablations:mosi"] = (results / "ablations_mosi.md").read_text().split("\n", 2)[2].strip()
     for key, body in expected.items():
         assert sections.get(key) == body, f"README section {key} differs from its generated report"
+
+
+def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
+    """`--folds`: the same training and evaluation per fold (one seed), on fold k's data set, with the summary over
+    folds (`n_folds` in every row) in quality_<name>_folds.json. Tiny synthetic scores in [1, 5], grouped by a
+    declared id pattern (ids `train_17` -> group `train_1`), so no group is in two splits of a fold."""
+    from any_data import write_mmsa_pickle
+
+    from hf_mmkd.data.folds import fold_splits
+    from hf_mmkd.data.prepared import load_prepared
+    from hf_mmkd.io import run_main
+
+    prepare = load_module(REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py", "prepare_mmsa")
+    make_folds = load_module(REPO_ROOT / "dataset_scripts" / "make_folds.py", "make_folds")
+    write_mmsa_pickle(tmp_path / "any.pkl", label_range=(1.0, 5.0), sizes=(40, 12, 16))
+    data, fold_file = tmp_path / "prepared", tmp_path / "folds.json"
+    assert prepare.main([str(tmp_path / "any.pkl"), str(data), "--label-range", "1", "5"]) == 0
+    assert make_folds.main(["build", str(data), str(fold_file), "--folds", "2", "--seed", "3",
+                            "--group-pattern", r"([a-z]+_\d*?)\d"]) == 0
+    folds = json.loads(fold_file.read_text())
+    assert len(folds["groups"]) == 8 and folds["rows"] == 68  # train_, train_1..3, valid_, valid_1, test_, test_1
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_benchmark_folds")
+    argv = ["--dataset-name", "mmmo", "--dataset", str(data), "--folds", str(fold_file), "--methods", "none", "logit",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--train-args=--num_train_epochs 1 --teacher_num_train_epochs 1"]
+    assert quality.main(argv) == 0
+    record = json.loads((tmp_path / "out" / "quality_mmmo_folds.json").read_text())
+    assert record["n_folds"] == 2 and record["seeds"] == [1111] and record["folds"] == str(fold_file)
+    for k in range(2):  # fold k's test split is fold k of the fold file
+        test_ids = load_prepared(tmp_path / "work" / f"fold{k}" / "data")["test"]["id"]
+        assert sorted(test_ids) == sorted(fold_splits(folds, k)["test"])
+    p5 = record["results"]["p5"]
+    reference = record["reference"]
+    assert reference == quality.FOLD_REFERENCE and set(record["reference_value"]) == {"fold0", "fold1"}
+    assert set(p5["checkpoints"]) == {"teacher", "none", "logit", reference}
+    assert all(set(per_fold) == {"fold0", "fold1"} for per_fold in p5["checkpoints"].values())
+    # every summary row: the mean over the two folds, n_folds = 2, one seed each
+    for name, row in record["p5_summary"].items():
+        assert row["n_folds"] == 2 and row["n_seeds"] == 1, name
+        (label, cells), = row["summary"].items()
+        per_fold = [np.mean([c["MAE"] for c in p5["checkpoints"][name][f].values()]) for f in ("fold0", "fold1")]
+        assert cells["MAE"]["mean"] == pytest.approx(np.mean(per_fold)), name
+    assert set(record["paired_differences"]) == {"logit"}
+    assert len(record["paired_differences"]["logit"]["MAE"]) == 2  # paired per fold
+    summary = (tmp_path / "out" / "quality_mmmo_folds_summary.md").read_text()
+    assert "mean ± std over 2 folds (seed 1111 each)" in summary
+    assert not (tmp_path / "out" / "quality_mmmo.json").exists()
+    # a second run reuses the folds' data sets and checkpoints; a work folder of another fold file is refused
+    other = tmp_path / "other.json"
+    assert make_folds.main(["build", str(data), str(other), "--folds", "2", "--seed", "4",
+                            "--group-pattern", r"([a-z]+_\d*?)\d"]) == 0
+    capsys.readouterr()
+    assert run_main("quality.py", quality.main, [*argv[:5], str(other), *argv[6:]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds fold 0 of another fold file" in err[0]
