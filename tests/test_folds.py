@@ -1,24 +1,16 @@
 """dataset_scripts/make_folds.py: group-disjoint folds, the shipped MOSI fold file, fold k as a prepared data set."""
 
-import importlib
-import importlib.util
 import json
 
 import pytest
 from conftest import MOSI_PKL, REPO_ROOT
+from test_quality_benchmark import load_module
+
+from hf_mmkd.data import folds as folds_lib
 
 SHIPPED = REPO_ROOT / "benchmarks" / "folds" / "mosi_folds.json"
 
-
-def load_module(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 make_folds = load_module(REPO_ROOT / "dataset_scripts" / "make_folds.py", "make_folds")
-folds_lib = importlib.import_module("hf_mmkd.data.folds")
 
 
 def cli(*argv) -> int:

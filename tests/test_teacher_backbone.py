@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from test_processing import WORDS, tiny_tokenizer
+from test_quality_benchmark import load_module
 from tiny import tiny_bert_config
 from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -55,11 +56,7 @@ def setup(tmp_path_factory):
                        "audio": rng.standard_normal((n, 1, 5)).astype(np.float32),
                        "audio_lengths": np.ones(n, dtype=np.int64)}
     (root / "data.pkl").write_bytes(pickle.dumps(data))
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("prepare_mmsa", REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py")
-    prepare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare)
+    prepare = load_module(REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py", "prepare_mmsa")
     assert prepare.main([str(root / "data.pkl"), str(root / "prepared"), "--label-range", "-3", "3"]) == 0
     return root, student_bb, teacher_bb
 
