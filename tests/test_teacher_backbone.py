@@ -131,3 +131,39 @@ def test_online_teacher_with_its_own_backbone_and_bad_combinations(setup, capsys
                           "--teacher_text_backbone", str(teacher_bb), *TINY]) == 1
     assert "--teacher_text_backbone needs --text_backbone" in capsys.readouterr().err
     assert not (root / "mitr").exists() and not (root / "nostudent").exists()
+
+
+def test_online_teacher_reads_its_own_ids(setup):
+    """MM-CKD trains its teacher online: every teacher forward of a training step gets the teacher's ids, every
+    student forward the student's."""
+    root, student_bb, teacher_bb = setup
+    out = root / "run"
+    if not (out / "teacher").is_dir():  # the first test's run
+        pytest.skip("needs test_teacher_and_student_get_their_own_backbones_end_to_end")
+    teacher, student = load_model(out / "teacher", device="cpu"), load_model(out / "student", device="cpu")
+    own = training.teacher_tokenizer_for(out / "teacher", tiny_tokenizer())
+    collator = MMKDDataCollator(student.config, tokenizer=tiny_tokenizer(), teacher_tokenizer=own,
+                                max_text_length=16, return_row_keys=True)
+    train = load_prepared(root / "prepared")["train"]
+    args = MMKDTrainingArguments(output_dir=str(root / "mmckd"), method="mmckd", use_cpu=True, report_to="none",
+                                 missing_protocol="p2")
+    trainer = MMKDTrainer(model=student, teacher=teacher, args=args, train_dataset=train, data_collator=collator,
+                          processing_class=tiny_tokenizer())  # the student's [UNK] for dropped tokens
+    seen = {"teacher": [], "student": []}
+    hooks = [m.mmkd.encoders["text"].backbone.register_forward_pre_hook(
+        lambda mod, a, kw, who=who: seen[who].append(kw["input_ids"]), with_kwargs=True)
+        for who, m in (("teacher", teacher), ("student", student))]
+    batch = collator([train[i] for i in range(6)])
+    try:
+        trainer.model.train()
+        trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def rows_of(ids, full):  # every row the backbone read is a row of `full` (the views may select rows)
+        return ids.shape[1] == full.shape[1] and all(any(torch.equal(r, f) for f in full) for r in ids)
+
+    assert batch["teacher_input_ids"].shape[1] != batch["input_ids"].shape[1]  # 16 letter pieces vs 5 words
+    assert seen["teacher"] and all(rows_of(ids, batch["teacher_input_ids"]) for ids in seen["teacher"])
+    assert seen["student"] and all(ids.shape[1] == batch["input_ids"].shape[1] for ids in seen["student"])
