@@ -2,6 +2,8 @@
 
     python benchmarks/quality.py --seeds 1111 1112 1113                       # CMU-MOSI -> results/quality_mosi.*
     python benchmarks/quality.py --dataset-name mmmo --seeds 1111 1112 1113   # ICT-MMMO -> results/quality_mmmo.*
+    python benchmarks/quality.py --folds benchmarks/folds/mosi_folds.json    # MOSI, 5 speaker-independent folds
+                                                                             #   -> results/quality_mosi_folds.*
 
 One code path for every benchmark `NAME` (`--dataset-name`, default mosi; prepared folder data_prepared/NAME).
 The name only names config files: configs/NAME_benchmark.yaml (test protocols, how to prepare the folder, torch
@@ -15,6 +17,11 @@ Writes, with NAME as above and P each protocol: quality_NAME.json (every number,
 commit, versions, machine), quality_NAME_P.json / .md / .png (per-condition tables and the robustness plot),
 and quality_NAME_targets.md when the benchmark config has targets, else quality_NAME_summary.md (each
 checkpoint's protocol mean ± std in the metric set's key metrics). No number is typed in.
+
+`--folds FOLDFILE` (`dataset_scripts/make_folds.py`): the same, once per fold instead of once per seed, on fold
+k's data set (written from the prepared folder to WORK/fold<k>/data), every fold with the one seed of `--seeds`;
+the reports are quality_NAME_folds*, means and stds are over folds (`n_folds` in every summary row), and the
+targets are those of the benchmark config's `folds:` section. The same code trains and evaluates both modes.
 """
 
 from __future__ import annotations
@@ -41,6 +48,17 @@ LETTER = {"text": "l", "audio": "a", "vision": "v"}
 def benchmarks() -> list[str]:
     """The benchmark names: one per configs/<name>_benchmark.yaml."""
     return sorted(p.name[: -len("_benchmark.yaml")] for p in (REPO / "configs").glob("*_benchmark.yaml"))
+
+
+FOLD_KEYS = ("targets", "teacher_targets", "kd_vs_none", "sign_floor")  # what the `folds:` section replaces
+
+
+def fold_config(config: dict) -> dict:
+    """The benchmark config of the fold mode: the targets, teacher targets, KD-vs-`none` rules and sign floor of
+    its `folds:` section (none where it has none), the rest as for the seeds. The standard split's targets do not
+    carry over: the folds' test sets are other rows (and the sign floor needs one test split)."""
+    return {**{k: v for k, v in config.items() if k not in FOLD_KEYS and k != "folds"},
+            **{k: v for k, v in (config.get("folds") or {}).items() if k in FOLD_KEYS and k != "sign_floor"}}
 
 
 def benchmark_config(name: str) -> dict:
@@ -182,6 +200,9 @@ def merge(per_seed: list[dict]) -> dict:
         notes += [n for n in results.get("notes", []) if n not in notes]  # each seed's notes, once
         warnings += [f"seed {next(iter(results['seeds']))}: {w}" for w in results.get("warnings", [])]
     merged["notes"], merged["warnings"] = notes, warnings
+    merged["seeds"] = [s for results in per_seed for s in results["seeds"]]
+    if isinstance(merged.get("reference_value"), dict):  # folds: each fold's constant (`as_fold`)
+        merged["reference_value"] = {k: v for results in per_seed for k, v in results["reference_value"].items()}
     return merged
 
 
@@ -195,13 +216,14 @@ def _cell(summary: dict, name: str, metric: str) -> tuple[float, float] | None:
     return (block[metric]["mean"], block[metric]["std"]) if metric in block else None
 
 
-def targets_table(summary: dict, n_seeds: int, config: dict, protocol_title: str, reference: str | None,
+def targets_table(summary: dict, over: str, config: dict, protocol_title: str, reference: str | None,
                   metrics=()) -> str:
-    """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`.
-    Columns: `metrics` (the metric set's key metrics), then any other target's metric; "-" where no target."""
+    """The benchmark's targets against the main protocol's means (test split), met or not, and KD vs `none`;
+    `over` says what the means are over ("5 seed(s)", "5 folds (seed 1111 each)"). Columns: `metrics` (the metric
+    set's key metrics), then any other target's metric; "-" where no target."""
     targets = {m: tuple(v) for m, v in config["targets"].items()}
     columns = list(dict.fromkeys([*metrics, *targets]))
-    lines = [f"{protocol_title}; test split, mean ± std over {n_seeds} seed(s).", "",
+    lines = [f"{protocol_title}; test split, mean ± std over {over}.", "",
              "| checkpoint | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name in summary:
         cells = [_cell(summary, name, m) for m in columns]
@@ -373,6 +395,80 @@ def modality_rows(dataset: str) -> dict:
             for split, data in load_prepared(dataset).items()}
 
 
+def train_unit(name: str, methods: list[str], root: Path, seed: int, extra: list[str]) -> dict | None:
+    """Train (or reuse) the teacher and each method's student of one seed or fold into `root`; return
+    `{checkpoint: folder}`, or None (after one line on stderr) when a student was trained with other settings."""
+    teacher = root / "teacher" / "teacher"
+    if not (teacher / "config.json").is_file():
+        train(f"{name}_teacher.yaml", seed, root / "teacher", extra)
+    checkpoints = {"teacher": teacher}
+    for method in methods:
+        student = root / method / "student"
+        wanted = ["--config", str(REPO / "configs" / f"{name}_{method}.yaml"), "--seed", str(seed), *extra]
+        if not (student / "config.json").is_file():
+            train(f"{name}_{method}.yaml", seed, root / method, [*extra, "--teacher_name_or_path", str(teacher)])
+        elif diffs := stale_settings(student, wanted):
+            print(f"quality.py: error: {student} was trained with other settings than configs/{name}_{method}.yaml "
+                  f"now asks for ({'; '.join(diffs)}); move {root / method} away or use another work folder",
+                  file=sys.stderr)
+            return None
+        checkpoints[method] = student
+    return checkpoints
+
+
+def fold_count(fold_file: str) -> int:
+    from hf_mmkd.data.folds import read_fold_file
+
+    return len(read_fold_file(fold_file)["folds"])
+
+
+def fold_dataset(fold_file: str, dataset: str, k: int, work: Path) -> Path:
+    """Fold k of `fold_file` over the prepared folder `dataset`, written once to work/fold<k>/data and reused
+    after. work/fold<k>/fold.json records which fold file made it: a work folder of another fold file is refused
+    (its checkpoints were trained on other rows), never reused or replaced silently."""
+    from hf_mmkd.data.folds import write_fold
+    from hf_mmkd.io import OutputFile
+
+    folder, marker = work / f"fold{k}" / "data", work / f"fold{k}" / "fold.json"
+    wanted = json.dumps({"fold_file_sha256": _file_sha256(Path(fold_file)), "fold": k}, sort_keys=True)
+    if marker.is_file() and marker.read_text() == wanted and (folder / "dataset_spec.json").is_file():
+        return folder
+    if marker.is_file() or folder.exists():
+        raise ValueError(f"{work / f'fold{k}'} holds fold {k} of another fold file than {fold_file} (or an "
+                         "unfinished one); move it away or use another --work")
+    write_fold(fold_file, dataset, k, folder)
+    OutputFile(marker, "quality.py").write(wanted)
+    return folder
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def as_fold(results: dict, key: str) -> dict:
+    """One fold's evaluation, keyed by the fold instead of the run seed (every fold trains with the same seed), so
+    that `merge`, `summarize` and the paired differences treat folds as they treat seeds. The constant reference
+    (each fold's own train median / majority) gets one name over all folds; its values are kept per fold."""
+    results = dict(results)
+    reference = results.get("reference")
+    checkpoints = {}
+    for name, per_seed in results["checkpoints"].items():
+        (metrics,) = per_seed.values()
+        checkpoints[FOLD_REFERENCE if name == reference else name] = {key: metrics}
+    modalities = results.get("modalities", {})
+    if reference in modalities:
+        modalities = {FOLD_REFERENCE if n == reference else n: v for n, v in modalities.items()}
+    results.update(checkpoints=checkpoints, modalities=modalities, seeds=[key],
+                   reference=FOLD_REFERENCE if reference else None,
+                   reference_value={key: results.get("reference_value")})
+    return results
+
+
+FOLD_REFERENCE = "constant (each fold's train median or majority class)"
+
+
 def machine() -> dict:
     import torch
 
@@ -386,7 +482,11 @@ def main(argv=None) -> int:
                         help="which benchmark: configs/NAME_benchmark.yaml and configs/NAME_*.yaml, default folder "
                              "data_prepared/NAME")
     parser.add_argument("--dataset", default=None, help="prepared folder (default: data_prepared/NAME)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run seeds (default 1111 1112 1113; with --folds one seed for every fold, default 1111)")
+    parser.add_argument("--folds", metavar="FOLDFILE", default=None,
+                        help="speaker-independent folds (dataset_scripts/make_folds.py) over the prepared folder: "
+                             "train and evaluate each fold with one seed; reports go to quality_NAME_folds.*")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--work", default=None, help="where checkpoints go (default: the benchmark config's work)")
     parser.add_argument("--out", default="benchmarks/results", help="where the reports go")
@@ -403,6 +503,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     name = args.dataset_name
     config = benchmark_config(name)
+    if args.seeds is None:
+        args.seeds = [1111] if args.folds else [1111, 1112, 1113]
+    if args.folds and len(args.seeds) != 1:
+        parser.error("--folds trains every fold with one seed: give one value to --seeds")
+    if args.folds:
+        config = fold_config(config)
+    stem = f"{name}_folds" if args.folds else name  # the reports' names
     dataset = args.dataset or f"data_prepared/{name}"
     work = args.work or config["work"]
     protocols = list(dict.fromkeys(args.protocols or config["protocols"]))
@@ -414,7 +521,7 @@ def main(argv=None) -> int:
               f"{config['prepare']} {dataset}", file=sys.stderr)
         return 2
     if args.from_record:
-        stored = Path(args.out) / f"quality_{name}.json"
+        stored = Path(args.out) / f"quality_{stem}.json"
         try:
             record = json.loads(stored.read_text())
         except (OSError, ValueError) as e:
@@ -430,29 +537,24 @@ def main(argv=None) -> int:
     from hf_mmkd.io import atomic_write
     from hf_mmkd.report import summarize
 
-    extra = ["--dataset", dataset, *args.train_args.split()]
     started = time.time()
     evaluations = {p: [] for p in protocols}
-    for seed in args.seeds:
-        root = Path(work) / f"seed{seed}"
-        teacher = root / "teacher" / "teacher"
-        if not (teacher / "config.json").is_file():
-            train(f"{name}_teacher.yaml", seed, root / "teacher", extra)
-        checkpoints = {"teacher": teacher}
-        for method in args.methods:
-            student = root / method / "student"
-            wanted = ["--config", str(REPO / "configs" / f"{name}_{method}.yaml"), "--seed", str(seed), *extra]
-            if not (student / "config.json").is_file():
-                train(f"{name}_{method}.yaml", seed, root / method, [*extra, "--teacher_name_or_path", str(teacher)])
-            elif diffs := stale_settings(student, wanted):
-                print(f"quality.py: error: {student} was trained with other settings than configs/{name}_{method}.yaml "
-                      f"now asks for ({'; '.join(diffs)}); move {root / method} away or use another work folder",
-                      file=sys.stderr)
-                return 2
-            checkpoints[method] = student
+    # One unit per seed (the prepared folder's splits), or per fold of --folds (one seed; fold k's data set).
+    units = [(f"seed{seed}", seed, dataset) for seed in args.seeds]
+    if args.folds:
+        units = [(f"fold{k}", args.seeds[0], fold_dataset(args.folds, dataset, k, Path(work)))
+                 for k in range(fold_count(args.folds))]
+    for key, seed, data in units:
+        root = Path(work) / key
+        extra = ["--dataset", str(data), *args.train_args.split()]
+        checkpoints = train_unit(name, args.methods, root, seed, extra)
+        if checkpoints is None:
+            return 2
         for protocol in evaluations:
-            evaluations[protocol].append(evaluate_seed(checkpoints, dataset, protocol, seed,
-                                                       root / f"evaluation_{protocol}.json", name))
+            results = evaluate_seed(checkpoints, str(data), protocol, seed, root / f"evaluation_{protocol}.json", name)
+            evaluations[protocol].append(results if not args.folds else as_fold(results, key))
+    if args.folds:
+        dataset = str(units[0][2])  # the modality counts and the report's data path: fold 0's
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     merged = {p: merge(v) for p, v in evaluations.items()}
@@ -472,8 +574,12 @@ def main(argv=None) -> int:
     for protocol, results in merged.items():
         if untrained_note:
             results.setdefault("notes", []).append(untrained_note)
-        write_evaluation_report(results, out, stem=f"quality_{name}_{protocol}")
+        write_evaluation_report(results, out, stem=f"quality_{stem}_{protocol}")
     summaries = {p: summarize(r) for p, r in merged.items()}
+    if args.folds:  # one seed per fold: the means and stds are over folds
+        for per_checkpoint in summaries.values():
+            for row in per_checkpoint.values():
+                row.update(n_folds=row["n_seeds"], n_seeds=1)
     summary = summaries[main_protocol]
     main = merged[main_protocol]
     import transformers
@@ -481,6 +587,8 @@ def main(argv=None) -> int:
         "command": "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "git_commit": git_commit(), "git_dirty": git_dirty(), "dataset_name": name, "seeds": args.seeds,
         "methods": args.methods, "train_args": args.train_args, "dataset": dataset, "split": "test",
+        **({"folds": args.folds, "n_folds": len(units), "fold_datasets": [str(u[2]) for u in units]}
+           if args.folds else {}),
         "protocols": protocols, "wall_time_s": time.time() - started,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
@@ -492,44 +600,47 @@ def main(argv=None) -> int:
         "results": merged, f"{main_protocol}_summary": summary, "summaries": summaries,
         "paired_differences": paired_differences(main, main["reference"]),
     }
-    atomic_write(out / f"quality_{name}.json", json.dumps(record, indent=2, default=float))
+    atomic_write(out / f"quality_{stem}.json", json.dumps(record, indent=2, default=float))
     return write_summary_report(record, config, name, dataset, out)
 
 
 def write_summary_report(record: dict, config: dict, name: str, dataset: str, out: Path, rewritten: bool = False,
                          ) -> int:
     """quality_NAME_targets.md (the benchmark config has targets) or quality_NAME_summary.md from a run's record
-    (what quality_NAME.json holds), and the README's generated section when `out` is benchmarks/results. Columns
-    are the metric set's key metrics; one the record lacks (a run made before the metric existed) shows
-    `NOT_IN_RUN`. `rewritten`: the report is rewritten from a stored record (`--from-record`), which it says."""
+    (what quality_NAME.json holds; quality_NAME_folds* for a fold run, whose record has `n_folds`), and the
+    README's generated section when `out` is benchmarks/results. Columns are the metric set's key metrics; one the
+    record lacks (a run made before the metric existed) shows `NOT_IN_RUN`. `rewritten`: the report is rewritten
+    from a stored record (`--from-record`), which it says."""
     from hf_mmkd.io import atomic_write
     from hf_mmkd.metrics import KEY_METRICS
     from hf_mmkd.report import DATASET_NAMES, PROTOCOLS
 
     main_protocol = config["protocols"][0]
     main, summary = record["results"][main_protocol], record[f"{main_protocol}_summary"]
-    n_seeds = len(record["seeds"])
+    folds = record.get("n_folds")
+    stem = f"{name}_folds" if folds else name
+    over = f"{folds} folds (seed {record['seeds'][0]} each)" if folds else f"{len(record['seeds'])} seed(s)"
     title = DATASET_NAMES.get(name, name)
     text = (f"# {title} quality under missing modalities\n\n" + f"Command: `{record['command']}` (commit "
             f"{record['git_commit'][:10]}).\n\n")
     if rewritten:
-        text += (f"Tables rewritten from that run's `quality_{name}.json` by `python benchmarks/quality.py "
-                 f"--dataset-name {name} --from-record` (commit {git_commit()[:10]}; nothing retrained or re-evaluated) "
+        text += (f"Tables rewritten from that run's `quality_{stem}.json` by `python benchmarks/quality.py "
+                 f"--dataset-name {name}{' --folds FOLDFILE' if folds else ''} --from-record` (commit {git_commit()[:10]}; nothing retrained or re-evaluated) "
                  f"with the current benchmark config; a metric that run did not compute shows \"{NOT_IN_RUN}\".\n\n")
     protocol_title = PROTOCOLS[main_protocol]["title"]
     if config.get("targets"):
         if config.get("teacher_targets"):
             text += teacher_complete_table(main, config) + "\n"
-        text += targets_table(summary, n_seeds, config, protocol_title, main["reference"],
+        text += targets_table(summary, over, config, protocol_title, main["reference"],
                               KEY_METRICS[main["metric_set"]])
-        report = out / f"quality_{name}_targets.md"
+        report = out / f"quality_{stem}_targets.md"
     else:
-        text += (f"{protocol_title}; {title} test split, mean ± std over {n_seeds} "
-                 f"seed(s) (population std), model selection on validation only (training and validation views: "
-                 f"`configs/{name}_*.yaml`). Per-condition rows and the plot: `quality_{name}_{main_protocol}.md` / "
+        text += (f"{protocol_title}; {title} test split{'s of the folds' if folds else ''}, mean ± std over "
+                 f"{over} (population std), model selection on validation only (training and validation views: "
+                 f"`configs/{name}_*.yaml`). Per-condition rows and the plot: `quality_{stem}_{main_protocol}.md` / "
                  "`.png`. The row `" + str(main["reference"]) + "` is the constant predictor (reference).\n\n"
                  + summary_table(summary, KEY_METRICS[main["metric_set"]]))
-        report = out / f"quality_{name}_summary.md"
+        report = out / f"quality_{stem}_summary.md"
     text += "\n" + paired_table(record["paired_differences"], config)
     if config.get("sign_floor"):
         from hf_mmkd.data.spec import load_spec
@@ -539,7 +650,7 @@ def write_summary_report(record: dict, config: dict, name: str, dataset: str, ou
     text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write(report, text)
     if out.resolve() == RESULTS.resolve():  # the committed results: the README shows the same tables
-        update_readme(f"quality:{name}", text)
+        update_readme(f"quality:{stem}", text)
     print(text)
     return 0
 
@@ -559,4 +670,6 @@ def update_readme(section: str, text: str, readme: Path = REPO / "README.md") ->
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hf_mmkd.io import run_main
+
+    sys.exit(run_main("quality.py", main))

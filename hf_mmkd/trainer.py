@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from hf_mmkd.data.missing import MissingModalitySimulator, kept_fraction, model_inputs
+from hf_mmkd.data.missing import MissingModalitySimulator, kept_fraction, model_inputs, teacher_view
 from hf_mmkd.distillation import build_distillation_loss, canonical_method
 from hf_mmkd.distillation.base import neutral_distance, weighted_mean
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
@@ -578,7 +578,7 @@ class MMKDTrainer(Trainer):
         for batch in loader:
             if "row_key" not in batch:
                 raise ValueError("cache_teacher_outputs needs row keys: build the collator with return_row_keys=True")
-            batch = self._prepare_inputs(batch)
+            batch = teacher_view(self._prepare_inputs(batch))
             with torch.no_grad():
                 out = self._frozen_teacher(**model_inputs(batch))
                 if folds:  # cross-fitting: each row's response from the fold teacher that never trained on it
@@ -614,11 +614,12 @@ class MMKDTrainer(Trainer):
         train = model.training
         student_batches = self._student_batches(inputs, train)
         teacher_out = None
+        teacher_batch = teacher_view(inputs)  # the teacher's own text ids, when it tokenises differently
         if self._frozen_teacher is not None:
-            teacher_out = self._frozen_teacher_outputs(inputs, train)
+            teacher_out = self._frozen_teacher_outputs(teacher_batch, train)
         term_scale = self.distillation_scale() if train else 1.0
         row_weights = self._row_weights(inputs, student_batches)
-        loss, terms, student_out = model(teacher_batch=inputs, student_batches=student_batches,
+        loss, terms, student_out = model(teacher_batch=teacher_batch, student_batches=student_batches,
                                          teacher_out=teacher_out, term_scale=term_scale, row_weights=row_weights,
                                          fallback=self.args.recoverability_fallback)
         split = "train" if train else "eval"
@@ -692,7 +693,7 @@ class MMKDTrainer(Trainer):
         importance = have / have.sum()
         if teacher is not None and self.eval_dataset is not None and len(modalities) > 1:
             rows = [self.eval_dataset[i] for i in range(min(256, len(self.eval_dataset)))]
-            batch = self._prepare_inputs(self.data_collator(rows))
+            batch = teacher_view(self._prepare_inputs(self.data_collator(rows)))
             was_training = teacher.training
             teacher.eval()
             with torch.no_grad():

@@ -86,9 +86,10 @@ def minilm_path() -> str:
 
 @dataclass
 class ModelArguments:
-    """Architecture of teacher and student (the same for both)."""
+    """Architecture of teacher and student (the same for both, except the teacher's own text backbone)."""
 
     text_backbone: str | None = field(default=None, metadata={"help": "pretrained text backbone (path, Hub id or 'minilm'); else text features"})
+    teacher_text_backbone: str | None = field(default=None, metadata={"help": "the teacher's own pretrained text backbone (any AutoModel text model: path, Hub id or 'minilm'), e.g. a larger one than the student's; default: text_backbone. Needs a student text backbone; not with mitr (one shared network)"})
     audio_backbone: str | None = field(default=None, metadata={"help": "pretrained wav2vec2-family backbone; else audio features"})
     vision_backbone: str | None = field(default=None, metadata={"help": "pretrained ViT-family backbone; else vision features"})
     hidden_size: int = field(default=32, metadata={"help": "per-modality width d"})
@@ -437,7 +438,38 @@ def trained_model_args(model_args: ModelArguments, splits) -> ModelArguments:
     `model_config_kwargs` warns about them)."""
     drop = {f"{m}_backbone": None for m in untrained_modalities(model_args, splits)
             if getattr(model_args, f"{m}_backbone") is not None}
+    if "text_backbone" in drop:
+        drop["teacher_text_backbone"] = None
     return dataclasses.replace(model_args, **drop) if drop else model_args
+
+
+def teacher_model_args(model_args: ModelArguments) -> ModelArguments:
+    """The teacher's architecture: `model_args` with `teacher_text_backbone` (when set) as its text backbone.
+    The teacher's provenance record and its checkpoint describe this, so a teacher is reused by any student."""
+    backbone = model_args.teacher_text_backbone or model_args.text_backbone
+    return dataclasses.replace(model_args, text_backbone=backbone, teacher_text_backbone=None)
+
+
+def check_teacher_text_backbone(model_args: ModelArguments, method: str) -> None:
+    """`teacher_text_backbone` needs a student text backbone, and a method with a separate teacher."""
+    if model_args.teacher_text_backbone is None:
+        return
+    if model_args.text_backbone is None:
+        raise ValueError("--teacher_text_backbone needs --text_backbone (the student's text backbone); without it "
+                         "the student reads text features")
+    if DISTILLATION_LOSSES[method].teacher_mode == "shared":
+        raise ValueError(f"--teacher_text_backbone: method {method!r} runs teacher and student as one network, so "
+                         "they cannot have different backbones")
+
+
+def teacher_tokenizer_for(teacher_dir: Path, tokenizer):
+    """The tokenizer saved with the teacher checkpoint in `teacher_dir` when it gives other ids than the
+    student's `tokenizer` (then the collator gives the teacher its own ids); None when one set of ids serves both
+    (same class and vocabulary) or when either model reads no text backbone."""
+    if tokenizer is None or not (teacher_dir / "tokenizer_config.json").is_file():
+        return None
+    own = AutoTokenizer.from_pretrained(teacher_dir)
+    return None if type(own) is type(tokenizer) and own.get_vocab() == tokenizer.get_vocab() else own
 
 
 def check_metric_for_best_model(args: MMKDTrainingArguments, spec: DatasetSpec) -> None:
@@ -818,6 +850,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     check_labels(splits, data_args.dataset, spec.label_column,
                  spec.num_labels if spec.task == "classification" else None)
     check_metric_for_best_model(args, spec)
+    check_teacher_text_backbone(model_args, args.method)
     config_kwargs = model_config_kwargs(model_args, splits, None, spec)  # refuses data no modality can train on
     # The rows the model cannot read are left out before the standardisation is fitted on train.
     untrained = untrained_modalities(model_args, splits)
@@ -831,12 +864,16 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     rates = stage.rates
     compute_metrics = make_compute_metrics(spec)
     tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
+    teacher_tokenizer = load_preprocessors(teacher_model_args(model_args))[0] if model_args.teacher_text_backbone \
+        else tokenizer
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
             splits[name] = add_length_column(splits[name], tokenizer)
     record = training_record(
         dataset=data_args.dataset, fingerprint=fingerprint, train_rows=len(splits["train"]),
-        data_args=dataclasses.asdict(data_args), model_args=dataclasses.asdict(model_args),
+        data_args=dataclasses.asdict(data_args),
+        model_args={k: v for k, v in dataclasses.asdict(teacher_model_args(model_args)).items()
+                    if k != "teacher_text_backbone"},  # the teacher's architecture
         epochs=teacher_epochs(stage, args),
         learning_rate=stage.teacher_learning_rate if stage.teacher_learning_rate is not None else args.learning_rate,
         training_args=args, version=hf_mmkd_version)
@@ -873,7 +910,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
                 config_kwargs=config_kwargs, student_kwargs=student_kwargs, record=record, rates=rates,
                 guard=guard, teacher_guard=teacher_guard, teacher_dir=teacher_dir, teacher_stage=teacher_stage,
                 student_stage=student_stage, needs_teacher=needs_teacher, compute_metrics=compute_metrics,
-                preprocessors=(tokenizer, feature_extractor, image_processor))
+                preprocessors=(tokenizer, feature_extractor, image_processor), teacher_tokenizer=teacher_tokenizer)
     except BaseException:
         if created and main_process and root.is_dir() and {p.name for p in root.iterdir()} <= {MANIFEST}:
             shutil.rmtree(root, ignore_errors=True)  # nothing of this run is left: no empty run folder either
@@ -882,7 +919,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
 
 def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config_kwargs, student_kwargs, record, rates,
                 guard, teacher_guard, teacher_dir, teacher_stage, student_stage, needs_teacher, compute_metrics,
-                preprocessors) -> dict:
+                preprocessors, teacher_tokenizer=None) -> dict:
     """The stages themselves, inside the run's lock."""
     tokenizer, feature_extractor, image_processor = preprocessors
     root = Path(args.output_dir)
@@ -890,14 +927,16 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
     results_path = root / "results.json"
     results = read_json(results_path) if results_path.is_file() else {}
 
-    def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None, importance_model=None):
-        collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config, tokenizer=tokenizer,
+    def make_trainer(model, run_args, teacher=None, train_dataset=None, fold_teachers=None, importance_model=None,
+                     model_tokenizer=tokenizer, teacher_tokenizer=None):
+        collator = MMKDDataCollator(model[0].config if isinstance(model, list) else model.config,
+                                    tokenizer=model_tokenizer, teacher_tokenizer=teacher_tokenizer,
                                     feature_extractor=feature_extractor, image_processor=image_processor,
                                     max_text_length=data_args.max_text_length, label_column=spec.label_column,
                                     return_row_keys=True)
         return MMKDTrainer(model=model, teacher=teacher, args=run_args,
                            train_dataset=splits["train"] if train_dataset is None else train_dataset,
-                           eval_dataset=splits["validation"], data_collator=collator, processing_class=tokenizer,
+                           eval_dataset=splits["validation"], data_collator=collator, processing_class=model_tokenizer,
                            compute_metrics=compute_metrics, fold_teachers=fold_teachers,
                            importance_model=importance_model)
 
@@ -905,14 +944,14 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         if main_process:
             folder_guard.record(*names)
 
-    def save(model, folder: Path, provenance: dict):
+    def save(model, folder: Path, provenance: dict, model_tokenizer=tokenizer):
         if main_process:
             # Written to a temporary sibling and renamed into place: an interrupted save never leaves a
             # half-written teacher/ or student/ that looks complete (an older one is replaced only at the end).
             with atomic_folder(folder) as tmp:
                 model.save_pretrained(tmp)
                 # The checkpoint's own preprocessing (tokenizer, feature extractor, image processor, standardisation).
-                build_processor(model.config, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                build_processor(model.config, tokenizer=model_tokenizer, feature_extractor=feature_extractor,
                                 image_processor=image_processor, max_text_length=data_args.max_text_length,
                                 ).save_pretrained(tmp)
                 write_provenance(tmp, provenance)
@@ -953,13 +992,14 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
             recoverability_fallback=0.0,
         )
         # pattern_embedding is a student option: the teacher only ever sees the complete pattern
-        teacher = new_model(model_args, {**config_kwargs, "role": "teacher", "pattern_embedding": False},
-                            train_labels)
+        teacher = new_model(teacher_model_args(model_args), {**config_kwargs, "role": "teacher",
+                                                             "pattern_embedding": False}, train_labels)
         resume = resume_point(args, run_dir, "teacher")
         record_outputs(guard, run_dir.relative_to(root).parts[0])  # the Trainer creates its folder as it starts
-        trainer = make_trainer(teacher, teacher_args, train_dataset=train_dataset)
+        trainer = make_trainer(teacher, teacher_args, train_dataset=train_dataset, model_tokenizer=teacher_tokenizer)
         train(trainer, run_dir, resume)
-        save(trainer.student, out_dir, {**provenance, "result": {"global_step": trainer.state.global_step}})
+        save(trainer.student, out_dir, {**provenance, "result": {"global_step": trainer.state.global_step}},
+             model_tokenizer=teacher_tokenizer)
         return trainer
 
     def fold_dir(k: int) -> Path:
@@ -1023,8 +1063,10 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         if (args.recoverability_floor is not None and teacher is None
                 and (teacher_dir / "config.json").is_file()):  # a trained teacher measures modality importance
             importance_model = load_model(teacher_dir, device="cpu")
+        own_ids = teacher_tokenizer_for(teacher_dir, tokenizer) if (teacher or importance_model) is not None else None
         trainer = make_trainer(student, stage_args(args, run_dir, teacher_name_or_path=str(teacher_dir)), teacher,
-                               fold_teachers=fold_teachers, importance_model=importance_model)
+                               fold_teachers=fold_teachers, importance_model=importance_model,
+                               teacher_tokenizer=own_ids)
         say(f"student stage: method {args.method}, student view {args.missing_protocol}, into {root}")
         train(trainer, run_dir, resume)
         wrapper = trainer.accelerator.unwrap_model(trainer.model)
@@ -1032,7 +1074,8 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
             f"student_{'_'.join(s.config.student_modalities)}": s for s in wrapper.students}
         for name, model in students.items():
             record_outputs(guard, name)
-            save(model, root / name, {**record, "role": "student", "method": args.method,
+            save(model, root / name, {**record, "model": {**record["model"], "text_backbone": model_args.text_backbone},
+                                      "role": "student", "method": args.method,
                                       "result": {"global_step": trainer.state.global_step}})
         results["student"] = evaluate_rates(trainer, rates, "eval")
         for name in students:

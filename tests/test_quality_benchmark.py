@@ -5,6 +5,7 @@ import json
 import math
 import shlex
 
+import numpy as np
 import pytest
 from conftest import MMMO_PKL, REPO_ROOT
 
@@ -162,7 +163,7 @@ def test_tables_show_a_metric_where_the_run_has_it_and_n_a_where_not():
     assert "| new | 2 | mean r=0.0-0.9 | 70.00 ± 1.00 | 64.00 ± 1.00 | 1.100 ± 0.010 |" in table
     assert f"| old | 2 | mean r=0.0-0.9 | 72.00 ± 1.00 | {na} | 1.000 ± 0.010 |" in table
     config = {"targets": {"Non0_acc_2": [">=", 0.71]}}
-    targets = quality.targets_table(summary, 2, config, "P2", None, ["Non0_acc_2", "Non0_bal_acc_2"])
+    targets = quality.targets_table(summary, "2 seed(s)", config, "P2", None, ["Non0_acc_2", "Non0_bal_acc_2"])
     assert f"| old | 0.7200 ± 0.0100 | {na} |" in targets and "| target | >= 0.71 | - |" in targets
     assert "Best student by mean Non0_acc_2: **old**; targets met: ['Non0_acc_2']" in targets
     diffs = {"logit": {"Non0_acc_2": [0.01, -0.03], "MAE": [0.0, 0.02]}}  # a run without the balanced metric
@@ -199,3 +200,58 @@ def test_reports_rewritten_from_the_stored_records_match_the_committed_ones(tmp_
     assert "n/a: not in this run" in body(tmp_path / "ablations_mosi.md")
     assert quality.main(["--dataset-name", "mmmo", "--dataset", str(tmp_path), "--from-record",
                          "--out", str(tmp_path / "none")]) == 2
+
+
+def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
+    """`--folds`: the same training and evaluation per fold (one seed), on fold k's data set, with the summary over
+    folds (`n_folds` in every row) in quality_<name>_folds.json. Tiny synthetic scores in [1, 5], grouped by a
+    declared id pattern (ids `train_17` -> group `train_1`), so no group is in two splits of a fold."""
+    from any_data import write_mmsa_pickle
+
+    from hf_mmkd.data.folds import fold_splits
+    from hf_mmkd.data.prepared import load_prepared
+    from hf_mmkd.io import run_main
+
+    prepare = load_module(REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py", "prepare_mmsa")
+    make_folds = load_module(REPO_ROOT / "dataset_scripts" / "make_folds.py", "make_folds")
+    write_mmsa_pickle(tmp_path / "any.pkl", label_range=(1.0, 5.0), sizes=(40, 12, 16))
+    data, fold_file = tmp_path / "prepared", tmp_path / "folds.json"
+    assert prepare.main([str(tmp_path / "any.pkl"), str(data), "--label-range", "1", "5"]) == 0
+    assert make_folds.main(["build", str(data), str(fold_file), "--folds", "2", "--seed", "3",
+                            "--group-pattern", r"([a-z]+_\d*?)\d"]) == 0
+    folds = json.loads(fold_file.read_text())
+    assert len(folds["groups"]) == 8 and folds["rows"] == 68  # train_, train_1..3, valid_, valid_1, test_, test_1
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_benchmark_folds")
+    argv = ["--dataset-name", "mmmo", "--dataset", str(data), "--folds", str(fold_file), "--methods", "none", "logit",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--train-args=--num_train_epochs 1 --teacher_num_train_epochs 1"]
+    assert quality.main(argv) == 0
+    record = json.loads((tmp_path / "out" / "quality_mmmo_folds.json").read_text())
+    assert record["n_folds"] == 2 and record["seeds"] == [1111] and record["folds"] == str(fold_file)
+    for k in range(2):  # fold k's test split is fold k of the fold file
+        test_ids = load_prepared(tmp_path / "work" / f"fold{k}" / "data")["test"]["id"]
+        assert sorted(test_ids) == sorted(fold_splits(folds, k)["test"])
+    p5 = record["results"]["p5"]
+    reference = record["reference"]
+    assert reference == quality.FOLD_REFERENCE and set(record["reference_value"]) == {"fold0", "fold1"}
+    assert set(p5["checkpoints"]) == {"teacher", "none", "logit", reference}
+    assert all(set(per_fold) == {"fold0", "fold1"} for per_fold in p5["checkpoints"].values())
+    # every summary row: the mean over the two folds, n_folds = 2, one seed each
+    for name, row in record["p5_summary"].items():
+        assert row["n_folds"] == 2 and row["n_seeds"] == 1, name
+        (label, cells), = row["summary"].items()
+        per_fold = [np.mean([c["MAE"] for c in p5["checkpoints"][name][f].values()]) for f in ("fold0", "fold1")]
+        assert cells["MAE"]["mean"] == pytest.approx(np.mean(per_fold)), name
+    assert set(record["paired_differences"]) == {"logit"}
+    assert len(record["paired_differences"]["logit"]["MAE"]) == 2  # paired per fold
+    summary = (tmp_path / "out" / "quality_mmmo_folds_summary.md").read_text()
+    assert "mean ± std over 2 folds (seed 1111 each)" in summary
+    assert not (tmp_path / "out" / "quality_mmmo.json").exists()
+    # a second run reuses the folds' data sets and checkpoints; a work folder of another fold file is refused
+    other = tmp_path / "other.json"
+    assert make_folds.main(["build", str(data), str(other), "--folds", "2", "--seed", "4",
+                            "--group-pattern", r"([a-z]+_\d*?)\d"]) == 0
+    capsys.readouterr()
+    assert run_main("quality.py", quality.main, [*argv[:5], str(other), *argv[6:]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds fold 0 of another fold file" in err[0]

@@ -10,6 +10,9 @@ Which input each modality gets is decided by the model config (`config.encoder_k
 
 plus `modality_mask` (B, 3) bool (text, audio, vision), `labels` (B,) and, with `return_row_keys=True`,
 `row_key` (B,) int64 for the missing-modality simulator (pop it, e.g. with `model_inputs`, before `forward`).
+With a `teacher_tokenizer` (a teacher whose text backbone tokenises differently from the student's), text also
+gets `teacher_input_ids` and `teacher_attention_mask`: the teacher's own ids of the same rows
+(`hf_mmkd.data.missing.teacher_view` puts them in place for the teacher's forward; the student never reads them).
 A row without a modality gets zeros with length 0 (mask 0) and `modality_mask` False. A modality that the
 model does not have gets no tensors and `modality_mask` False. Feature sequences stay raw: the model
 standardises them itself with `config.feature_standardization` (`MMKDModel.standardize_features`), the one place
@@ -56,6 +59,7 @@ class MMKDDataCollator:
         tokenizer: for text backbones (tokenises `raw_text`); feature_extractor: for audio backbones (e.g.
             `Wav2Vec2FeatureExtractor`; without one the raw 16 kHz waveform is used); image_processor: for vision
             backbones (without one, frames must share one size and are scaled to [0, 1]).
+        teacher_tokenizer: the teacher's tokenizer, when it differs from `tokenizer` (see the module docstring).
         max_text_length: token limit (MMSA uses 50); max_audio_seconds: waveform crop (None: no crop).
         label_column: the dataset column holding the label: the data set's spec says which
             (`DatasetSpec.label_column`: `label` for scores, `classification_label` for classes).
@@ -67,8 +71,9 @@ class MMKDDataCollator:
 
     def __init__(self, config, tokenizer=None, feature_extractor=None, image_processor=None,
                  max_text_length: int = 128, max_audio_seconds: float | None = None, label_column: str = "label",
-                 return_row_keys: bool = False, allow_rows_without_modality: bool = False):
+                 return_row_keys: bool = False, allow_rows_without_modality: bool = False, teacher_tokenizer=None):
         self.config = config
+        self.teacher_tokenizer = teacher_tokenizer
         self.tokenizer, self.feature_extractor, self.image_processor = tokenizer, feature_extractor, image_processor
         self.max_text_length, self.max_audio_seconds = max_text_length, max_audio_seconds
         self.label_column, self.return_row_keys = label_column, return_row_keys
@@ -88,7 +93,10 @@ class MMKDDataCollator:
             if kind == "features":
                 tensors, present = self._features(rows, m)
             elif m == "text":
-                tensors, present = self._tokens(rows)
+                tensors, present = self._tokens(rows, self.tokenizer)
+                if self.teacher_tokenizer is not None:
+                    teacher, _ = self._tokens(rows, self.teacher_tokenizer)
+                    tensors.update({f"teacher_{k}": v for k, v in teacher.items()})
             elif m == "audio":
                 tensors, present = self._waveforms(rows)
             else:
@@ -146,22 +154,22 @@ class MMKDDataCollator:
         return {col: torch.from_numpy(out), f"{m}_lengths": lengths, f"{m}_dropped": dropped}, present
 
     # ---- text -----------------------------------------------------------------------------------------------
-    def _tokens(self, rows):
+    def _tokens(self, rows, tokenizer):
         present = [False] * len(rows)
         ids: list[list[int]] = [[] for _ in rows]
-        if self.tokenizer is not None and any("raw_text" in r for r in rows):
+        if tokenizer is not None and any("raw_text" in r for r in rows):
             texts = {n: r["raw_text"] for n, r in enumerate(rows) if _present(r, "text", r.get("raw_text"))}
             if texts:
-                enc = self.tokenizer(list(texts.values()), truncation=True, max_length=self.max_text_length)
+                enc = tokenizer(list(texts.values()), truncation=True, max_length=self.max_text_length)
                 for (n, _), row_ids in zip(texts.items(), enc["input_ids"]):
                     ids[n], present[n] = list(row_ids), True
                 at_limit = [n for n, _ in texts.items() if len(ids[n]) >= self.max_text_length]
                 if at_limit and not self._warned_truncation:  # only rows at the limit can have been cut
-                    full = self.tokenizer([texts[n] for n in at_limit], truncation=False)["input_ids"]
+                    full = tokenizer([texts[n] for n in at_limit], truncation=False)["input_ids"]
                     cut = [(n, len(x)) for n, x in zip(at_limit, full) if len(x) > self.max_text_length]
                     if cut:
                         self._warn_truncation(rows, cut)
-            pad_id = self.tokenizer.pad_token_id or 0
+            pad_id = tokenizer.pad_token_id or 0
         elif any("text_input_ids" in r for r in rows):
             cut = []
             for n, r in enumerate(rows):

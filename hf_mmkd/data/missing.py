@@ -66,6 +66,15 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
 
 
+def teacher_view(batch: dict) -> dict:
+    """The batch as the teacher reads it: its own text ids (`teacher_input_ids` / `teacher_attention_mask`, which
+    the collator adds when teacher and student tokenise differently) in place of the student's; the batch itself
+    otherwise (the same rows, the complete availability)."""
+    if "teacher_input_ids" not in batch:
+        return batch
+    return {**batch, "input_ids": batch["teacher_input_ids"], "attention_mask": batch["teacher_attention_mask"]}
+
+
 def row_key(row_id) -> int:
     """A stable non-negative 63-bit key for a row id (the same in every process, unlike `hash`)."""
     digest = hashlib.blake2b(str(row_id).encode("utf-8"), digest_size=8).digest()
