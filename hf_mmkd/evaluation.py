@@ -141,6 +141,9 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     if not config_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} has no config.json (not a save_pretrained folder)")
     config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {ckpt}: config.json must hold a JSON object of settings, got a "
+                         f"{type(config).__name__}")
     if config.get("model_type") != "mmkd":
         raise ValueError(f"checkpoint {ckpt} is not an hf_mmkd model (model_type {config.get('model_type')!r}, "
                          "expected 'mmkd')")

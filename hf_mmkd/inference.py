@@ -47,6 +47,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 
 from hf_mmkd.data.prepared import check_steps
-from hf_mmkd.io import OutputFile
+from hf_mmkd.io import OutputFile, read_json
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
 from hf_mmkd.modeling.processing_mmkd import PROCESSOR_NAME, MMKDProcessor
@@ -147,6 +148,18 @@ def _no_load_report():
         hf_logging.set_verbosity(level)
 
 
+def _is_repo_id(name: str) -> bool:
+    """`name` could be a Hub model id (`name` or `owner/name`); a path with more parts or a leading ./, / or ~
+    cannot."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "/", "~"))
+
+
 def load_model(checkpoint, device: str | torch.device | None = None, model_class=None, **kwargs):
     """`model_class.from_pretrained(checkpoint)` (default `MMKDForSentiment`) in eval mode on `device` (default CUDA
     when available). Every loader of a saved model goes through here (predict, evaluate, train.py's teacher, the
@@ -155,14 +168,22 @@ def load_model(checkpoint, device: str | torch.device | None = None, model_class
     first differing tensor is named)."""
     if Path(checkpoint).is_dir():
         check_weight_files(checkpoint)
+        config = read_json(Path(checkpoint) / "config.json", f"checkpoint {checkpoint}: config.json")
+        if not isinstance(config, dict):
+            raise ValueError(f"checkpoint {checkpoint}: config.json must hold a JSON object of settings, got a "
+                             f"{type(config).__name__}")
     elif Path(checkpoint).exists():
         raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+    elif not _is_repo_id(str(checkpoint)):  # a mistyped folder: not worth asking the Hub about
+        raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
     model_class = model_class or MMKDForSentiment
     try:
         with _no_load_report():
             model, info = model_class.from_pretrained(checkpoint, output_loading_info=True,
                                                       ignore_mismatched_sizes=True, **kwargs)
     except RuntimeError as err:
+        raise ValueError(f"cannot load checkpoint {checkpoint}: {str(err).splitlines()[0]}") from None
+    except (ValueError, TypeError) as err:  # MMKDConfig refuses a bad setting ("hidden_size": "8")
         raise ValueError(f"cannot load checkpoint {checkpoint}: {str(err).splitlines()[0]}") from None
     problems = [f"{k} is {tuple(have)} in the weights but {tuple(want)} for the config"
                 for k, have, want in sorted(info["mismatched_keys"])]
@@ -264,6 +285,10 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
     """Sentiment of one example; see the module docstring for the arguments and the result."""
     from hf_mmkd.data.media import load_audio, load_frames, probe
 
+    for name, value in (("start", start), ("end", end)):  # a negative start would count from the end of the file
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} (--{name}) must be a time in seconds >= 0 from the start of the media file, "
+                             f"got {value:g}")
     model, processor = load_checkpoint(checkpoint, device)
     config = model.config
     kinds = {m: config.encoder_kind(m) for m in MODALITIES}
@@ -343,6 +368,9 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
     batch = {k: v.to(model.device) for k, v in batch.items()}
     with torch.no_grad():
         out = model(**batch)
+    if not torch.isfinite(out.logits).all():  # as evaluate refuses NaN predictions: never a NaN score
+        raise ValueError(f"checkpoint {checkpoint}: the model's output is NaN or infinite for this input (are its "
+                         "weights NaN? retrain or load another checkpoint)")
     present = out.modality_mask[0].tolist()
     score, label, probabilities = _label_of(config, out.logits[0].cpu())
     result = {

@@ -33,6 +33,7 @@ import dataclasses
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -54,6 +55,7 @@ from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES, build_distillation_loss
 from hf_mmkd.inference import build_processor, load_model, safetensors_shapes
+from hf_mmkd.io import _REASONS as WRITE_REASONS  # errno -> what it means for a write
 from hf_mmkd.io import (
     MANIFEST,
     USER_ERRORS,
@@ -123,7 +125,7 @@ class StageArguments:
     teacher_num_train_epochs: float | None = field(default=None, metadata={"help": "teacher epochs (default: num_train_epochs)"})
     teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
     report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
-    teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key % K == k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
+    teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key mod K is k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
     student_init: str = field(default="scratch", metadata={"help": "the student's starting weights: 'scratch' (new) or 'teacher' (a copy of the trained teacher's, where the architectures match)"})
     reuse_teacher: str = field(default="matching", metadata={
         "help": "an existing teacher: 'matching' reuses it only when its provenance record (training data "
@@ -187,6 +189,10 @@ def parse_args(argv: list[str] | None = None):
     """`--config X.yaml` (optional) gives defaults; the other flags override them."""
     argv = list(sys.argv[1:] if argv is None else argv)
     values = dict(DEFAULTS)
+    if argv.count("--config") > 1:
+        given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+        raise ValueError(f"--config is given {argv.count('--config')} times ({', '.join(given)}); give one YAML "
+                         "file (flags on the command line override its values)")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -702,11 +708,18 @@ def tensorboard_available() -> bool:
 
 
 def preflight(args: MMKDTrainingArguments) -> None:
-    """Checks that must fail before any training: `--report_to tensorboard` needs its package, `--push_to_hub` a
-    token and a reachable Hub."""
+    """Checks that must fail before any training: each `--report_to` integration needs its package (tensorboard,
+    wandb, ...), `--push_to_hub` a token and a reachable Hub."""
+    from transformers.integrations import get_available_reporting_integrations
+
     if "tensorboard" in (args.report_to or []) and not tensorboard_available():
         raise ValueError("--report_to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
                          "(or pip install tensorboard)")
+    available = set(get_available_reporting_integrations()) | {"tensorboard"}  # tensorboard: checked above
+    for name in args.report_to or []:
+        if name not in available and name not in ("none", "all"):
+            raise ValueError(f"--report_to {name} needs the {name} package, which is not installed (pip install "
+                             f"{name.replace('_', '-')}), or pass --report_to none")
     if args.push_to_hub and args.process_index == 0:
         from hf_mmkd.hub import check_hub_access
 
@@ -720,9 +733,29 @@ def teacher_epochs(stage: StageArguments, args: MMKDTrainingArguments) -> float:
     return args.num_train_epochs if stage.teacher_num_train_epochs is None else stage.teacher_num_train_epochs
 
 
+INFINITE_ALLOWED = {"max_grad_norm"}  # float training arguments whose infinite value means "no limit"
+
+
 def check_arguments(stage: StageArguments, args: MMKDTrainingArguments, train_teacher_stage: bool,
                     student_stage: bool) -> None:
     """Everything about the arguments that can fail, checked before any data is read or any model trained."""
+    if not str(args.output_dir).strip():
+        raise ValueError("--output_dir is empty: give the folder to write the run into (train.py never writes "
+                         "into the current folder by default)")
+    for name in ("learning_rate", "teacher_learning_rate", "backbone_learning_rate"):
+        owner = stage if name == "teacher_learning_rate" else args
+        value = getattr(owner, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} {value:g} must be a positive finite number (a rate of 0 would save an "
+                             "untrained model, a NaN or infinite one a broken model)")
+    for owner in (stage, args):
+        for f in dataclasses.fields(owner):
+            value = getattr(owner, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value) and f.name not in INFINITE_ALLOWED:
+                raise ValueError(f"--{f.name} {value:g} must be a finite number")
+    if args.gradient_accumulation_steps < 1:
+        raise ValueError(f"--gradient_accumulation_steps {args.gradient_accumulation_steps} must be >= 1 (the number "
+                         "of batches whose gradients add up to one optimiser step)")
     if args.max_steps is None or args.max_steps <= 0:
         lengths = []
         if train_teacher_stage:
@@ -769,9 +802,14 @@ def check_method(args: MMKDTrainingArguments, config_kwargs: dict) -> None:
 
 @contextlib.contextmanager
 def checkpoint_writes(folder: Path):
-    """torch.save reports a full or read-only disk as a RuntimeError of its zip writer: make it one line."""
+    """torch.save reports a full or read-only disk as a RuntimeError of its zip writer, save_pretrained as an
+    OSError naming a file deep in a checkpoint (modeling_mmkd.py, say): make either one line naming `folder`."""
     try:
         yield
+    except OSError as err:
+        if err.errno not in WRITE_REASONS:
+            raise
+        raise OSError(err.errno, f"cannot write the checkpoints in {folder}: {WRITE_REASONS[err.errno]}") from None
     except RuntimeError as err:
         text = str(err)
         if not any(key in text for key in ("PytorchStreamWriter", "inline_container", "file write failed")):

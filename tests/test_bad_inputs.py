@@ -668,6 +668,30 @@ def edited_checkpoint(edit, kind="features", name="ckpt"):
     return make
 
 
+def config_json(text):
+    """An edit of a checkpoint: its config.json replaced by `text`."""
+    def edit(folder):
+        (folder / "config.json").write_text(text)
+    return edit
+
+
+def nan_weights(folder):
+    """An edit of a checkpoint: every weight NaN (as a diverged run saves them)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def yaml_config(text):
+    """An `exit` row's function for train.py: a --config file holding `text`."""
+    def setup(tmp):
+        (inputs(tmp) / "c.yaml").write_text(text)
+        return train("--config", str(inputs(tmp) / "c.yaml"))(tmp)
+    return setup
+
+
 # ---- hf-mmkd evaluate / predict / publish -------------------------------------------------------------------
 
 
@@ -1132,6 +1156,22 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "teacher whose config does not match its weights", "exit",
             "checkpoint …teacher: config.json does not match its weights: ",
             train(dataset=small_demo, teacher=trained_teacher(set_config(num_encoder_layers=2))), TRAIN),
+        Row(TRAIN, "--gradient_accumulation_steps 0", "exit", "--gradient_accumulation_steps 0 must be >= 1",
+            train("--gradient_accumulation_steps", "0"), TRAIN),
+        Row(TRAIN, "--num_encoder_layers -1", "exit", "num_encoder_layers must be a positive int, got -1",
+            train("--num_encoder_layers", "-1"), TRAIN),
+        Row(TRAIN, "--report_to wandb without wandb installed", "exit",
+            "--report_to wandb needs the wandb package, which is not installed (pip install wandb)",
+            train("--report_to", "wandb"), TRAIN),
+        Row(TRAIN, "--learning_rate 0 (would save an untrained model)", "exit",
+            "--learning_rate 0 must be a positive finite number", train("--learning_rate", "0"), TRAIN),
+        Row(TRAIN, "learning_rate: .inf in the YAML (before training starts)", "exit",
+            "--learning_rate inf must be a positive finite number", yaml_config("learning_rate: .inf\n"), TRAIN),
+        Row(TRAIN, "--output_dir '' (would write into the current folder)", "exit", "--output_dir is empty",
+            train("--output_dir", ""), TRAIN),
+        Row(TRAIN, "--config given twice", "exit", "--config is given 2 times (…a.yaml, …b.yaml); give one YAML file",
+            lambda t: [(inputs(t) / n).write_text("seed: 1\n") for n in ("a.yaml", "b.yaml")] and train(
+                "--config", str(inputs(t) / "a.yaml"), "--config", str(inputs(t) / "b.yaml"))(t), TRAIN),
         # hf-mmkd evaluate / predict / publish
         Row(EVALUATE, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_without("config.json"),
@@ -1185,6 +1225,17 @@ def rows(caplog=None) -> list[Row]:
         Row(EVALUATE, "NaN in a feature sequence", "exit", "row 'demo_test_1': audio_features contains NaN or inf",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=nan_test_features), HF_MMKD),
+        Row(EVALUATE, "config.json with a string \"hidden_size\": \"8\"", "exit",
+            "cannot load checkpoint …ckpt: hidden_size must be a positive int, got '8'",
+            hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
+                    checkpoint=edited_checkpoint(set_config(hidden_size="8")), dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "config.json holding a JSON list", "exit",
+            "checkpoint …ckpt: config.json must hold a JSON object of settings, got a list",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=edited_checkpoint(config_json("[1, 2]")),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "--seeds -1", "exit", "argument --seeds: a mask seed must be an integer >= 0, got '-1'",
+            hf_mmkd("evaluate", "--protocol", "p2", "--seeds", "-1", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=demo_with_test_split), HF_MMKD),
         Row(PREDICT, "NaN in a feature sequence of --dataset", "exit",
             "row 'demo_test_1': audio_features contains NaN or inf",
             hf_mmkd("predict", "--out", "{in}/p.json", checkpoint=whole_checkpoint(), dataset=nan_test_features),
@@ -1234,6 +1285,26 @@ def rows(caplog=None) -> list[Row]:
             "--out …p.json lies inside the input …ckpt: hf-mmkd predict never writes over or into its inputs",
             hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/ckpt/p.json",
                     checkpoint=edited_checkpoint(lambda f: None)), HF_MMKD),
+        Row(PREDICT, "config.json holding a JSON list", "exit",
+            "checkpoint …ckpt: config.json must hold a JSON object of settings, got a list",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(config_json("[1, 2]")),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "mistyped checkpoint folder (as evaluate says it)", "exit",
+            "checkpoint folder …/studnet does not exist",
+            hf_mmkd("predict", "{in}/run/studnet", "--features", "{in}/x.npz",
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "all-NaN weights (no NaN score)", "exit",
+            "checkpoint …ckpt: the model's output is NaN or infinite for this input",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(nan_weights),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "--start nan", "exit", "start (--start) must be a time in seconds >= 0 from the start of the "
+            "media file, got nan", hf_mmkd("predict", "--audio", "{in}/a.wav", "--start", "nan",
+                                           checkpoint=whole_checkpoint("backbones"),
+                                           files=lambda f: write_wav(f / "a.wav")), HF_MMKD),
+        Row(PREDICT, "negative --start (would count from the end)", "exit",
+            "start (--start) must be a time in seconds >= 0 from the start of the media file, got -5",
+            hf_mmkd("predict", "--audio", "{in}/a.wav", "--start", "-5", checkpoint=whole_checkpoint("backbones"),
+                    files=lambda f: write_wav(f / "a.wav")), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
