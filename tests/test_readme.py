@@ -137,7 +137,8 @@ def test_readme_python_blocks_and_cli_examples_run(work, monkeypatch, capsys):
                    "evaluate outputs/mosi_teacher/teacher", "predict outputs/demo/student",
                    "predict outputs/demo/student", "publish outputs/mosi_corrkd/student"]
     assert (work / "data_prepared" / "mosi" / "README.md").is_file()
-    assert (work / "reports" / "mosi" / "hf_mmkd_synthetic_demo_p2.json").is_file() and (work / "preds.csv").is_file()
+    assert (work / "reports" / "mosi" / "hf_mmkd_synthetic_demo_p2.json").is_file()
+    assert (work / "demo_preds.csv").is_file()
     assert (work / "release" / "pipeline_mmkd.py").is_file() and (work / "release" / "README.md").is_file()
 
 
@@ -158,3 +159,11 @@ def test_doc_references_in_the_code_resolve_to_the_repositorys_docs():
         assert "doc §" not in text and "methods-and-results" not in text, path
         for doc, anchor in re.findall(r"docs/(methods|protocols)\.md#([\w-]+)", text):
             assert anchor in anchors[doc], f"{path.name} cites docs/{doc}.md#{anchor}, which does not exist"
+
+
+def test_readme_prediction_files_are_distinct():
+    """Run one after the other (own data, then the demo), no two README `predict --out` commands write the same
+    file: the second would be refused (predict never replaces a file without --overwrite)."""
+    every = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S) for line in block.splitlines()]
+    outs = [shlex.split(c)[shlex.split(c).index("--out") + 1] for c in every if "hf-mmkd predict" in c and "--out" in c]
+    assert len(outs) >= 2 and len(set(outs)) == len(outs), outs
