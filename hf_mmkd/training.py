@@ -677,8 +677,15 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
         parts = key.split("_", 2)  # eval_r0.5_MAE -> r=0.5 MAE
         if len(parts) == 3 and parts[1].startswith("r") and key.endswith(("Non0_acc_2", "MAE", "Corr", "Accuracy")):
             validation[f"{parts[1][0]}={parts[1][1:]} {parts[2]}"] = value
+    teacher = {}
+    if teacher_dir is not None:  # which teacher: where it was read from (a relative path or a Hub id), its figure
+        from hf_mmkd.hub import TRAINING_SUMMARY
+
+        own = Path(teacher_dir) / TRAINING_SUMMARY
+        teacher = {"teacher_location": portable_name(teacher_dir) if os.path.isabs(teacher_dir) else str(teacher_dir),
+                   "teacher_validation": (read_json(own).get("validation") or {}) if own.is_file() else {}}
     return {"method": args.method, "method_kwargs": dict(args.method_kwargs or {}),
-            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None,
+            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None, **teacher,
             "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
             "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
             "teacher_folds": teacher_folds, "balance_terms": args.balance_terms,
