@@ -413,7 +413,11 @@ def _check_checkpoint(ckpt: Path) -> tuple[list[Path], dict[str, Any]]:
                          f"trust_remote_code=True (register the classes with register_for_auto_class)")
     for ref in auto_map.values():
         for r in ([ref] if isinstance(ref, str) else [x for x in ref if x]):
-            module = r.split("--")[-1].rsplit(".", 1)[0]
+            parts = str(r).split("--")[-1].split(".")
+            if len(parts) != 2 or not all(p.isidentifier() for p in parts):  # "../x/modeling_mmkd.Cls", "a.b.C"
+                raise ValueError(f"{config_path}: auto_map entry {r!r} must be MODULE.CLASS with MODULE a .py file "
+                                 "in the checkpoint folder itself (no path outside it)")
+            module = parts[0]
             if not (ckpt / f"{module}.py").is_file():
                 raise FileNotFoundError(f"checkpoint {ckpt} is missing {module}.py, named in auto_map ({r})")
     return weights, config

@@ -684,6 +684,14 @@ def nan_weights(folder):
               folder / "model.safetensors", metadata={"format": "pt"})
 
 
+def code_outside_the_folder(folder):
+    """An edit of a checkpoint: auto_map names a copy of the model code in a sibling folder."""
+    (folder.parent / "elsewhere").mkdir()
+    shutil.copy(folder / "modeling_mmkd.py", folder.parent / "elsewhere" / "modeling_mmkd.py")
+    set_config(auto_map={"AutoConfig": "configuration_mmkd.MMKDConfig",
+                         "AutoModelForSequenceClassification": "../elsewhere/modeling_mmkd.MMKDForSentiment"})(folder)
+
+
 def yaml_config(text):
     """An `exit` row's function for train.py: a --config file holding `text`."""
     def setup(tmp):
@@ -1308,6 +1316,11 @@ def rows(caplog=None) -> list[Row]:
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
+        Row(PUBLISH, "auto_map naming code outside the checkpoint folder", "exit",
+            "config.json: auto_map entry '../elsewhere/modeling_mmkd.MMKDForSentiment' must be MODULE.CLASS with "
+            "MODULE a .py file in the checkpoint folder itself",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=edited_checkpoint(code_outside_the_folder)), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("config.json")), HF_MMKD),
