@@ -997,6 +997,12 @@ def rows(caplog=None) -> list[Row]:
             "split 'train', key 'audio' has 10001 steps per row; hf_mmkd accepts at most 10000 (self-attention over "
             "one such row needs about 0.4 GB per head and layer)",
             mmsa(set_item("train", "audio", np.zeros((4, 10001, 5), np.float32))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "reversed --label-range", "exit",
+            "--label-range 3 -3: expected two finite numbers LOW HIGH with LOW below HIGH",
+            mmsa(None, "--label-range", "3", "-3"), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "NaN in --label-range", "exit",
+            "--label-range nan 3: expected two finite numbers LOW HIGH with LOW below HIGH",
+            mmsa(None, "--label-range", "nan", "3"), PREPARE_MMSA),
         Row(PREPARE_MMSA, "NaN/inf features", "recovered",
             "set to 0 (audio -inf as MMSA's loader does) and counted in the dataset card",
             mmsa_non_finite_features_recovered),
