@@ -1053,6 +1053,9 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
                 raise ValueError(f"--teacher_folds {stage.teacher_folds} needs the cross-fitted teachers; missing "
                                  f"{missing} (run the teacher stage with --teacher_folds {stage.teacher_folds})")
             fold_teachers = [load_model(fold_dir(k), device="cpu") for k in range(stage.teacher_folds)]
+        # The student starts from the seed itself, not from whatever the teacher's training left in the RNG: the
+        # same seed gives the same student whether the teacher was trained in this run or reused.
+        set_seed(args.seed)
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
             student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)}, train_labels)
