@@ -653,6 +653,28 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     return results
 
 
+def warn_if_near_constant(trainer: MMKDTrainer, spec: DatasetSpec, stage: str) -> None:
+    """At the end of a stage: warn when the model's validation predictions on complete inputs are (nearly) one
+    value or one class (`hf_mmkd.evaluation.near_constant`), as a small data set trained for too few steps leaves
+    it; `hf-mmkd evaluate` would otherwise be the first to say so."""
+    from hf_mmkd.evaluation import near_constant
+
+    saved = trainer.eval_simulator
+    try:
+        trainer.eval_simulator = MissingModalitySimulator("p2", 0.0, training=False, seed=trainer.args.missing_seed,
+                                                          unk_token_id=trainer._unk_token_id)
+        out = trainer.predict(trainer.eval_dataset, metric_key_prefix=f"{stage}_check")
+    finally:
+        trainer.eval_simulator = saved
+    predictions = np.asarray(out.predictions)
+    predictions = predictions.reshape(-1) if spec.task == "regression" else predictions
+    why = near_constant(predictions, np.asarray(out.label_ids).reshape(-1), spec)
+    if why is not None and trainer.args.process_index == 0:
+        logger.warning("%s: the validation predictions are near-constant (%s): the model has learned (almost) nothing "
+                       "from the inputs. With a small data set, train for more steps (--num_train_epochs or "
+                       "--max_steps; see the README's \"Small data sets\")", stage, why)
+
+
 def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")) -> dict:
     """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
     regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
@@ -1016,6 +1038,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         record_outputs(teacher_guard, teacher_dir.name)
         trainer = fit_teacher(root / "teacher_run", teacher_dir, record)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
+        warn_if_near_constant(trainer, spec, "teacher")
         write_card(teacher_dir, training_summary(trainer.args, None, results["teacher"]), args)
     if teacher_stage and stage.teacher_folds:
         for k in range(stage.teacher_folds):  # cross-fitting: fold k's teacher never sees fold k's rows
@@ -1083,6 +1106,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
             save(model, root / name, {**record, "role": "student", "method": args.method,
                                       "result": {"global_step": trainer.state.global_step}})
         results["student"] = evaluate_rates(trainer, rates, "eval")
+        warn_if_near_constant(trainer, spec, "student")
         for name in students:
             write_card(root / name, training_summary(args, teacher_dir if needs_teacher else None, results["student"],
                                                      teacher_folds=len(fold_teachers or [])), args)

@@ -548,6 +548,17 @@ def kept_rows_without_modality_warning(caplog):
     return run
 
 
+def one_step_warning(caplog):
+    """train.py on 8 demo rows for one optimiser step: the validation predictions are still (nearly) constant."""
+    def run(tmp):
+        from hf_mmkd.training import main
+
+        with caplog.at_level(logging.WARNING, logger="hf_mmkd"):
+            assert main(["--output_dir", str(tmp / "out"), *TINY_TRAIN, "--max_steps", "1"]) == 0
+        return caplog.text
+    return run
+
+
 def corrupt_parquet(folder):
     path = small_demo(folder)
     shard = next((Path(path) / "data").glob("train-*.parquet"))
@@ -1092,6 +1103,10 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "kept rows without any modality", "warning",
             "train: 1 row(s) have none of the model's modalities (text, audio, vision) and are left out: "
             "['demo_train_0']", kept_rows_without_modality_warning(caplog)),
+        Row(TRAIN, "too few steps for the data (near-constant validation predictions)", "warning",
+            "student: the validation predictions are near-constant (prediction std … of the labels' std …): the model "
+            "has learned (almost) nothing from the inputs. With a small data set, train for more steps",
+            one_step_warning(caplog)),
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
         Row(TRAIN, "class label outside the data set's classes", "exit",
