@@ -225,7 +225,9 @@ def _add_predict(sub) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="save_pretrained folder or Hub model id")
     p.add_argument("--text", default=None, help="transcript")
     p.add_argument("--audio", default=None, help="audio file")
-    p.add_argument("--video", default=None, help="video file (its audio track is used when --audio is not given)")
+    p.add_argument("--video", default=None,
+                   help="video file, read for its frames only, as the pipeline reads it (to use its audio track too, "
+                        "give the same file as --audio)")
     p.add_argument("--features", default=None,
                    help=".npz with text/audio/vision arrays (steps, D), for modalities the model takes as features")
     p.add_argument("--start", type=float, default=None, help="segment start in the media files (seconds)")

@@ -3,11 +3,12 @@
 Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
 
     predict(checkpoint, text=None, audio=None, video=None, features=None, *, start=None, end=None,
-            use_video_audio=True, fps=None, max_frames=None, device=None) -> dict
+            use_video_audio=False, fps=None, max_frames=None, device=None) -> dict
         One example. `checkpoint`: a save_pretrained folder or Hub id (or what `load_checkpoint` returned).
         `text`: a transcript; `audio`: an audio file (decoded to 16 kHz mono) or a 16 kHz mono waveform;
-        `video`: a video file (frames at the processor's rate; its audio track is the audio when `audio` is
-        None and `use_video_audio`); `features`: `{"text"|"audio"|"vision": (steps, D) array}` or an .npz file
+        `video`: a video file, read for its frames only (at the processor's rate), as the shipped pipeline reads
+        it, so that one input gets one answer; to use its audio track too, give the same file as `audio` (or
+        `use_video_audio=True`); `features`: `{"text"|"audio"|"vision": (steps, D) array}` or an .npz file
         with those keys, for the modalities the model takes as pre-extracted features. `start`/`end` cut the
         media files to a segment (seconds). Modalities not given are marked missing.
         Returns {"score": float, "label": str, "modalities_used": [...], "modalities_missing": [...],
@@ -279,7 +280,7 @@ def _features_only_error(m: str, config, source: str) -> ValueError:
 
 
 def predict(checkpoint, text: str | None = None, audio=None, video=None, features=None, *,
-            start: float | None = None, end: float | None = None, use_video_audio: bool = True,
+            start: float | None = None, end: float | None = None, use_video_audio: bool = False,
             fps: float | None = None, max_frames: int | None = None,
             device: str | torch.device | None = None) -> dict:
     """Sentiment of one example; see the module docstring for the arguments and the result."""

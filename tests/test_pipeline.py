@@ -188,6 +188,18 @@ def test_pipeline_takes_paths_arrays_and_subsets_like_the_processor(backbone_ckp
         pipe({"txt": "typo"})
 
 
+def test_predict_and_pipeline_give_one_answer_for_one_video(backbone_ckpt):
+    """A video is read for its frames only by both routes (the model has an audio backbone too): the same
+    modalities and the same label. (The scores differ slightly: hf_mmkd's frame sampler and transformers'
+    `load_video` pick frames at the same rate but not always the same ones.)"""
+    from hf_mmkd.inference import predict
+
+    pipe = pipeline(model=str(backbone_ckpt), trust_remote_code=True)
+    piped, predicted = pipe({"video": str(MP4)}), predict(backbone_ckpt, video=MP4)
+    assert piped["modalities"] == predicted["modalities_used"] == ["vision"]
+    assert predicted["label"] == piped["label"] and predicted["score"] == pytest.approx(piped["score"], abs=0.05)
+
+
 def test_pipeline_names_classes_from_the_spec(tmp_path):
     from tiny import feature_config_kwargs
 
