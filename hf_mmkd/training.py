@@ -725,8 +725,11 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     from hf_mmkd.hub import TRAINING_SUMMARY, build_card
     from hf_mmkd.io import atomic_write
 
-    atomic_write(folder / TRAINING_SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=summary)
+    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / TRAINING_SUMMARY, text)
+    # The card is built from the summary as saved (keys sorted), as `hf-mmkd publish` reads it: the release card
+    # then leads with the same validation figure as this one.
+    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=json.loads(text))
     atomic_write(folder / "README.md", str(card))
 
 

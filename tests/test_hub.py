@@ -249,3 +249,17 @@ def test_training_summary_identifies_the_teacher(tmp_path):
     assert summary["teacher"] == "teacher" and summary["teacher_location"] == "teacher"  # absolute: its name only
     assert summary["teacher_validation"] == {"r=0.0 MAE": 0.81, "r=0.5 MAE": 0.9}
     assert training_summary(args, "me/hub-teacher", {})["teacher_location"] == "me/hub-teacher"
+
+
+def test_local_and_release_cards_lead_with_the_same_figure(checkpoint, tmp_path):
+    """train.py's card (write_card) and `hf-mmkd publish`'s (from training_summary.json) give the same headline."""
+    from hf_mmkd.hub import method_section
+    from hf_mmkd.trainer import MMKDTrainingArguments
+    from hf_mmkd.training import write_card
+
+    summary = {"method": "corrkd", "validation": {"r=0.0 Non0_acc_2": 0.61, "r=0.0 MAE": 1.25}}  # as trained
+    write_card(checkpoint, summary, MMKDTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True))
+    saved = json.loads((checkpoint / "training_summary.json").read_text())
+    headline = method_section(CONFIG, saved)["model_summary"]
+    assert headline.endswith("validation r=0.0 MAE 1.25.")  # keys sorted as saved
+    assert headline in (checkpoint / "README.md").read_text()
