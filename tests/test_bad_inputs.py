@@ -703,14 +703,6 @@ def code_outside_the_folder(folder):
                          "AutoModelForSequenceClassification": "../elsewhere/modeling_mmkd.MMKDForSentiment"})(folder)
 
 
-def yaml_config(text):
-    """An `exit` row's function for train.py: a --config file holding `text`."""
-    def setup(tmp):
-        (inputs(tmp) / "c.yaml").write_text(text)
-        return train("--config", str(inputs(tmp) / "c.yaml"))(tmp)
-    return setup
-
-
 # ---- hf-mmkd evaluate / predict / publish -------------------------------------------------------------------
 
 
@@ -1195,7 +1187,7 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "--learning_rate 0 (would save an untrained model)", "exit",
             "--learning_rate 0 must be a positive finite number", train("--learning_rate", "0"), TRAIN),
         Row(TRAIN, "learning_rate: .inf in the YAML (before training starts)", "exit",
-            "--learning_rate inf must be a positive finite number", yaml_config("learning_rate: .inf\n"), TRAIN),
+            "--learning_rate inf must be a positive finite number", config_file(b"learning_rate: .inf\n"), TRAIN),
         Row(TRAIN, "--output_dir '' (would write into the current folder)", "exit", "--output_dir is empty",
             train("--output_dir", ""), TRAIN),
         Row(TRAIN, "--config given twice", "exit", "--config is given 2 times (…a.yaml, …b.yaml); give one YAML file",
