@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_mmkd.data.media import build_media_dataset, check_sampling, read_media_csv
     from hf_mmkd.data.prepared import finish_prepared, output_folder, save_prepared
-    from hf_mmkd.data.spec import split_summary
+    from hf_mmkd.data.spec import label_range_flag, split_summary
 
     csv_path = Path(args.csv)
     if not csv_path.is_file():
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         raise ValueError("--label-range and --neutral-band apply to regression labels; this is classification")
     if task == "regression" and args.class_names:
         raise ValueError("--class-names applies to classification (--task classification)")
-    label_range = tuple(args.label_range) if args.label_range else None
+    label_range = label_range_flag(args.label_range)
     rows, class_names = read_media_csv(csv_path, label_range, label_column=args.label_column, task=task,
                                        class_names=args.class_names)
     guard = output_folder(args.out_dir, "prepare_media.py", args.overwrite,

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_mmkd.data.mmsa import mmsa_task, mmsa_to_dataset_dict
     from hf_mmkd.data.prepared import finish_prepared, output_folder, push_prepared, save_prepared
-    from hf_mmkd.data.spec import split_summary
+    from hf_mmkd.data.spec import label_range_flag, split_summary
 
     src = Path(args.pickle)
     if not src.is_file():
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         raise ValueError("--label-range and --neutral-band apply to regression labels; this is classification")
     if task == "regression" and args.class_names:
         raise ValueError("--class-names applies to classification labels; this is regression")
-    label_range = tuple(args.label_range) if args.label_range else None
+    label_range = label_range_flag(args.label_range)
     dsd, report = mmsa_to_dataset_dict(data, label_range, task)
     digest = sha256(src)
     name = args.name or src.stem

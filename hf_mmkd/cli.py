@@ -39,6 +39,17 @@ class CLIError(ValueError):
 # ------------------------------------------------------------------------------------------------ evaluate
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a mask seed, an integer >= 0 (numpy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a mask seed must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _add_evaluate(sub) -> None:
     from hf_mmkd.evaluation import DEFAULT_SEEDS
 
@@ -51,7 +62,8 @@ def _add_evaluate(sub) -> None:
                    help="p1: rates 0.0-1.0, AUILC; p2: rates 0.0-0.9, mean; p3: six sets + {l,a,v}; p4: IMDer "
                         "missing rates MR 0.1-0.7, mean; p5: 7 patterns")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="mask seeds of the simulator")
+    p.add_argument("--seeds", nargs="+", type=_seed, default=list(DEFAULT_SEEDS),
+                   help="mask seeds of the simulator (integers >= 0)")
     p.add_argument("--rates", nargs="+", type=float, default=None, help="p1/p2/p4: override the missing rates")
     p.add_argument("--sets", nargs="+", default=None, help="p3/p5: override the availability sets, e.g. l la lav")
     p.add_argument("--names", nargs="+", default=None, help="display names, one per checkpoint")
@@ -213,7 +225,9 @@ def _add_predict(sub) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="save_pretrained folder or Hub model id")
     p.add_argument("--text", default=None, help="transcript")
     p.add_argument("--audio", default=None, help="audio file")
-    p.add_argument("--video", default=None, help="video file (its audio track is used when --audio is not given)")
+    p.add_argument("--video", default=None,
+                   help="video file, read for its frames only, as the pipeline reads it (to use its audio track too, "
+                        "give the same file as --audio)")
     p.add_argument("--features", default=None,
                    help=".npz with text/audio/vision arrays (steps, D), for modalities the model takes as features")
     p.add_argument("--start", type=float, default=None, help="segment start in the media files (seconds)")

@@ -141,6 +141,9 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     if not config_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} has no config.json (not a save_pretrained folder)")
     config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {ckpt}: config.json must hold a JSON object of settings, got a "
+                         f"{type(config).__name__}")
     if config.get("model_type") != "mmkd":
         raise ValueError(f"checkpoint {ckpt} is not an hf_mmkd model (model_type {config.get('model_type')!r}, "
                          "expected 'mmkd')")
@@ -446,6 +449,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     cache: dict[str, tuple[list[dict], list[str], list[str]]] = {}
     left_out, no_modality, warnings, evaluated_modalities, model_modalities = {}, {}, [], {}, set()
     reference_labels: dict[str, np.ndarray] = {}
+    fixed: set[str] = set()  # the conditions that draw nothing
     for ckpt_name, path in paths.items():
         model, collate_kwargs = load_checkpoint(path, device)
         if model.config.task != spec.task:
@@ -469,6 +473,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         evaluated_modalities[ckpt_name] = modalities
         model_modalities.update(model.config.modalities)
         plan = condition_plan(protocol, modalities, rates, sets)
+        fixed.update(c for c, kwargs in plan if _draws_nothing(protocol, kwargs))
         bar.total = (bar.total or 0) + len(plan) * len(seeds)
         bar.set_description(f"{ckpt_name} {protocol}")
         # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
@@ -532,6 +537,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                    dataset_spec=spec.to_dict(), metric_set=spec.metric_set, reference=reference,
                    reference_value=reference_value, seeds=seeds, modalities=evaluated_modalities, n_rows=len(data),
                    checkpoint_paths={k: str(p) for k, p in paths.items()}, warnings=warnings, notes=notes)
+    results["fixed_conditions"] = sorted(fixed)  # computed once, copied to every seed: the report counts one run
     return results
 
 

@@ -121,6 +121,12 @@ METHODS = {
                    "task loss + `loss_nce_ts`, `loss_nce_ta` (InfoNCE), `loss_adv` (gradient reversal)",
                    "cross-modal-kd"),
 }
+# method -> the paper's URL (cards are read on the Hub, where the repository's docs/ paths do not resolve)
+PAPERS = {"logit": "https://arxiv.org/abs/1503.02531", "mmckd": "https://arxiv.org/abs/2410.08692",
+          "corrkd": "https://arxiv.org/abs/2404.16456", "mitr": "https://arxiv.org/abs/2501.05474",
+          "crossmodal": "https://arxiv.org/abs/2306.07646"}
+# Loss settings that only mean something for regression labels (CorrKD's label bins of a score and their width).
+REGRESSION_ONLY_SETTINGS = {"label_bins", "sigma"}
 _TEACHER_MODES = {"frozen": "a trained teacher, frozen", "online": "a teacher trained jointly with the student",
                   "shared": "the student itself on complete inputs (weight-shared)", "none": "none"}
 
@@ -140,9 +146,11 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
         params = inspect.signature(cls.__init__).parameters.values()
         weights = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
     weights.update(summary.get("method_kwargs") or {})
+    if config.get("task") == "classification":  # classes are the targets themselves: no bins of a score
+        weights = {k: v for k, v in weights.items() if k not in REGRESSION_ONLY_SETTINGS}
     shown = ", ".join(f"{k}={v}" for k, v in weights.items() if v is not None) or "none"
     mode = getattr(cls, "teacher_mode", "none")
-    teacher = f"`{summary['teacher']}`" if summary.get("teacher") else _TEACHER_MODES.get(mode, mode)
+    teacher = _teacher_line(summary) if summary.get("teacher") else _TEACHER_MODES.get(mode, mode)
     protocol = summary.get("missing_protocol", "unknown")
     if summary.get("missing_rate") is not None:
         protocol += f" (rate {summary['missing_rate']})"
@@ -151,7 +159,9 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
     if role == "teacher":
         lines.append("- **Stage**: teacher, trained on complete inputs with the task loss only (no distillation).")
     else:
-        lines += [f"- **Method**: {title}. Loss: {terms}. Formulas: `docs/methods.md#{anchor}` of hf_mmkd.",
+        paper = f" Paper: {PAPERS[method]}." if method in PAPERS else ""
+        lines += [f"- **Method**: {title}. Loss: {terms}.{paper} This implementation's formulas: section "
+                  f"`{anchor}` of docs/methods.md in the hf_mmkd source.",
                   f"- **Term weights and settings**: {shown}.",
                   f"- **Teacher**: {teacher} (teacher mode `{mode}`).",
                   f"- **Missing-modality training protocol** (student view): {protocol}; see docs/protocols.md."]
@@ -183,6 +193,19 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
         first = next(iter(validation.items()))
         head += f"; validation {first[0]} {first[1]:.4g}"
     return {"model_summary": head + ".", "method_description": "\n".join(lines)}
+
+
+def _teacher_line(summary: Mapping[str, Any]) -> str:
+    """The teacher as the card names it: its Hub id, or the local folder it was read from, with its validation
+    figure (recorded by train.py from the teacher's own training summary)."""
+    name = summary["teacher"]
+    where = summary.get("teacher_location") or name
+    text = f"`{where}`" + ("" if where == name else f" (`{name}`)")
+    validation = summary.get("teacher_validation") or {}
+    if validation:
+        key, value = next(iter(validation.items()))
+        text += f", validation {key} {value:.4g}"
+    return text
 
 
 def portable_name(name_or_path: str | os.PathLike | None) -> str | None:
@@ -335,7 +358,10 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
         # no results: no model-index at all (an empty `results: []` block is not a valid model-index)
         eval_results=eval_results(results_list, checkpoint, dataset_types=dataset_types) or None,
     )
-    tables = "\n".join(markdown_table(r) for r in results_list)
+    # Each table with what its evaluation warned and noted (a one-class predictor, rows or sets left out): the
+    # model-index alone would read as a full result.
+    tables = "\n".join(markdown_table(r) + "".join(f"\n**Warning:** {w}\n" for w in r.get("warnings") or [])
+                       + "".join(f"\n*Note:* {n}\n" for n in r.get("notes") or []) for r in results_list)
     data = dataset_section(config.get("dataset_spec"))
     described = method_section(config, summary)
     if data_provenance is not None:
@@ -344,6 +370,9 @@ def build_card(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], checkpo
         model_name=model_name, repo_id=repo_id,
         model_summary=described["model_summary"] if model_summary is None else model_summary,
         role=config.get("role", "sentiment"), method=config.get("distillation_method") or method,
+        training_description=("trained on complete inputs with the task loss only, as the teacher that students "
+                              "are distilled from" if config.get("role") == "teacher" else
+                              f"trained by knowledge distillation ({config.get('distillation_method') or method})"),
         **_inputs_table(config), **data,
         method_description=described["method_description"] if method_description is None else method_description,
         hyperparameters_table=_hyperparameters_table(hyperparameters),
@@ -386,7 +415,11 @@ def _check_checkpoint(ckpt: Path) -> tuple[list[Path], dict[str, Any]]:
                          f"trust_remote_code=True (register the classes with register_for_auto_class)")
     for ref in auto_map.values():
         for r in ([ref] if isinstance(ref, str) else [x for x in ref if x]):
-            module = r.split("--")[-1].rsplit(".", 1)[0]
+            parts = str(r).split("--")[-1].split(".")
+            if len(parts) != 2 or not all(p.isidentifier() for p in parts):  # "../x/modeling_mmkd.Cls", "a.b.C"
+                raise ValueError(f"{config_path}: auto_map entry {r!r} must be MODULE.CLASS with MODULE a .py file "
+                                 "in the checkpoint folder itself (no path outside it)")
+            module = parts[0]
             if not (ckpt / f"{module}.py").is_file():
                 raise FileNotFoundError(f"checkpoint {ckpt} is missing {module}.py, named in auto_map ({r})")
     return weights, config

@@ -3,11 +3,12 @@
 Public API (`hf-mmkd predict` in hf_mmkd/cli.py calls the first two):
 
     predict(checkpoint, text=None, audio=None, video=None, features=None, *, start=None, end=None,
-            use_video_audio=True, fps=None, max_frames=None, device=None) -> dict
+            use_video_audio=False, fps=None, max_frames=None, device=None) -> dict
         One example. `checkpoint`: a save_pretrained folder or Hub id (or what `load_checkpoint` returned).
         `text`: a transcript; `audio`: an audio file (decoded to 16 kHz mono) or a 16 kHz mono waveform;
-        `video`: a video file (frames at the processor's rate; its audio track is the audio when `audio` is
-        None and `use_video_audio`); `features`: `{"text"|"audio"|"vision": (steps, D) array}` or an .npz file
+        `video`: a video file, read for its frames only (at the processor's rate), as the shipped pipeline reads
+        it, so that one input gets one answer; to use its audio track too, give the same file as `audio` (or
+        `use_video_audio=True`); `features`: `{"text"|"audio"|"vision": (steps, D) array}` or an .npz file
         with those keys, for the modalities the model takes as pre-extracted features. `start`/`end` cut the
         media files to a segment (seconds). Modalities not given are marked missing.
         Returns {"score": float, "label": str, "modalities_used": [...], "modalities_missing": [...],
@@ -47,6 +48,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -55,7 +57,7 @@ import numpy as np
 import torch
 
 from hf_mmkd.data.prepared import check_steps
-from hf_mmkd.io import OutputFile
+from hf_mmkd.io import OutputFile, read_json
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
 from hf_mmkd.modeling.processing_mmkd import PROCESSOR_NAME, MMKDProcessor
@@ -147,6 +149,18 @@ def _no_load_report():
         hf_logging.set_verbosity(level)
 
 
+def _is_repo_id(name: str) -> bool:
+    """`name` could be a Hub model id (`name` or `owner/name`); a path with more parts or a leading ./, / or ~
+    cannot."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "/", "~"))
+
+
 def load_model(checkpoint, device: str | torch.device | None = None, model_class=None, **kwargs):
     """`model_class.from_pretrained(checkpoint)` (default `MMKDForSentiment`) in eval mode on `device` (default CUDA
     when available). Every loader of a saved model goes through here (predict, evaluate, train.py's teacher, the
@@ -155,14 +169,22 @@ def load_model(checkpoint, device: str | torch.device | None = None, model_class
     first differing tensor is named)."""
     if Path(checkpoint).is_dir():
         check_weight_files(checkpoint)
+        config = read_json(Path(checkpoint) / "config.json", f"checkpoint {checkpoint}: config.json")
+        if not isinstance(config, dict):
+            raise ValueError(f"checkpoint {checkpoint}: config.json must hold a JSON object of settings, got a "
+                             f"{type(config).__name__}")
     elif Path(checkpoint).exists():
         raise ValueError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+    elif not _is_repo_id(str(checkpoint)):  # a mistyped folder: not worth asking the Hub about
+        raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
     model_class = model_class or MMKDForSentiment
     try:
         with _no_load_report():
             model, info = model_class.from_pretrained(checkpoint, output_loading_info=True,
                                                       ignore_mismatched_sizes=True, **kwargs)
     except RuntimeError as err:
+        raise ValueError(f"cannot load checkpoint {checkpoint}: {str(err).splitlines()[0]}") from None
+    except (ValueError, TypeError) as err:  # MMKDConfig refuses a bad setting ("hidden_size": "8")
         raise ValueError(f"cannot load checkpoint {checkpoint}: {str(err).splitlines()[0]}") from None
     problems = [f"{k} is {tuple(have)} in the weights but {tuple(want)} for the config"
                 for k, have, want in sorted(info["mismatched_keys"])]
@@ -258,12 +280,16 @@ def _features_only_error(m: str, config, source: str) -> ValueError:
 
 
 def predict(checkpoint, text: str | None = None, audio=None, video=None, features=None, *,
-            start: float | None = None, end: float | None = None, use_video_audio: bool = True,
+            start: float | None = None, end: float | None = None, use_video_audio: bool = False,
             fps: float | None = None, max_frames: int | None = None,
             device: str | torch.device | None = None) -> dict:
     """Sentiment of one example; see the module docstring for the arguments and the result."""
     from hf_mmkd.data.media import load_audio, load_frames, probe
 
+    for name, value in (("start", start), ("end", end)):  # a negative start would count from the end of the file
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} (--{name}) must be a time in seconds >= 0 from the start of the media file, "
+                             f"got {value:g}")
     model, processor = load_checkpoint(checkpoint, device)
     config = model.config
     kinds = {m: config.encoder_kind(m) for m in MODALITIES}
@@ -343,6 +369,9 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
     batch = {k: v.to(model.device) for k, v in batch.items()}
     with torch.no_grad():
         out = model(**batch)
+    if not torch.isfinite(out.logits).all():  # as evaluate refuses NaN predictions: never a NaN score
+        raise ValueError(f"checkpoint {checkpoint}: the model's output is NaN or infinite for this input (are its "
+                         "weights NaN? retrain or load another checkpoint)")
     present = out.modality_mask[0].tolist()
     score, label, probabilities = _label_of(config, out.logits[0].cpu())
     result = {

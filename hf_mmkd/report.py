@@ -196,8 +196,21 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         except ValueError as e:
             raise ValueError(f"checkpoint {ckpt!r}: {e}") from None
         agg["conditions"] = {c: agg["conditions"][c] for c in _sort_conditions(list(agg["conditions"]))}
+        _count_fixed_once(agg, results.get("fixed_conditions") or [])
         out[ckpt] = {"n_seeds": len(per_seed), **agg}
     return out
+
+
+def _count_fixed_once(agg: dict[str, Any], fixed: Sequence[str]) -> None:
+    """A condition that draws nothing (`fixed_conditions`: r = 0, fixed availability sets) ran once and was copied
+    to every seed: its cells count one run (n = 1, no std), and so do summaries when every condition is fixed."""
+    for cond in fixed:
+        for cell in agg["conditions"].get(cond, {}).values():
+            cell.update(n=1)
+    if agg["conditions"] and set(agg["conditions"]) <= set(fixed):
+        for row in agg["summary"].values():
+            for cell in row.values():
+                cell.update(n=1)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -215,16 +228,27 @@ def _metric_order(summary: dict[str, Any], metrics: Sequence[str] | None) -> lis
     return list(metrics)
 
 
-def _fmt(metric: str, cell: dict[str, float]) -> str:
+def _fmt(metric: str, cell: dict[str, float], n_seeds: int = 1) -> str:
+    """`mean ± std` over seeds; the mean alone for a cell that ran once in a run of several seeds (`n` 1: it drew
+    nothing, see `_count_fixed_once`)."""
     mean, std = cell["mean"], cell["std"]
-    if metric in _PLAIN:
-        return f"{mean:.3f} ± {std:.3f}"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    if metric not in _PLAIN:
+        mean, std = 100 * mean, 100 * std
+    digits = 3 if metric in _PLAIN else 2
+    return f"{mean:.{digits}f}" if cell.get("n") == 1 < n_seeds else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _runs(row: dict[str, Any], n_seeds: int) -> str:
+    """`(N seeds)`, or `(1 run)` for a row computed once (no random draw; copied to every seed)."""
+    n = 1 if all(cell.get("n", n_seeds) == 1 for cell in row.values()) else n_seeds
+    return "(1 run)" if n == 1 and n_seeds > 1 else f"({n} seed{'s' if n != 1 else ''})"
 
 
 def _title(results: dict[str, Any]) -> str:
     ds = DATASET_NAMES.get(str(results["dataset"]).lower(), str(results["dataset"]))
     protocol = PROTOCOLS[str(results["protocol"]).lower()]["title"]
+    if str(results["protocol"]).lower() == "p2" and (rates := _p2_rates(results)) != P2_RATES:
+        protocol = protocol.replace("r = 0.0-0.9", "r = " + ", ".join(f"{r:g}" for r in rates))
     return f"{ds} ({results.get('split', 'test')}), protocol {protocol}"
 
 
@@ -241,15 +265,15 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
              + (f", {' and '.join(plain)} as is." if plain else "."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ckpt, s in summary.items():
-        name = f"{ckpt} ({s['n_seeds']} seed{'s' if s['n_seeds'] != 1 else ''})"
         rows = list(s["conditions"].items())
         if ckpt == results.get("reference") and len({json.dumps(r, sort_keys=True) for _, r in rows}) == 1:
             rows = [("every condition", rows[0][1])]  # a constant scored on the same rows under every condition
         for cond, row in rows:
-            lines.append("| " + " | ".join([name, cond] + [_fmt(m, row[m]) for m in cols]) + " |")
+            name = f"{ckpt} {_runs(row, s['n_seeds'])}"
+            lines.append("| " + " | ".join([name, cond] + [_fmt(m, row[m], s["n_seeds"]) for m in cols]) + " |")
         for label, row in s["summary"].items():
-            cells = [f"**{_fmt(m, row[m])}**" if m in row else "-" for m in cols]
-            lines.append("| " + " | ".join([name, f"**{label}**"] + cells) + " |")
+            cells = [f"**{_fmt(m, row[m], s['n_seeds'])}**" if m in row else "-" for m in cols]
+            lines.append("| " + " | ".join([f"{ckpt} {_runs(row, s['n_seeds'])}", f"**{label}**"] + cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ import dataclasses
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -54,6 +55,7 @@ from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.data.standardize import FeatureStandardizer
 from hf_mmkd.distillation import DISTILLATION_LOSSES, build_distillation_loss
 from hf_mmkd.inference import build_processor, load_model, safetensors_shapes
+from hf_mmkd.io import _REASONS as WRITE_REASONS  # errno -> what it means for a write
 from hf_mmkd.io import (
     MANIFEST,
     USER_ERRORS,
@@ -124,7 +126,7 @@ class StageArguments:
     teacher_num_train_epochs: float | None = field(default=None, metadata={"help": "teacher epochs (default: num_train_epochs)"})
     teacher_learning_rate: float | None = field(default=None, metadata={"help": "teacher learning rate (default: learning_rate)"})
     report_rates: str = field(default="0.0,0.5", metadata={"help": "validation P2 rates reported at the end of a stage"})
-    teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key % K == k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
+    teacher_folds: int = field(default=0, metadata={"help": "K >= 2: also cross-fit K teachers (teacher/folds/fold_k, each trained without fold k = the train rows whose row key mod K is k); frozen-teacher methods then distil each training row's response from the teacher that never saw it"})
     student_init: str = field(default="scratch", metadata={"help": "the student's starting weights: 'scratch' (new) or 'teacher' (a copy of the trained teacher's, where the architectures match)"})
     reuse_teacher: str = field(default="matching", metadata={
         "help": "an existing teacher: 'matching' reuses it only when its provenance record (training data "
@@ -188,6 +190,10 @@ def parse_args(argv: list[str] | None = None):
     """`--config X.yaml` (optional) gives defaults; the other flags override them."""
     argv = list(sys.argv[1:] if argv is None else argv)
     values = dict(DEFAULTS)
+    if argv.count("--config") > 1:
+        given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+        raise ValueError(f"--config is given {argv.count('--config')} times ({', '.join(given)}); give one YAML "
+                         "file (flags on the command line override its values)")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -679,6 +685,28 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     return results
 
 
+def warn_if_near_constant(trainer: MMKDTrainer, spec: DatasetSpec, stage: str) -> None:
+    """At the end of a stage: warn when the model's validation predictions on complete inputs are (nearly) one
+    value or one class (`hf_mmkd.evaluation.near_constant`), as a small data set trained for too few steps leaves
+    it; `hf-mmkd evaluate` would otherwise be the first to say so."""
+    from hf_mmkd.evaluation import near_constant
+
+    saved = trainer.eval_simulator
+    try:
+        trainer.eval_simulator = MissingModalitySimulator("p2", 0.0, training=False, seed=trainer.args.missing_seed,
+                                                          unk_token_id=trainer._unk_token_id)
+        out = trainer.predict(trainer.eval_dataset, metric_key_prefix=f"{stage}_check")
+    finally:
+        trainer.eval_simulator = saved
+    predictions = np.asarray(out.predictions)
+    predictions = predictions.reshape(-1) if spec.task == "regression" else predictions
+    why = near_constant(predictions, np.asarray(out.label_ids).reshape(-1), spec)
+    if why is not None and trainer.args.process_index == 0:
+        logger.warning("%s: the validation predictions are near-constant (%s): the model has learned (almost) nothing "
+                       "from the inputs. With a small data set, train for more steps (--num_train_epochs or "
+                       "--max_steps; see the README's \"Small data sets\")", stage, why)
+
+
 def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")) -> dict:
     """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
     regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
@@ -703,8 +731,15 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
         parts = key.split("_", 2)  # eval_r0.5_MAE -> r=0.5 MAE
         if len(parts) == 3 and parts[1].startswith("r") and key.endswith(("Non0_acc_2", "MAE", "Corr", "Accuracy")):
             validation[f"{parts[1][0]}={parts[1][1:]} {parts[2]}"] = value
+    teacher = {}
+    if teacher_dir is not None:  # which teacher: where it was read from (a relative path or a Hub id), its figure
+        from hf_mmkd.hub import TRAINING_SUMMARY
+
+        own = Path(teacher_dir) / TRAINING_SUMMARY
+        teacher = {"teacher_location": portable_name(teacher_dir) if os.path.isabs(teacher_dir) else str(teacher_dir),
+                   "teacher_validation": (read_json(own).get("validation") or {}) if own.is_file() else {}}
     return {"method": args.method, "method_kwargs": dict(args.method_kwargs or {}),
-            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None,
+            "teacher": portable_name(teacher_dir) if teacher_dir is not None else None, **teacher,
             "missing_protocol": args.missing_protocol, "missing_rate": args.missing_rate,
             "num_train_epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "seed": args.seed,
             "teacher_folds": teacher_folds, "balance_terms": args.balance_terms,
@@ -722,8 +757,11 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     from hf_mmkd.hub import TRAINING_SUMMARY, build_card
     from hf_mmkd.io import atomic_write
 
-    atomic_write(folder / TRAINING_SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=summary)
+    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / TRAINING_SUMMARY, text)
+    # The card is built from the summary as saved (keys sorted), as `hf-mmkd publish` reads it: the release card
+    # then leads with the same validation figure as this one.
+    card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=json.loads(text))
     atomic_write(folder / "README.md", str(card))
 
 
@@ -734,11 +772,18 @@ def tensorboard_available() -> bool:
 
 
 def preflight(args: MMKDTrainingArguments) -> None:
-    """Checks that must fail before any training: `--report_to tensorboard` needs its package, `--push_to_hub` a
-    token and a reachable Hub."""
+    """Checks that must fail before any training: each `--report_to` integration needs its package (tensorboard,
+    wandb, ...), `--push_to_hub` a token and a reachable Hub."""
+    from transformers.integrations import get_available_reporting_integrations
+
     if "tensorboard" in (args.report_to or []) and not tensorboard_available():
         raise ValueError("--report_to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
                          "(or pip install tensorboard)")
+    available = set(get_available_reporting_integrations()) | {"tensorboard"}  # tensorboard: checked above
+    for name in args.report_to or []:
+        if name not in available and name not in ("none", "all"):
+            raise ValueError(f"--report_to {name} needs the {name} package, which is not installed (pip install "
+                             f"{name.replace('_', '-')}), or pass --report_to none")
     if args.push_to_hub and args.process_index == 0:
         from hf_mmkd.hub import check_hub_access
 
@@ -752,9 +797,29 @@ def teacher_epochs(stage: StageArguments, args: MMKDTrainingArguments) -> float:
     return args.num_train_epochs if stage.teacher_num_train_epochs is None else stage.teacher_num_train_epochs
 
 
+INFINITE_ALLOWED = {"max_grad_norm"}  # float training arguments whose infinite value means "no limit"
+
+
 def check_arguments(stage: StageArguments, args: MMKDTrainingArguments, train_teacher_stage: bool,
                     student_stage: bool) -> None:
     """Everything about the arguments that can fail, checked before any data is read or any model trained."""
+    if not str(args.output_dir).strip():
+        raise ValueError("--output_dir is empty: give the folder to write the run into (train.py never writes "
+                         "into the current folder by default)")
+    for name in ("learning_rate", "teacher_learning_rate", "backbone_learning_rate"):
+        owner = stage if name == "teacher_learning_rate" else args
+        value = getattr(owner, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} {value:g} must be a positive finite number (a rate of 0 would save an "
+                             "untrained model, a NaN or infinite one a broken model)")
+    for owner in (stage, args):
+        for f in dataclasses.fields(owner):
+            value = getattr(owner, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value) and f.name not in INFINITE_ALLOWED:
+                raise ValueError(f"--{f.name} {value:g} must be a finite number")
+    if args.gradient_accumulation_steps < 1:
+        raise ValueError(f"--gradient_accumulation_steps {args.gradient_accumulation_steps} must be >= 1 (the number "
+                         "of batches whose gradients add up to one optimiser step)")
     if args.max_steps is None or args.max_steps <= 0:
         lengths = []
         if train_teacher_stage:
@@ -801,9 +866,14 @@ def check_method(args: MMKDTrainingArguments, config_kwargs: dict) -> None:
 
 @contextlib.contextmanager
 def checkpoint_writes(folder: Path):
-    """torch.save reports a full or read-only disk as a RuntimeError of its zip writer: make it one line."""
+    """torch.save reports a full or read-only disk as a RuntimeError of its zip writer, save_pretrained as an
+    OSError naming a file deep in a checkpoint (modeling_mmkd.py, say): make either one line naming `folder`."""
     try:
         yield
+    except OSError as err:
+        if err.errno not in WRITE_REASONS:
+            raise
+        raise OSError(err.errno, f"cannot write the checkpoints in {folder}: {WRITE_REASONS[err.errno]}") from None
     except RuntimeError as err:
         text = str(err)
         if not any(key in text for key in ("PytorchStreamWriter", "inline_container", "file write failed")):
@@ -1011,6 +1081,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
         record_outputs(teacher_guard, teacher_dir.name)
         trainer = fit_teacher(root / "teacher_run", teacher_dir, record)
         results["teacher"] = evaluate_rates(trainer, rates, "eval")
+        warn_if_near_constant(trainer, spec, "teacher")
         write_card(teacher_dir, training_summary(trainer.args, None, results["teacher"]), args)
     if teacher_stage and stage.teacher_folds:
         for k in range(stage.teacher_folds):  # cross-fitting: fold k's teacher never sees fold k's rows
@@ -1048,6 +1119,9 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
                 raise ValueError(f"--teacher_folds {stage.teacher_folds} needs the cross-fitted teachers; missing "
                                  f"{missing} (run the teacher stage with --teacher_folds {stage.teacher_folds})")
             fold_teachers = [load_model(fold_dir(k), device="cpu") for k in range(stage.teacher_folds)]
+        # The student starts from the seed itself, not from whatever the teacher's training left in the RNG: the
+        # same seed gives the same student whether the teacher was trained in this run or reused.
+        set_seed(args.seed)
         if args.method == "mmckd" and args.students == "per_pattern":
             modalities = MMKDConfig(**config_kwargs).modalities
             student = [new_model(model_args, {**student_kwargs, "student_modalities": list(p)}, train_labels)
@@ -1078,6 +1152,7 @@ def _run_stages(*, model_args, data_args, stage, args, splits, spec, say, config
                                       "role": "student", "method": args.method,
                                       "result": {"global_step": trainer.state.global_step}})
         results["student"] = evaluate_rates(trainer, rates, "eval")
+        warn_if_near_constant(trainer, spec, "student")
         for name in students:
             write_card(root / name, training_summary(args, teacher_dir if needs_teacher else None, results["student"],
                                                      teacher_folds=len(fold_teachers or [])), args)

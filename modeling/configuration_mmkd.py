@@ -206,6 +206,11 @@ class MMKDConfig(PretrainedConfig):
                 raise ValueError(f"{m}_feature_dim must be a positive int, got {dim!r}")
         if not self.modalities:
             raise ValueError("MMKDConfig needs at least one modality encoder (a *_config or a *_feature_dim)")
+        for name in ("hidden_size", "num_encoder_layers", "num_attention_heads", "intermediate_size", "fusion_dim",
+                     "mib_filters", "mib_kernel_size"):  # a JSON "8" or a -1 would fail deep inside torch
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         for name, value, allowed in (
             ("temporal_encoder", self.temporal_encoder, TEMPORAL_ENCODERS),
             ("fusion", self.fusion, FUSIONS),

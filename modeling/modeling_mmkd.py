@@ -32,6 +32,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_mmkd import MODALITIES, PIPELINE_TASK, MMKDConfig
 from .pipeline_mmkd import MMKDSentimentPipeline  # a sibling import: saved with this file (see save_pretrained)
+from .processing_mmkd import MMKDProcessor  # a sibling import too: from_backbones_pretrained saves the processor
 
 # Inputs of each modality, by encoder kind: (main input, its step mask or lengths).
 _FEATURE_INPUTS = {m: (f"{m}_features", f"{m}_lengths") for m in MODALITIES}
@@ -260,7 +261,10 @@ class MMKDPreTrainedModel(PreTrainedModel):
         self.config.custom_pipelines = {PIPELINE_TASK: {
             "impl": f"pipeline_mmkd.{MMKDSentimentPipeline.__name__}", "pt": ["AutoModelForSequenceClassification"],
             "type": "multimodal"}}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if getattr(self, "processor", None) is not None and kwargs.get("is_main_process", True):
+            self.processor.save_pretrained(save_directory)  # a model built by from_backbones_pretrained
+        return saved
 
     @classmethod
     def from_backbones_pretrained(cls, text=None, audio=None, vision=None, **config_kwargs):
@@ -276,7 +280,7 @@ class MMKDPreTrainedModel(PreTrainedModel):
         >>> model = MMKDForSentiment.from_backbones_pretrained(text="path/to/bert", audio_feature_dim=73)
         ```
         """
-        backbones, attention = {}, {}
+        backbones, attention, preprocessors = {}, {}, {}
         for modality, source in (("text", text), ("audio", audio), ("vision", vision)):
             if source is None:
                 continue
@@ -284,10 +288,32 @@ class MMKDPreTrainedModel(PreTrainedModel):
             backbones[f"{modality}_backbone"] = backbone
             config_kwargs[f"{modality}_config"] = backbone.config
             attention[f"{modality}_config"] = backbone.config._attn_implementation
+            preprocessors[_PREPROCESSOR_ARGUMENT[modality]] = _backbone_preprocessor(modality, source, backbone)
         model = cls(MMKDConfig(**config_kwargs), **backbones)
         # Building the composite config resets its sub-configs' attention choice; give each backbone back its own.
         model.set_attn_implementation({k: v for k, v in attention.items() if v is not None})
+        # The backbones' own tokenizer / feature extractor / image processor, saved with the model (save_pretrained),
+        # so that pipeline() and predict read raw inputs as the backbones expect.
+        model.processor = MMKDProcessor.from_config(model.config, **preprocessors)
         return model
+
+
+_PREPROCESSOR_ARGUMENT = {"text": "tokenizer", "audio": "feature_extractor", "vision": "image_processor"}
+
+
+def _backbone_preprocessor(modality: str, source, backbone):
+    """The tokenizer / feature extractor / image processor stored with a backbone (a path or Hub id, or the
+    folder a loaded backbone came from); None when it has none (the processor then reads raw input as is)."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
+
+    path = source if isinstance(source, str) else getattr(backbone, "name_or_path", None)
+    if not path:
+        return None
+    loader = {"text": AutoTokenizer, "audio": AutoFeatureExtractor, "vision": AutoImageProcessor}[modality]
+    try:
+        return loader.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
 
 
 class MMKDFusion(nn.Module):

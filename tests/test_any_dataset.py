@@ -48,7 +48,7 @@ def run(argv: list[str]) -> int:
         return module.main(argv[2:])
     if argv[0].endswith("accelerate"):
         at = argv.index("train.py")
-        assert argv[1] == "launch" and argv[2:at] in ([], ["--config_file", "configs/accelerate/default.yaml"]), argv
+        assert argv[1] == "launch" and argv[2:at] in ([], ["-q", "--config_file", "configs/accelerate/default.yaml"]), argv
         return training.main(argv[at + 1:])
     assert argv[0].endswith("hf-mmkd"), argv
     return cli.main(argv[1:])

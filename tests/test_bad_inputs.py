@@ -548,6 +548,17 @@ def kept_rows_without_modality_warning(caplog):
     return run
 
 
+def one_step_warning(caplog):
+    """train.py on 8 demo rows for one optimiser step: the validation predictions are still (nearly) constant."""
+    def run(tmp):
+        from hf_mmkd.training import main
+
+        with caplog.at_level(logging.WARNING, logger="hf_mmkd"):
+            assert main(["--output_dir", str(tmp / "out"), *TINY_TRAIN, "--max_steps", "1"]) == 0
+        return caplog.text
+    return run
+
+
 def corrupt_parquet(folder):
     path = small_demo(folder)
     shard = next((Path(path) / "data").glob("train-*.parquet"))
@@ -666,6 +677,30 @@ def edited_checkpoint(edit, kind="features", name="ckpt"):
         edit(target)
         return str(target)
     return make
+
+
+def config_json(text):
+    """An edit of a checkpoint: its config.json replaced by `text`."""
+    def edit(folder):
+        (folder / "config.json").write_text(text)
+    return edit
+
+
+def nan_weights(folder):
+    """An edit of a checkpoint: every weight NaN (as a diverged run saves them)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def code_outside_the_folder(folder):
+    """An edit of a checkpoint: auto_map names a copy of the model code in a sibling folder."""
+    (folder.parent / "elsewhere").mkdir()
+    shutil.copy(folder / "modeling_mmkd.py", folder.parent / "elsewhere" / "modeling_mmkd.py")
+    set_config(auto_map={"AutoConfig": "configuration_mmkd.MMKDConfig",
+                         "AutoModelForSequenceClassification": "../elsewhere/modeling_mmkd.MMKDForSentiment"})(folder)
 
 
 # ---- hf-mmkd evaluate / predict / publish -------------------------------------------------------------------
@@ -965,6 +1000,12 @@ def rows(caplog=None) -> list[Row]:
             "split 'train', key 'audio' has 10001 steps per row; hf_mmkd accepts at most 10000 (self-attention over "
             "one such row needs about 0.4 GB per head and layer)",
             mmsa(set_item("train", "audio", np.zeros((4, 10001, 5), np.float32))), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "reversed --label-range", "exit",
+            "--label-range 3 -3: expected two finite numbers LOW HIGH with LOW below HIGH",
+            mmsa(None, "--label-range", "3", "-3"), PREPARE_MMSA),
+        Row(PREPARE_MMSA, "NaN in --label-range", "exit",
+            "--label-range nan 3: expected two finite numbers LOW HIGH with LOW below HIGH",
+            mmsa(None, "--label-range", "nan", "3"), PREPARE_MMSA),
         Row(PREPARE_MMSA, "NaN/inf features", "recovered",
             "set to 0 (audio -inf as MMSA's loader does) and counted in the dataset card",
             mmsa_non_finite_features_recovered),
@@ -1054,6 +1095,10 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "kept rows without any modality", "warning",
             "train: 1 row(s) have none of the model's modalities (text, audio, vision) and are left out: "
             "['demo_train_0']", kept_rows_without_modality_warning(caplog)),
+        Row(TRAIN, "too few steps for the data (near-constant validation predictions)", "warning",
+            "student: the validation predictions are near-constant (prediction std … of the labels' std …): the model "
+            "has learned (almost) nothing from the inputs. With a small data set, train for more steps",
+            one_step_warning(caplog)),
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
         Row(TRAIN, "class label outside the data set's classes", "exit",
@@ -1132,6 +1177,22 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "teacher whose config does not match its weights", "exit",
             "checkpoint …teacher: config.json does not match its weights: ",
             train(dataset=small_demo, teacher=trained_teacher(set_config(num_encoder_layers=2))), TRAIN),
+        Row(TRAIN, "--gradient_accumulation_steps 0", "exit", "--gradient_accumulation_steps 0 must be >= 1",
+            train("--gradient_accumulation_steps", "0"), TRAIN),
+        Row(TRAIN, "--num_encoder_layers -1", "exit", "num_encoder_layers must be a positive int, got -1",
+            train("--num_encoder_layers", "-1"), TRAIN),
+        Row(TRAIN, "--report_to wandb without wandb installed", "exit",
+            "--report_to wandb needs the wandb package, which is not installed (pip install wandb)",
+            train("--report_to", "wandb"), TRAIN),
+        Row(TRAIN, "--learning_rate 0 (would save an untrained model)", "exit",
+            "--learning_rate 0 must be a positive finite number", train("--learning_rate", "0"), TRAIN),
+        Row(TRAIN, "learning_rate: .inf in the YAML (before training starts)", "exit",
+            "--learning_rate inf must be a positive finite number", config_file(b"learning_rate: .inf\n"), TRAIN),
+        Row(TRAIN, "--output_dir '' (would write into the current folder)", "exit", "--output_dir is empty",
+            train("--output_dir", ""), TRAIN),
+        Row(TRAIN, "--config given twice", "exit", "--config is given 2 times (…a.yaml, …b.yaml); give one YAML file",
+            lambda t: [(inputs(t) / n).write_text("seed: 1\n") for n in ("a.yaml", "b.yaml")] and train(
+                "--config", str(inputs(t) / "a.yaml"), "--config", str(inputs(t) / "b.yaml"))(t), TRAIN),
         # hf-mmkd evaluate / predict / publish
         Row(EVALUATE, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=checkpoint_without("config.json"),
@@ -1185,6 +1246,17 @@ def rows(caplog=None) -> list[Row]:
         Row(EVALUATE, "NaN in a feature sequence", "exit", "row 'demo_test_1': audio_features contains NaN or inf",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=nan_test_features), HF_MMKD),
+        Row(EVALUATE, "config.json with a string \"hidden_size\": \"8\"", "exit",
+            "cannot load checkpoint …ckpt: hidden_size must be a positive int, got '8'",
+            hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
+                    checkpoint=edited_checkpoint(set_config(hidden_size="8")), dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "config.json holding a JSON list", "exit",
+            "checkpoint …ckpt: config.json must hold a JSON object of settings, got a list",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", checkpoint=edited_checkpoint(config_json("[1, 2]")),
+                    dataset=demo_with_test_split), HF_MMKD),
+        Row(EVALUATE, "--seeds -1", "exit", "argument --seeds: a mask seed must be an integer >= 0, got '-1'",
+            hf_mmkd("evaluate", "--protocol", "p2", "--seeds", "-1", "--out", "{out}", checkpoint=whole_checkpoint(),
+                    dataset=demo_with_test_split), HF_MMKD),
         Row(PREDICT, "NaN in a feature sequence of --dataset", "exit",
             "row 'demo_test_1': audio_features contains NaN or inf",
             hf_mmkd("predict", "--out", "{in}/p.json", checkpoint=whole_checkpoint(), dataset=nan_test_features),
@@ -1234,9 +1306,34 @@ def rows(caplog=None) -> list[Row]:
             "--out …p.json lies inside the input …ckpt: hf-mmkd predict never writes over or into its inputs",
             hf_mmkd("predict", "--dataset", "demo", "--out", "{in}/ckpt/p.json",
                     checkpoint=edited_checkpoint(lambda f: None)), HF_MMKD),
+        Row(PREDICT, "config.json holding a JSON list", "exit",
+            "checkpoint …ckpt: config.json must hold a JSON object of settings, got a list",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(config_json("[1, 2]")),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "mistyped checkpoint folder (as evaluate says it)", "exit",
+            "checkpoint folder …/studnet does not exist",
+            hf_mmkd("predict", "{in}/run/studnet", "--features", "{in}/x.npz",
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "all-NaN weights (no NaN score)", "exit",
+            "checkpoint …ckpt: the model's output is NaN or infinite for this input",
+            hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=edited_checkpoint(nan_weights),
+                    files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "--start nan", "exit", "start (--start) must be a time in seconds >= 0 from the start of the "
+            "media file, got nan", hf_mmkd("predict", "--audio", "{in}/a.wav", "--start", "nan",
+                                           checkpoint=whole_checkpoint("backbones"),
+                                           files=lambda f: write_wav(f / "a.wav")), HF_MMKD),
+        Row(PREDICT, "negative --start (would count from the end)", "exit",
+            "start (--start) must be a time in seconds >= 0 from the start of the media file, got -5",
+            hf_mmkd("predict", "--audio", "{in}/a.wav", "--start", "-5", checkpoint=whole_checkpoint("backbones"),
+                    files=lambda f: write_wav(f / "a.wav")), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without its weights", "exit", "checkpoint … has no weights",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("model.safetensors")), HF_MMKD),
+        Row(PUBLISH, "auto_map naming code outside the checkpoint folder", "exit",
+            "config.json: auto_map entry '../elsewhere/modeling_mmkd.MMKDForSentiment' must be MODULE.CLASS with "
+            "MODULE a .py file in the checkpoint folder itself",
+            hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
+                    checkpoint=edited_checkpoint(code_outside_the_folder)), HF_MMKD),
         Row(PUBLISH, "checkpoint folder without config.json", "exit", "checkpoint … has no config.json",
             hf_mmkd("publish", "--repo-id", "me/x", "--dry-run", "--out", "{out}",
                     checkpoint=checkpoint_without("config.json")), HF_MMKD),

@@ -45,7 +45,8 @@ def test_evaluate_writes_report_and_matches_the_api(setup, capsys):
     for cond in ("r=0.0", "r=0.4"):
         assert res["checkpoints"]["student"]["1112"][cond] == direct["checkpoints"]["student"]["1112"][cond]
     md = (out / "mosi_tiny_p2.md").read_text()
-    assert "| teacher (2 seeds) | r=0.0 |" in md and "**mean r=0.0-0.9**" in md
+    assert "| teacher (2 seeds) | r=0.5 |" in md and "**mean r=0.0-0.9**" in md
+    assert res["fixed_conditions"] == ["r=0.0"] and "| teacher (1 run) | r=0.0 |" in md  # drawn once, copied
     assert (out / "mosi_tiny_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -41,3 +41,13 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     # Nothing of the atomic saves is left next to the checkpoints (the manifest lists what train.py wrote).
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         ".hf_mmkd_outputs.json", "results.json", "student", "student_run", "teacher", "teacher_run"]
+
+
+def test_reused_teacher_gives_the_same_student(tmp_path):
+    """Re-running the main job with the same seed reuses the teacher it trained (provenance matches): the student
+    must come out bit-identical, whether the teacher was trained in this run or reused."""
+    out = tmp_path / "run"
+    assert main(["--output_dir", str(out), "--seed", "7", *TINY]) == 0
+    first = weights(out / "student")
+    assert main(["--output_dir", str(out), "--seed", "7", *TINY]) == 0  # teacher stage skipped: reused
+    assert_identical(first, weights(out / "student"))

@@ -221,3 +221,53 @@ def test_card_describes_the_training_data_from_the_spec():
     assert "(B, 3) class logits, classes in id order: neg, neu, pos" in three
     bare = build_card(p2_results(), "student", repo_id="me/m", config=CONFIG).text
     assert "The training data of this checkpoint are not recorded" in bare and "CMU-MOSI and" not in bare
+
+
+def test_card_names_teacher_method_paper_and_evaluation_caveats():
+    """A teacher card does not claim distillation; a student card identifies its teacher with its validation
+    figure, links the paper, and lists no regression-only settings for classes; the evaluation's warnings and
+    notes sit next to the table the model-index repeats."""
+    teacher = str(build_card([], "teacher", repo_id="me/t", config={**CONFIG, "role": "teacher"}))
+    assert "trained by knowledge distillation" not in teacher and "task loss only" in teacher
+    summary = {"method": "corrkd", "teacher": "teacher", "teacher_location": "outputs/demo/teacher",
+               "teacher_validation": {"r=0.0 MAE": 0.7123}, "missing_protocol": "p2"}
+    student = str(build_card([], "student", repo_id="me/s", config=CONFIG, summary=summary)).replace("**", "")
+    assert "Teacher: `outputs/demo/teacher` (`teacher`), validation r=0.0 MAE 0.7123 (teacher mode `frozen`)" in student
+    assert "Paper: https://arxiv.org/abs/2404.16456." in student and "trained by knowledge distillation (corrkd)" in student
+    assert "label_bins=7class" in student and "sigma=0.5" in student  # regression: CorrKD's bins of the score
+    classes = str(build_card([], "student", repo_id="me/s", config={**CONFIG, "task": "classification"},
+                             summary=summary))
+    assert "label_bins" not in classes and "sigma" not in classes and "margin=" in classes
+    results = {**p2_results(), "warnings": ["'student' makes near-constant predictions under every condition"],
+               "notes": ["Rows that keep no modality under an availability set were left out: {v}: 3 rows."]}
+    card = str(build_card(results, "student", repo_id="me/s", config=CONFIG))
+    assert "**Warning:** 'student' makes near-constant predictions under every condition" in card
+    assert "*Note:* Rows that keep no modality under an availability set were left out: {v}: 3 rows." in card
+
+
+def test_training_summary_identifies_the_teacher(tmp_path):
+    from hf_mmkd.trainer import MMKDTrainingArguments
+    from hf_mmkd.training import training_summary
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "training_summary.json").write_text(json.dumps({"validation": {"r=0.0 MAE": 0.81, "r=0.5 MAE": 0.9}}))
+    args = MMKDTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
+    summary = training_summary(args, teacher, {})
+    assert summary["teacher"] == "teacher" and summary["teacher_location"] == "teacher"  # absolute: its name only
+    assert summary["teacher_validation"] == {"r=0.0 MAE": 0.81, "r=0.5 MAE": 0.9}
+    assert training_summary(args, "me/hub-teacher", {})["teacher_location"] == "me/hub-teacher"
+
+
+def test_local_and_release_cards_lead_with_the_same_figure(checkpoint, tmp_path):
+    """train.py's card (write_card) and `hf-mmkd publish`'s (from training_summary.json) give the same headline."""
+    from hf_mmkd.hub import method_section
+    from hf_mmkd.trainer import MMKDTrainingArguments
+    from hf_mmkd.training import write_card
+
+    summary = {"method": "corrkd", "validation": {"r=0.0 Non0_acc_2": 0.61, "r=0.0 MAE": 1.25}}  # as trained
+    write_card(checkpoint, summary, MMKDTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True))
+    saved = json.loads((checkpoint / "training_summary.json").read_text())
+    headline = method_section(CONFIG, saved)["model_summary"]
+    assert headline.endswith("validation r=0.0 MAE 1.25.")  # keys sorted as saved
+    assert headline in (checkpoint / "README.md").read_text()

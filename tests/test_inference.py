@@ -62,11 +62,11 @@ def test_real_files_each_subset_of_modalities(backbone_ckpt):
     cases = {
         ("text",): dict(text=text_wav),
         ("audio",): dict(audio=WAV),
-        ("vision",): dict(video=MP4, use_video_audio=False),
+        ("vision",): dict(video=MP4),  # frames only, as the pipeline reads a video
         ("text", "audio"): dict(text=text_wav, audio=WAV),
-        ("text", "vision"): dict(text=text_mp4, video=MP4, use_video_audio=False),
-        ("audio", "vision"): dict(video=MP4),  # the video's own audio track
-        ("text", "audio", "vision"): dict(text=text_mp4, video=MP4),
+        ("text", "vision"): dict(text=text_mp4, video=MP4),
+        ("audio", "vision"): dict(audio=MP4, video=MP4),  # the video's own audio track, asked for
+        ("text", "audio", "vision"): dict(text=text_mp4, video=MP4, use_video_audio=True),
     }
     loaded = load_checkpoint(backbone_ckpt)
     for used, kwargs in cases.items():
@@ -143,10 +143,10 @@ def test_mixed_checkpoint_refuses_raw_audio_for_feature_audio(tmp_path):
     with pytest.raises(ValueError, match=r"audio only as pre-extracted features \(audio_feature_dim=5.*audio file"):
         predict(tmp_path, text="good", audio=WAV)
     with pytest.raises(ValueError, match=r"audio track of .*command line: --features X.npz.*leave the video out") as err:
-        predict(tmp_path, text="good", video=MP4)
+        predict(tmp_path, text="good", video=MP4, use_video_audio=True)
     assert "use_video_audio" not in str(err.value)  # no Python argument the CLI does not have
     with pytest.raises(ValueError, match="nothing in .* can be used"):
-        predict(tmp_path, text="good", video=MP4, use_video_audio=False)
+        predict(tmp_path, text="good", video=MP4)
     result = predict(tmp_path, text="good", features={"audio": np.ones((4, 5))})
     assert result["modalities_used"] == ["text", "audio"]
 

@@ -188,6 +188,43 @@ def test_pipeline_takes_paths_arrays_and_subsets_like_the_processor(backbone_ckp
         pipe({"txt": "typo"})
 
 
+def test_from_backbones_pretrained_saves_the_processor(tmp_path, caplog):
+    """The README's route to a model on pretrained backbones: save_pretrained writes the backbones' tokenizer and
+    feature extractor with it, so pipeline() and predict read raw text and audio (no processor derived)."""
+    from transformers import BertModel, Wav2Vec2Model
+
+    from hf_mmkd.inference import predict
+
+    kwargs = backbone_config_kwargs()
+    BertModel(BertConfig(**kwargs["text_config"].to_dict())).save_pretrained(tmp_path / "bert")
+    tiny_tokenizer().save_pretrained(tmp_path / "bert")
+    Wav2Vec2Model(kwargs["audio_config"]).save_pretrained(tmp_path / "w2v")
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path / "w2v")
+    model = MMKDForSentiment.from_backbones_pretrained(text=str(tmp_path / "bert"), audio=str(tmp_path / "w2v"),
+                                                       hidden_size=16, num_attention_heads=2)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "processor_config.json").is_file()
+    pipe = pipeline(model=str(tmp_path / "ckpt"), trust_remote_code=True)
+    piped = pipe({"text": "it was really good", "audio": str(WAV)})
+    assert piped["modalities"] == ["text", "audio"]
+    with caplog.at_level("WARNING", logger="hf_mmkd"):
+        predicted = predict(tmp_path / "ckpt", text="it was really good", audio=WAV)
+    assert "has no processor_config.json" not in caplog.text
+    assert predicted["score"] == pytest.approx(piped["score"], abs=1e-4)
+
+
+def test_predict_and_pipeline_give_one_answer_for_one_video(backbone_ckpt):
+    """A video is read for its frames only by both routes (the model has an audio backbone too): the same
+    modalities and the same label. (The scores differ slightly: hf_mmkd's frame sampler and transformers'
+    `load_video` pick frames at the same rate but not always the same ones.)"""
+    from hf_mmkd.inference import predict
+
+    pipe = pipeline(model=str(backbone_ckpt), trust_remote_code=True)
+    piped, predicted = pipe({"video": str(MP4)}), predict(backbone_ckpt, video=MP4)
+    assert piped["modalities"] == predicted["modalities_used"] == ["vision"]
+    assert predicted["label"] == piped["label"] and predicted["score"] == pytest.approx(piped["score"], abs=0.05)
+
+
 def test_pipeline_names_classes_from_the_spec(tmp_path):
     from tiny import feature_config_kwargs
 

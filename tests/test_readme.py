@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 # Appended to the README's training command: the same job, a few seconds long.
 TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32",
         "--per_device_eval_batch_size", "64"]
-MAIN_JOB = ".venv/bin/accelerate launch --config_file configs/accelerate/default.yaml train.py"
+MAIN_JOB = ".venv/bin/accelerate launch -q --config_file configs/accelerate/default.yaml train.py"
 # The README's paths of real-data outputs -> what the demo run wrote (these must be paths a config really writes).
 DEMO_PATHS = {"outputs/mosi_teacher/teacher": "outputs/demo/teacher", "outputs/mosi_corrkd/student":
               "outputs/demo/student", "data_prepared/mosi": "demo",
@@ -28,7 +28,7 @@ SKIPPED = {
     "python3 -m venv .venv": "creates the environment this suite runs in",
     ".venv/bin/pip install": "installs packages (checked by the fresh-clone run of the set-up command)",
     ".venv/bin/python -m pytest -q": "this test suite itself",
-    ".venv/bin/accelerate launch --config_file configs/accelerate/default.yaml train.py --config configs/mosi_":
+    ".venv/bin/accelerate launch -q --config_file configs/accelerate/default.yaml train.py --config configs/mosi_":
         "trains on CMU-MOSI for minutes; the config is parsed and its paths checked instead",
     ".venv/bin/hf-mmkd predict outputs/mosi_corrkd/student --text":
         "needs the MOSI checkpoint (MiniLM text backbone); test_inference covers --text with a tiny BERT",
@@ -137,7 +137,8 @@ def test_readme_python_blocks_and_cli_examples_run(work, monkeypatch, capsys):
                    "evaluate outputs/mosi_teacher/teacher", "predict outputs/demo/student",
                    "predict outputs/demo/student", "publish outputs/mosi_corrkd/student"]
     assert (work / "data_prepared" / "mosi" / "README.md").is_file()
-    assert (work / "reports" / "mosi" / "hf_mmkd_synthetic_demo_p2.json").is_file() and (work / "preds.csv").is_file()
+    assert (work / "reports" / "mosi" / "hf_mmkd_synthetic_demo_p2.json").is_file()
+    assert (work / "demo_preds.csv").is_file()
     assert (work / "release" / "pipeline_mmkd.py").is_file() and (work / "release" / "README.md").is_file()
 
 
@@ -158,3 +159,23 @@ def test_doc_references_in_the_code_resolve_to_the_repositorys_docs():
         assert "doc §" not in text and "methods-and-results" not in text, path
         for doc, anchor in re.findall(r"docs/(methods|protocols)\.md#([\w-]+)", text):
             assert anchor in anchors[doc], f"{path.name} cites docs/{doc}.md#{anchor}, which does not exist"
+
+
+def test_readme_prediction_files_are_distinct():
+    """Run one after the other (own data, then the demo), no two README `predict --out` commands write the same
+    file: the second would be refused (predict never replaces a file without --overwrite)."""
+    every = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S) for line in block.splitlines()]
+    outs = [shlex.split(c)[shlex.split(c).index("--out") + 1] for c in every if "hf-mmkd predict" in c and "--out" in c]
+    assert len(outs) >= 2 and len(set(outs)) == len(outs), outs
+
+
+def test_readme_launch_path_error_is_one_line(tmp_path):
+    """The README's `accelerate launch` command, run for real, with a bad flag: train.py's one error line on
+    stderr and a non-zero status, no accelerate traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(as_argv(MAIN_JOB, tmp_path) + ["--stage", "teachers"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert errors == ["train.py: error: stage must be teacher, student or both, got 'teachers'"], proc.stderr[-3000:]

@@ -394,3 +394,21 @@ def test_publish_checks_the_release_before_uploading(tmp_path, online):
         code, err = run_command(HF_MMKD, ["publish", str(_checkpoint()), "--repo-id", "me/x"])
     assert code == 0, err
     assert api.return_value.upload_folder.call_args.kwargs["ignore_patterns"] == [MANIFEST]
+
+
+def test_disk_full_while_saving_a_trainer_checkpoint_names_the_run_folder(tmp_path, monkeypatch):
+    """save_pretrained's copy of the model code is where a full disk may strike first: the error names the run's
+    checkpoint folder and says the disk is full, not `.../checkpoint-1/modeling_mmkd.py` alone."""
+    copy = shutil.copyfile
+
+    def full_at_the_code(src, dst, *args, **kwargs):
+        if str(dst).endswith("modeling_mmkd.py"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return copy(src, dst, *args, **kwargs)
+    monkeypatch.setattr(shutil, "copyfile", full_at_the_code)
+    out = tmp_path / "run"
+    code, err = run_command(TRAIN, ["--output_dir", str(out), *QUICK, "--stage", "teacher", "--save_strategy", "steps",
+                                    "--save_steps", "1"])
+    assert code == 1
+    one_error_line(err, f"cannot write the checkpoints in {out / 'teacher_run'}: no space left on the device (disk full)")
+    assert "modeling_mmkd.py" not in err and not (out / "teacher").exists()

@@ -54,7 +54,7 @@ def test_checkpoint_loads_without_hf_mmkd(tmp_path, kind):
 
     files = sorted(p.name for p in ckpt.iterdir())
     assert files == ["config.json", "configuration_mmkd.py", "model.safetensors", "modeling_mmkd.py",
-                     "pipeline_mmkd.py"]
+                     "pipeline_mmkd.py", "processing_mmkd.py"]  # the model's sibling imports
     auto_map = json.loads((ckpt / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_mmkd.MMKDConfig",

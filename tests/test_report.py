@@ -144,3 +144,27 @@ def test_balanced_accuracies_are_named_and_printed_in_percent():
 
     assert METRIC_NAMES["Macro_F1"] == "Macro-F1" and METRIC_NAMES["Balanced_acc"] == "Bal. Acc"
     assert METRIC_NAMES["Sign_bal_acc_2"] == "Bal. Acc-2 (sign)" and METRIC_NAMES["Mult_bal_acc_2"] == "Bal. Acc-2"
+
+
+def test_conditions_that_draw_nothing_count_one_run():
+    """P5's fixed patterns are computed once and copied to every seed (`fixed_conditions`): the table says
+    "(1 run)" without a "± 0.00", the model-index `seeds: 1`; a drawn condition keeps its seeds."""
+    from hf_mmkd.hub import eval_results
+
+    results = {**set_results("p5"), "fixed_conditions": list(P3_SETS) + [COMPLETE_SET]}
+    results["checkpoints"]["student"] = {s: results["checkpoints"]["student"][1] for s in (1, 2, 3)}
+    md = markdown_table(results, metrics=["Non0_F1_score"])
+    assert "| student (1 run) | {a,v} | 80.00 |" in md  # 0.6 + 0.04 * 5
+    assert "(3 seeds)" not in md and "± 0.00" not in md
+    seeds = {r.metric_config: r.metric_args["seeds"] for r in eval_results(results, "student")}
+    assert set(seeds.values()) == {1}, seeds
+    drawn = {**rate_results("p2"), "fixed_conditions": ["r=0.0"]}
+    md2 = markdown_table(drawn)
+    assert "| teacher (1 run) | r=0.0 | 85.00 | 0.700 |" in md2  # (0.86 + 0.84) / 2, no std
+    assert "| teacher (2 seeds) | r=0.5 | 70.00 ± 1.00 | 1.200 ± 0.000 |" in md2
+
+
+def test_p2_title_names_the_rates_evaluated():
+    md = markdown_table(rate_results("p2", rates=[0.0]))
+    assert md.splitlines()[0].endswith("summary = mean over r = 0"), md.splitlines()[0]
+    assert "0.0-0.9" not in md

@@ -82,6 +82,17 @@ _SPLIT_ORDER = ("train", "validation", "test")
 _BIN_SCALE = _PM3  # CorrKD / MM-CKD's label bins are defined on [-3, 3] (7 classes, MMSA's Acc-7)
 
 
+def label_range_flag(values: Sequence[float] | None, flag: str = "--label-range") -> tuple[float, float] | None:
+    """A command's `--label-range LOW HIGH`: two finite numbers, LOW below HIGH (checked before any row is read,
+    so that a reversed or NaN range is named as such, not as every label lying outside it); None when not given."""
+    if not values:
+        return None
+    lo, hi = (float(v) for v in values)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{flag} {lo:g} {hi:g}: expected two finite numbers LOW HIGH with LOW below HIGH")
+    return lo, hi
+
+
 def default_neutral_band(label_range: Sequence[float]) -> tuple[float, float]:
     """The neutral band of a label range when none is given; see the module docstring for the rule and why."""
     lo, hi = float(label_range[0]), float(label_range[1])
