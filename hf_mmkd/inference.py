@@ -262,9 +262,21 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
             fps: float | None = None, max_frames: int | None = None,
             device: str | torch.device | None = None) -> dict:
     """Sentiment of one example; see the module docstring for the arguments and the result."""
+    loaded = load_checkpoint(checkpoint, device)
+    batch = prepare_example(loaded, text, audio, video, features, start=start, end=end,
+                            use_video_audio=use_video_audio, fps=fps, max_frames=max_frames)
+    return predict_prepared(loaded, batch)
+
+
+def prepare_example(loaded: LoadedCheckpoint, text: str | None = None, audio=None, video=None, features=None, *,
+                    start: float | None = None, end: float | None = None, use_video_audio: bool = True,
+                    fps: float | None = None, max_frames: int | None = None) -> dict:
+    """The first half of `predict`: check and decode one example's inputs (arguments as `predict`'s) and run the
+    checkpoint's processor; returns the model's input batch (one row, on the model's device). The demo app
+    (`hf_mmkd.demo_app`) masks this batch before `predict_prepared`, so both share one code path."""
     from hf_mmkd.data.media import load_audio, load_frames, probe
 
-    model, processor = load_checkpoint(checkpoint, device)
+    model, processor = loaded
     config = model.config
     kinds = {m: config.encoder_kind(m) for m in MODALITIES}
     model_modalities = [m for m in MODALITIES if kinds[m]]
@@ -340,7 +352,15 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
         raise ValueError(f"no modality given; this model takes {', '.join(accepted)}")
 
     batch = processor(**inputs, return_tensors="pt")
-    batch = {k: v.to(model.device) for k, v in batch.items()}
+    return {k: v.to(model.device) for k, v in batch.items()}
+
+
+def predict_prepared(loaded: LoadedCheckpoint, batch: dict) -> dict:
+    """The second half of `predict`: the model on one prepared row (`prepare_example`, possibly masked); returns
+    `predict`'s result dict."""
+    model = loaded.model
+    config = model.config
+    kinds = {m: config.encoder_kind(m) for m in MODALITIES}
     with torch.no_grad():
         out = model(**batch)
     present = out.modality_mask[0].tolist()
@@ -439,4 +459,4 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
 
 
 __all__ = ["LoadedCheckpoint", "build_processor", "check_weight_files", "load_checkpoint", "load_model", "predict",
-           "predict_dataset", "safetensors_shapes"]
+           "predict_dataset", "predict_prepared", "prepare_example", "safetensors_shapes"]
