@@ -208,13 +208,11 @@ class DemoSession:
         if self.rows is None:
             return []
         column = _label_column(self.spec)
-        out = []
-        for i in range(len(self.rows)):
-            row = self.rows[i]
-            label = _label_text(row.get(column), self.spec)
-            text = (row.get("raw_text") or "")[:70]
-            out.append(f"{row['id']} | {label} | {text}")
-        return out
+        names = self.rows.column_names  # whole columns: reading 1000s of rows one by one takes seconds
+        labels = self.rows[column] if column in names else [None] * len(self.rows)
+        texts = self.rows["raw_text"] if "raw_text" in names else [None] * len(self.rows)
+        return [f"{row_id} | {_label_text(label, self.spec)} | {(text or '')[:70]}"
+                for row_id, label, text in zip(self.rows["id"], labels, texts)]
 
     def example(self, choice: str) -> tuple[dict[str, Any], str, str]:
         """(inputs, row id, true label) of the chosen row: its transcript, and its features (or audio) written
@@ -240,6 +238,18 @@ class DemoSession:
                 path.write_bytes(row["audio"]["bytes"])
                 inputs[m] = str(path)
         return inputs, row_id, _label_text(row.get(_label_column(self.spec)), self.spec)
+
+
+def _page_error(message: str, inputs: dict[str, Any]) -> str:
+    """The page's one-line error: an uploaded file is named by its own name, not by gradio's upload path."""
+    for value in inputs.values():
+        if value is not None and not isinstance(value, str) or (isinstance(value, str) and os.sep in value):
+            try:
+                path = _upload_path(value)
+            except TypeError:
+                continue
+            message = message.replace(str(path), path.name)
+    return f"error: {message}"
 
 
 def _safe(name: str) -> str:
@@ -320,7 +330,9 @@ def build_app(checkpoint, teacher=None, dataset=None, split: str = "test", trust
                           load_for_demo(teacher, trust_remote_code) if teacher is not None else None, rows, spec)
     kinds = session.kinds
     config = session.student.model.config
-    name = title or f"hf_mmkd: {Path(str(checkpoint)).name if Path(str(checkpoint)).exists() else checkpoint}"
+    if title is None and isinstance(checkpoint, (str, os.PathLike)):  # a folder's name, or the Hub id
+        title = f"hf_mmkd: {Path(checkpoint).name if Path(checkpoint).exists() else checkpoint}"
+    name = title or "hf_mmkd"
 
     with gr.Blocks(title=name) as demo:
         gr.Markdown(f"## {name}\nSentiment with missing modalities: give any of the model's inputs, switch "
@@ -359,9 +371,10 @@ def build_app(checkpoint, teacher=None, dataset=None, split: str = "test", trust
             teacher_box = gr.Textbox(label="Teacher", interactive=False, elem_id="teacher-answer",
                                      visible=session.teacher is not None)
         y_name = "probability" if config.task == "classification" else "score"
-        chart = gr.BarPlot(x="modalities", y=y_name, color="model", label="Prediction for every subset of the "
-                           "given modalities (T text, A audio, V vision)", elem_id="chart")
-        table = gr.Dataframe(label="Per subset", interactive=False, elem_id="subsets")
+        chart = gr.BarPlot(x="bar", y=y_name, color="model", x_title="given modalities", elem_id="chart",
+                           label="Prediction for every subset of the given modalities (T text, A audio, V vision)")
+        table = gr.Dataframe(headers=["model", "modalities", y_name, "label"], label="Per subset",
+                             interactive=False, elem_id="subsets")
 
         order = list(kinds)
 
@@ -373,14 +386,16 @@ def build_app(checkpoint, teacher=None, dataset=None, split: str = "test", trust
             try:
                 out = session.run(inputs, enabled, rate_value, int(seed_value or DEFAULT_SEED), row_id)
             except USER_ERRORS as err:
-                return f"error: {error_message(err)}", "", "", None, None
+                return _page_error(error_message(err), inputs), "", "", None, None
             except Exception as err:  # a bug: one line in the page, the traceback in the server's log
                 logger.exception("demo: prediction failed")
-                return f"error: {type(err).__name__}: {error_message(err)}", "", "", None, None
+                return _page_error(f"{type(err).__name__}: {error_message(err)}", inputs), "", "", None, None
             frame = pd.DataFrame([{"model": r["model"], "modalities": r["modalities"], y_name: r["score"],
                                    "label": r["label"]} for r in out["subsets"]])
+            bars = frame.assign(bar=[f"{r['modalities']} {r['model']}" if session.teacher else r["modalities"]
+                                     for r in out["subsets"]])  # side by side, not stacked
             teacher_text = answer_text(out["teacher"]) if out["teacher"] else ""
-            return "", answer_text(out["student"]), teacher_text, frame, frame
+            return "", answer_text(out["student"]), teacher_text, bars, frame
 
         submit.click(on_submit, [*widgets.values(), *[switches[m] for m in order], rate, seed, example_id],
                      [error, student_box, teacher_box, chart, table])

@@ -5,20 +5,17 @@ Selenium; `.ci/run` installs them when they are absent)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from test_processing import stats, tiny_tokenizer
 from tiny import backbone_config_kwargs, feature_config_kwargs
 
@@ -32,7 +29,6 @@ gr = pytest.importorskip("gradio", reason="the demo extra (gradio) is not instal
 from hf_mmkd.demo_app import DemoSession, build_app, load_for_demo  # noqa: E402
 
 HF_MMKD = Path(sys.executable).with_name("hf-mmkd")
-SCORE = re.compile(r"score ([+-]\d+\.\d{4}) \((\w+)\) from ([\w+]+)")
 
 
 def save(folder: Path, **config_kwargs) -> Path:
@@ -173,7 +169,7 @@ def test_errors_are_one_line(text_audio_ckpt, npz, tmp_path):
     error, answer, *_ = handler("good", str(fake), True, True, 0.0, 1111, None)
     assert error.startswith("error: cannot read features file") and "\n" not in error and answer == ""
     error, answer, *_ = handler("good", str(npz["audio8"]), True, True, 0.0, 1111, None)
-    assert error == "" and SCORE.fullmatch(answer)
+    assert error == "" and page.SCORE.fullmatch(answer)
 
 
 # ------------------------------------------------------------------------------------------ the Space
@@ -210,87 +206,39 @@ def test_publish_space_runs_the_same_app_with_remote_code(text_audio_ckpt, tmp_p
 # ------------------------------------------------------------------------------------------ the browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _demo_page():
+    """benchmarks/demo_page.py: the browser helpers shared with the timing script."""
+    spec = importlib.util.spec_from_file_location("demo_page", REPO_ROOT / "benchmarks" / "demo_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def wait_for_page(url: str, proc: subprocess.Popen, timeout: float) -> float:
-    """Seconds until `url` answers 200; fails if the server exits or the time runs out."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"hf-mmkd demo exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"no page at {url} after {timeout} s")
-
-
-def browser_binaries() -> tuple[str, str] | None:
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chrome, driver) if chrome and driver else None
-
-
-def start_browser(chrome: str, driver: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chrome
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1800"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
-def wait_value(browser, css: str, timeout: float = 60, pattern: str = r".+") -> str:
-    """The value of the textarea/input inside `css` once it matches `pattern`."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def value(_):
-        text = browser.find_element(By.CSS_SELECTOR, f"{css} textarea, {css} input").get_attribute("value") or ""
-        return text if re.search(pattern, text) else False
-
-    return WebDriverWait(browser, timeout).until(value)
+page = _demo_page()
 
 
 @pytest.fixture
 def demo_server(text_audio_ckpt):
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([str(HF_MMKD), "demo", str(text_audio_ckpt), "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`hf-mmkd demo CKPT --port <free loopback port>` in a subprocess: its URL, stopped after the test."""
+    proc, url, _ = page.start_demo([text_audio_ckpt], timeout=120)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_for_page(url, proc, timeout=120)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        page.stop_demo(proc)
 
 
 def test_real_browser(demo_server, text_audio_ckpt, npz, tmp_path):
     """Type a transcript, upload audio features then switch audio off, submit; the score on the page is
     `hf-mmkd predict --text` on the same transcript. Then a bad file: one line in the page, and it keeps serving."""
-    binaries = browser_binaries()
+    binaries = page.browser_binaries()
     if binaries is None:
         pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver; .ci/run does)")
     from selenium.webdriver.common.by import By
 
+    wait_value = page.wait_value
     text = "anyhow it was really good"
-    browser = start_browser(*binaries)
+    browser = page.start_browser(*binaries)
     try:
-        browser.set_page_load_timeout(60)
         browser.get(demo_server)
         wait_value(browser, "#error", pattern=r"^$")  # the page is rendered
         browser.find_element(By.CSS_SELECTOR, "#input-text textarea").send_keys(text)
@@ -298,11 +246,11 @@ def test_real_browser(demo_server, text_audio_ckpt, npz, tmp_path):
         time.sleep(1.0)  # the upload lands
         browser.find_element(By.CSS_SELECTOR, "#use-audio input[type=checkbox]").click()
         browser.find_element(By.CSS_SELECTOR, "#submit").click()
-        answer = wait_value(browser, "#answer", pattern=SCORE.pattern)
+        answer = wait_value(browser, "#answer", pattern=page.SCORE.pattern)
         browser.save_screenshot(str(tmp_path / "demo.png"))
         expected = json.loads(subprocess.run([str(HF_MMKD), "predict", str(text_audio_ckpt), "--text", text],
                                              capture_output=True, text=True, check=True, timeout=120).stdout)
-        score, label, used = SCORE.search(answer).groups()
+        score, label, used = page.SCORE.search(answer).groups()
         assert float(score) == pytest.approx(expected["score"], abs=5e-5) and label == expected["label"]
         assert used == "text" and expected["modalities_used"] == ["text"]
 
@@ -315,13 +263,13 @@ def test_real_browser(demo_server, text_audio_ckpt, npz, tmp_path):
         time.sleep(1.0)
         browser.find_element(By.CSS_SELECTOR, "#submit").click()
         message = wait_value(browser, "#error", pattern=r"^error: ")
-        assert message.startswith("error: cannot read features file") and "clip.npz" in message
+        assert message.startswith("error: cannot read features file clip.npz (expected an .npz")
         assert "\n" not in message and "Traceback" not in browser.page_source
         browser.save_screenshot(str(tmp_path / "demo_error.png"))
         assert (tmp_path / "demo.png").stat().st_size > 10_000
         browser.find_element(By.CSS_SELECTOR, "#use-audio input[type=checkbox]").click()  # audio off: serves again
         browser.find_element(By.CSS_SELECTOR, "#submit").click()
         assert wait_value(browser, "#error", pattern=r"^$") == ""
-        assert SCORE.search(wait_value(browser, "#answer", pattern=SCORE.pattern)).group(1) == score
+        assert page.SCORE.search(wait_value(browser, "#answer", pattern=page.SCORE.pattern)).group(1) == score
     finally:
         browser.quit()
