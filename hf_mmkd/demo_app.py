@@ -390,7 +390,7 @@ def build_app(checkpoint, teacher=None, dataset=None, split: str = "test", trust
             except Exception as err:  # a bug: one line in the page, the traceback in the server's log
                 logger.exception("demo: prediction failed")
                 return _page_error(f"{type(err).__name__}: {error_message(err)}", inputs), "", "", None, None
-            frame = pd.DataFrame([{"model": r["model"], "modalities": r["modalities"], y_name: r["score"],
+            frame = pd.DataFrame([{"model": r["model"], "modalities": r["modalities"], y_name: round(r["score"], 4),
                                    "label": r["label"]} for r in out["subsets"]])
             bars = frame.assign(bar=[f"{r['modalities']} {r['model']}" if session.teacher else r["modalities"]
                                      for r in out["subsets"]])  # side by side, not stacked
