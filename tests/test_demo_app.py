@@ -273,3 +273,12 @@ def test_real_browser(demo_server, text_audio_ckpt, npz, tmp_path):
         assert page.SCORE.search(wait_value(browser, "#answer", pattern=page.SCORE.pattern)).group(1) == score
     finally:
         browser.quit()
+
+
+def test_cli_does_not_import_gradio():
+    """gradio is imported when the demo is built, not by `hf-mmkd --help` or any other command."""
+    code = ("import sys; from hf_mmkd.cli import build_parser; build_parser().format_help(); "
+            "import hf_mmkd.demo_app; print('gradio' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False"]
