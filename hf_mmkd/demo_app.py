@@ -24,6 +24,7 @@ calls this module's `build_app(repo_id, trust_remote_code=True)`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -147,12 +148,10 @@ class DemoSession:
         features = {}
         for m in MODALITIES:
             value = inputs.get(m)
-            if m not in enabled or m not in kinds or value is None or (isinstance(value, str) and not value.strip()
-                                                                       and m != "text"):
-                continue
-            if m == "text" and kinds[m] == "text":
-                if value.strip():
-                    args["text"] = value
+            if m not in enabled or m not in kinds or value is None or (isinstance(value, str) and not value.strip()):
+                continue  # switched off, not read by this checkpoint, or left empty (a blank transcript too)
+            if kinds[m] == "text":
+                args["text"] = value
             elif kinds[m] == "features":
                 features[m] = _features_of(value, m)
             elif m == "audio":
@@ -243,12 +242,12 @@ class DemoSession:
 def _page_error(message: str, inputs: dict[str, Any]) -> str:
     """The page's one-line error: an uploaded file is named by its own name, not by gradio's upload path."""
     for value in inputs.values():
-        if value is not None and not isinstance(value, str) or (isinstance(value, str) and os.sep in value):
-            try:
-                path = _upload_path(value)
-            except TypeError:
-                continue
-            message = message.replace(str(path), path.name)
+        if value is None or value == "":
+            continue
+        path = _upload_path(value)
+        with contextlib.suppress(OSError):  # a transcript is no file (and may be too long for a file name)
+            if path.is_file():
+                message = message.replace(str(path), path.name)
     return f"error: {message}"
 
 

@@ -531,7 +531,8 @@ def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = Non
     api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(release), repo_type="model",
-                               commit_message=commit_message, ignore_patterns=[MANIFEST, "space/*"])
+                               commit_message=commit_message,
+                               ignore_patterns=[MANIFEST, *(["space/*"] if space else [])])
     if space:
         api.create_repo(repo_id=f"{repo_id}-demo", repo_type="space", space_sdk="gradio", private=private,
                         exist_ok=True)

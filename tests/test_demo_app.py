@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from tiny import backbone_config_kwargs, feature_config_kwargs
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.cli import main as cli_main
 from hf_mmkd.data.demo import demo_spec, make_demo_dataset
+from hf_mmkd.hub import upload
 from hf_mmkd.inference import build_processor, predict
 
 gr = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
@@ -39,8 +41,8 @@ def save(folder: Path, **config_kwargs) -> Path:
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     model.save_pretrained(folder)
-    kinds = {m: config.encoder_kind(m) for m in ("text",)}
-    build_processor(config, tokenizer=tiny_tokenizer() if kinds["text"] == "backbone" else None).save_pretrained(folder)
+    tokenizer = tiny_tokenizer() if config.encoder_kind("text") == "backbone" else None
+    build_processor(config, tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
 
@@ -183,6 +185,16 @@ def test_publish_space_runs_the_same_app_with_remote_code(text_audio_ckpt, tmp_p
     assert cli_main(argv) == 0
     assert "space/app.py" in capsys.readouterr().out
     space = out / "space"
+    with mock.patch("hf_mmkd.hub.HfApi") as api_cls:  # the upload: the model without space/, then the Space
+        upload(out, "me/mosi-student", space=True)
+    api = api_cls.return_value
+    assert api.upload_folder.call_args_list == [
+        mock.call(repo_id="me/mosi-student", folder_path=str(out), repo_type="model",
+                  commit_message="Upload hf_mmkd model", ignore_patterns=[".hf_mmkd_outputs.json", "space/*"]),
+        mock.call(repo_id="me/mosi-student-demo", folder_path=str(space), repo_type="space",
+                  commit_message="Upload hf_mmkd model", ignore_patterns=[".hf_mmkd_outputs.json"])]
+    assert api.create_repo.call_args_list[1] == mock.call(repo_id="me/mosi-student-demo", repo_type="space",
+                                                          space_sdk="gradio", private=False, exist_ok=True)
     front = (space / "README.md").read_text()
     assert front.startswith("---\ntitle: mosi-student\nsdk: gradio\nsdk_version: " + gr.__version__)
     assert "gradio>=" in (space / "requirements.txt").read_text()
