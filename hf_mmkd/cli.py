@@ -4,6 +4,7 @@
     hf-mmkd publish CKPT --repo-id ORG/NAME [--results DIR/mosi_p2.json] [--private] [--dry-run --out DIR]
     hf-mmkd predict CKPT [--text ...] [--audio WAV] [--video MP4] [--features X.npz]   (hf_mmkd.inference)
     hf-mmkd predict CKPT --dataset D [--split test] [--out predictions.jsonl] [--overwrite]
+    hf-mmkd demo CKPT [--teacher CKPT] [--dataset PREPARED] [--port N]   (hf_mmkd.demo_app; the demo extra)
 
 `evaluate` writes `<dataset>_<protocol>.json/.md/.png` (hf_mmkd.report) into DIR and prints the Markdown table.
 `publish` builds the Hub release folder (card with a model-index from the evaluation JSON, the plot next to it,
@@ -127,6 +128,9 @@ def _add_publish(sub) -> None:
     p.add_argument("--out", default=None, help="release folder to keep (required with --dry-run)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out folder (only if everything in it was written by hf_mmkd)")
+    p.add_argument("--space", action="store_true",
+                   help="also a Gradio Space (the `hf-mmkd demo` app loading --repo-id with its own code): written to "
+                        "space/ of the release folder, uploaded to the Space ORG/NAME-demo")
     p.set_defaults(func=cmd_publish)
 
 
@@ -203,7 +207,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         check_hub_access(args.token)  # a token and a reachable Hub, before the card and the release folder
     release, commit = publish(args.checkpoint, args.repo_id, results=results or None, checkpoint_name=name,
                               plot=plot, extra_files=extra, release_dir=args.out, overwrite=args.overwrite,
-                              dry_run=args.dry_run, private=args.private, token=args.token)
+                              dry_run=args.dry_run, private=args.private, token=args.token, space=args.space)
     if release is not None:
         print(f"release folder: {release}")
         for f in sorted(p.relative_to(release) for p in Path(release).rglob("*") if p.is_file()):
@@ -212,6 +216,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print("dry run: nothing uploaded")
     else:
         print(f"uploaded to https://huggingface.co/{args.repo_id}" + (f" ({commit})" if commit is not None else ""))
+        if args.space:
+            print(f"uploaded the Space to https://huggingface.co/spaces/{args.repo_id}-demo")
     return 0
 
 
@@ -272,17 +278,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="try a checkpoint in the browser (a Gradio app; needs the demo extra)",
+                       description="Serve a Gradio page on 127.0.0.1: one input per modality, a switch per modality, "
+                                   "a P2 missing-rate slider, the prediction for every subset of the given modalities "
+                                   "(hf_mmkd.demo_app; pip install -e \".[demo]\").")
+    p.add_argument("checkpoint", metavar="CKPT", help="save_pretrained folder or Hub model id")
+    p.add_argument("--teacher", default=None, metavar="CKPT", help="a teacher to show side by side")
+    p.add_argument("--dataset", default=None, metavar="PREPARED",
+                   help="prepared folder, Hub dataset id or 'demo': pick examples from its real rows")
+    p.add_argument("--split", default="test", help="with --dataset: the split to pick from (default: test)")
+    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: gradio's, 7860 or the next "
+                                                          "free one)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`hf_mmkd.demo_app.launch` (blocks until interrupted)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError("the demo needs gradio, which is not installed: pip install -e \".[demo]\"")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise CLIError(f"--port must be a port number 1-65535, got {args.port}")
+    from hf_mmkd.demo_app import launch
+
+    launch(args.checkpoint, teacher=args.teacher, dataset=args.dataset, split=args.split, port=args.port)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `hf-mmkd` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="{evaluate,publish,predict}")
+    sub = parser.add_subparsers(dest="command", metavar="{evaluate,publish,predict,demo}")
     sub.required = True
     _add_evaluate(sub)
     _add_publish(sub)
     _add_predict(sub)
+    _add_demo(sub)
     return parser
 
 

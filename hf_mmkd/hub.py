@@ -556,16 +556,24 @@ def build_release_dir(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathL
 
 
 def upload(release_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False,
-           commit_message: str = "Upload hf_mmkd model") -> Any:
-    """Create the model repo if needed and upload the release folder in one commit; returns the commit info."""
+           commit_message: str = "Upload hf_mmkd model", space: bool = False) -> Any:
+    """Create the model repo if needed and upload the release folder in one commit; returns the commit info.
+    With `space`, the release's `space/` folder goes to the Gradio Space `<repo_id>-demo` (not the model repo)."""
     release = Path(release_dir)
     for required in ("README.md", "config.json"):
         if not (release / required).is_file():
             raise FileNotFoundError(f"release folder {release} is missing {required}; build it with build_release_dir")
     api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(release), repo_type="model",
-                             commit_message=commit_message, ignore_patterns=[MANIFEST])
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(release), repo_type="model",
+                               commit_message=commit_message,
+                               ignore_patterns=[MANIFEST, *(["space/*"] if space else [])])
+    if space:
+        api.create_repo(repo_id=f"{repo_id}-demo", repo_type="space", space_sdk="gradio", private=private,
+                        exist_ok=True)
+        api.upload_folder(repo_id=f"{repo_id}-demo", folder_path=str(release / "space"), repo_type="space",
+                          commit_message=commit_message, ignore_patterns=[MANIFEST])
+    return commit
 
 
 def check_hub_access(token: str | None = None) -> str:
@@ -609,15 +617,18 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
             checkpoint_name: str | None = None, plot: str | os.PathLike | None = None,
             extra_files: Iterable[str | os.PathLike] = (), release_dir: str | os.PathLike | None = None,
             overwrite: bool = False, dry_run: bool = False, private: bool | None = False, token: str | None = None,
-            commit_message: str = "Upload hf_mmkd model", **card_kwargs: Any) -> tuple[Path | None, Any]:
+            commit_message: str = "Upload hf_mmkd model", space: bool = False,
+            **card_kwargs: Any) -> tuple[Path | None, Any]:
     """The whole release path, shared by `hf-mmkd publish` and `train.py --push_to_hub`.
 
     Renders the card (`build_card`; a `model-index` from `results` when given, the robustness `plot` embedded when
     given), assembles the release folder (`build_release_dir`: weights, config, code, processor files, card, plot,
     `extra_files`) and uploads it (`upload`) unless `dry_run`. `checkpoint_name` is the checkpoint's key in
     `results["checkpoints"]` (default: the only one). `release_dir` keeps the folder (required for a dry run);
-    without it a temporary folder is used and removed after the upload. Returns `(release folder or None,
-    commit info or None)`.
+    without it a temporary folder is used and removed after the upload. `space=True` adds a Gradio Space to the
+    release folder (`space/`: `hf_mmkd.demo_app.write_space`, the `hf-mmkd demo` app loading `repo_id` with its
+    own code), left out of the model upload and uploaded to the Space `<repo_id>-demo`. Returns `(release folder
+    or None, commit info or None)`.
     """
     ckpt = Path(checkpoint_dir)
     check_repo_id(repo_id)
@@ -640,12 +651,16 @@ def publish(checkpoint_dir: str | os.PathLike, repo_id: str, *,
         extras[Path(plot).name] = Path(plot)
     card = build_card(results_list, checkpoint_name or ckpt.name, repo_id=repo_id, config=config,
                       plot_filename=Path(plot).name if plot is not None else None, **card_kwargs)
-    upload_kwargs = dict(token=token, private=private, commit_message=commit_message)
-    if release_dir is not None:
-        out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite,
-                                verify=verify_release, command="publish")
-        return out, (None if dry_run else _upload_release(out, repo_id, True, **upload_kwargs))
+    upload_kwargs = dict(token=token, private=private, commit_message=commit_message, space=space)
     with tempfile.TemporaryDirectory(prefix="hf_mmkd_release_") as tmp:
+        if space:
+            from hf_mmkd.demo_app import write_space
+
+            extras.update(write_space(repo_id, Path(tmp) / "space", prefix="space"))
+        if release_dir is not None:
+            out = build_release_dir(ckpt, release_dir, card, extra_files=extras, overwrite=overwrite,
+                                    verify=verify_release, command="publish")
+            return out, (None if dry_run else _upload_release(out, repo_id, True, **upload_kwargs))
         out = build_release_dir(ckpt, Path(tmp) / "release", card, extra_files=extras, verify=verify_release,
                                 command="publish")
         return None, _upload_release(out, repo_id, False, **upload_kwargs)

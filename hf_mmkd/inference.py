@@ -284,13 +284,25 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
             fps: float | None = None, max_frames: int | None = None,
             device: str | torch.device | None = None) -> dict:
     """Sentiment of one example; see the module docstring for the arguments and the result."""
+    loaded = load_checkpoint(checkpoint, device)
+    batch = prepare_example(loaded, text, audio, video, features, start=start, end=end,
+                            use_video_audio=use_video_audio, fps=fps, max_frames=max_frames)
+    return predict_prepared(loaded, batch)
+
+
+def prepare_example(loaded: LoadedCheckpoint, text: str | None = None, audio=None, video=None, features=None, *,
+                    start: float | None = None, end: float | None = None, use_video_audio: bool = False,
+                    fps: float | None = None, max_frames: int | None = None) -> dict:
+    """The first half of `predict`: check and decode one example's inputs (arguments as `predict`'s) and run the
+    checkpoint's processor; returns the model's input batch (one row, on the model's device). The demo app
+    (`hf_mmkd.demo_app`) masks this batch before `predict_prepared`, so both share one code path."""
     from hf_mmkd.data.media import load_audio, load_frames, probe
 
     for name, value in (("start", start), ("end", end)):  # a negative start would count from the end of the file
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} (--{name}) must be a time in seconds >= 0 from the start of the media file, "
                              f"got {value:g}")
-    model, processor = load_checkpoint(checkpoint, device)
+    model, processor = loaded
     config = model.config
     kinds = {m: config.encoder_kind(m) for m in MODALITIES}
     model_modalities = [m for m in MODALITIES if kinds[m]]
@@ -366,11 +378,19 @@ def predict(checkpoint, text: str | None = None, audio=None, video=None, feature
         raise ValueError(f"no modality given; this model takes {', '.join(accepted)}")
 
     batch = processor(**inputs, return_tensors="pt")
-    batch = {k: v.to(model.device) for k, v in batch.items()}
+    return {k: v.to(model.device) for k, v in batch.items()}
+
+
+def predict_prepared(loaded: LoadedCheckpoint, batch: dict) -> dict:
+    """The second half of `predict`: the model on one prepared row (`prepare_example`, possibly masked); returns
+    `predict`'s result dict."""
+    model = loaded.model
+    config = model.config
+    kinds = {m: config.encoder_kind(m) for m in MODALITIES}
     with torch.no_grad():
         out = model(**batch)
     if not torch.isfinite(out.logits).all():  # as evaluate refuses NaN predictions: never a NaN score
-        raise ValueError(f"checkpoint {checkpoint}: the model's output is NaN or infinite for this input (are its "
+        raise ValueError(f"checkpoint {config.name_or_path}: the model's output is NaN or infinite for this input (are its "
                          "weights NaN? retrain or load another checkpoint)")
     present = out.modality_mask[0].tolist()
     score, label, probabilities = _label_of(config, out.logits[0].cpu())
@@ -468,4 +488,4 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
 
 
 __all__ = ["LoadedCheckpoint", "build_processor", "check_weight_files", "load_checkpoint", "load_model", "predict",
-           "predict_dataset", "safetensors_shapes"]
+           "predict_dataset", "predict_prepared", "prepare_example", "safetensors_shapes"]

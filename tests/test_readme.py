@@ -33,6 +33,8 @@ SKIPPED = {
     ".venv/bin/hf-mmkd predict outputs/mosi_corrkd/student --text":
         "needs the MOSI checkpoint (MiniLM text backbone); test_inference covers --text with a tiny BERT",
     ".venv/bin/python benchmarks/": "hour-long benchmark runs (tests/test_quality_benchmark.py covers the script)",
+    ".venv/bin/hf-mmkd demo": "serves a page until interrupted; tests/test_demo_app.py starts it and drives it in "
+                              "headless Chromium",
 }
 
 
