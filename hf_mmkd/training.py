@@ -784,16 +784,33 @@ def checkpoint_writes(folder: Path):
         raise OSError(errno.ENOSPC if full else errno.EIO, f"cannot write the checkpoints in {folder}: {reason}") from None
 
 
-def agree(args: MMKDTrainingArguments, error: str | None) -> None:
-    """Raise `error` (found by the main process: a busy folder) on every process, so that no rank trains alone."""
+def agree(args: MMKDTrainingArguments, error: str | Exception | None) -> None:
+    """Raise `error` on every process, so that no rank trains alone and none waits for the others for ever: a busy
+    folder (a string, found by the main process) as a RunLockError, a user error found by any one process (a data
+    set or backbone one machine cannot read) as that error, named by the process that found it on the others."""
     if args.world_size > 1:
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import gather_object
 
-        box = [error]
-        broadcast_object_list(box, from_process=0)
-        error = box[0]
-    if error is not None:
+        mine = None if error is None else (isinstance(error, str), error if isinstance(error, str) else error_message(error))
+        found = [(i, e) for i, e in enumerate(gather_object([mine])) if e is not None]
+        if found and error is None:
+            i, (lock, message) = found[0]
+            error = message if lock else ValueError(f"process {i} of {args.world_size}: {message}")
+    if isinstance(error, str):
         raise RunLockError(error)
+    if error is not None:
+        raise error
+
+
+def on_every_process(args: MMKDTrainingArguments, fn, *fn_args):
+    """`fn(*fn_args)`, where a user error on any one process stops every process (`agree`): what each machine reads
+    from its own disk (the data set, the backbones) may be missing on one of them."""
+    try:
+        result, error = fn(*fn_args), None
+    except USER_ERRORS as err:
+        result, error = None, err
+    agree(args, error)
+    return result
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
@@ -814,7 +831,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     check_resume_path(args, resume_stage_dirs(root, stage, args, teacher_stage, student_stage))
     preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
-    splits, spec, fingerprint = load_splits(data_args, args.seed)
+    splits, spec, fingerprint = on_every_process(args, load_splits, data_args, args.seed)
     check_labels(splits, data_args.dataset, spec.label_column,
                  spec.num_labels if spec.task == "classification" else None)
     check_metric_for_best_model(args, spec)
@@ -830,7 +847,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         check_method(args, config_kwargs)
     rates = stage.rates
     compute_metrics = make_compute_metrics(spec)
-    tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
+    tokenizer, feature_extractor, image_processor = on_every_process(args, load_preprocessors, model_args)
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
             splits[name] = add_length_column(splits[name], tokenizer)
@@ -856,17 +873,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     created = not root.exists()
     try:
         with contextlib.ExitStack() as locks:
-            guard.check()
-            if writes_shared_teacher:
-                teacher_guard.check()
             error = None
-            if main_process:
+            if main_process:  # the only process that writes there (the others do not even probe the folders)
                 try:
+                    guard.check()
+                    if writes_shared_teacher:
+                        teacher_guard.check()
                     locks.enter_context(run_lock(root))
                     if writes_shared_teacher:
                         locks.enter_context(run_lock(teacher_dir.parent))
                 except RunLockError as err:
                     error = str(err)
+                except USER_ERRORS as err:
+                    error = err
             agree(args, error)
             return _run_stages(
                 model_args=model_args, data_args=data_args, stage=stage, args=args, splits=splits, spec=spec, say=say,
