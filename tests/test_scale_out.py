@@ -5,6 +5,7 @@ multi-node launch templates checked by accelerate's own config loader."""
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -216,3 +217,118 @@ def test_a_failure_on_one_machine_ends_both_with_one_line(tmp_path):
     assert_one_line_error(err1, f"{missing} is not a folder")
     assert_one_line_error(err0, f"process 1 of 2: {missing} is not a folder")
     assert not (tmp_path / "run").exists()  # nothing written, not even an empty folder
+
+
+# ------------------------------------------------------------------ the README's "Scaling out" commands
+
+README = (REPO / "README.md").read_text()
+TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32"]
+
+
+def scale_out_commands() -> list[str]:
+    """The CPU commands of the README section (between the scale-out markers), in order."""
+    section = re.search(r"<!-- scale-out:start -->(.*?)<!-- scale-out:end -->", README, re.S).group(1)
+    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def as_run_here(command: str, port: int) -> list[str]:
+    """The venv's executables, the repo's files, a free port; the training command gets the tiny settings."""
+    argv = shlex.split(command)
+    bin_dir = Path(sys.executable).parent
+    argv = [str(bin_dir / a.split("/")[-1]) if a.startswith(".venv/bin/") else
+            str(REPO / a) if a == "train.py" or a.startswith("configs/") else a for a in argv]
+    config = argv.index("--config_file") + 2
+    argv[config:config] = ["--main_process_port", str(port)]
+    return argv + (TINY if "train.py" in command else [])
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("readme_scale")
+    commands = scale_out_commands()
+    assert [c.split()[4] for c in commands] == ["train.py", ".venv/bin/hf-mmkd"]
+    for command in commands:
+        proc = subprocess.run(as_run_here(command, free_port()), cwd=work, env=env(work), capture_output=True,
+                              text=True, timeout=TIMEOUT)
+        assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
+    return work
+
+
+def test_readme_scale_out_commands_run_and_the_sharded_report_is_the_one_process_report(readme_run):
+    """Two processes trained with bf16 (weights saved in fp32), then evaluated with the conditions shared by two
+    processes: the report is the same, byte for byte, as the one a single process writes."""
+    from hf_mmkd.cli import main as cli_main
+
+    work = readme_run
+    for stage in ("teacher", "student"):
+        assert weight_dtypes(work / "outputs" / "ddp" / stage) == {"torch.float32"}
+    sharded = [work / "reports" / "ddp" / "hf_mmkd_synthetic_demo_p2.json"]
+    assert sorted(p.name for p in sharded[0].parent.iterdir()) == [
+        ".hf_mmkd_outputs.json", "hf_mmkd_synthetic_demo_p2.json", "hf_mmkd_synthetic_demo_p2.md",
+        "hf_mmkd_synthetic_demo_p2.png"]  # one report, written once
+    command = shlex.split(scale_out_commands()[1])
+    args = command[command.index("evaluate"):]
+    args[args.index("--out") + 1] = str(work / "reports" / "one")
+    args[1] = str(work / args[1])
+    assert cli_main(args + ["--quiet"]) == 0
+    one = work / "reports" / "one"
+    for suffix in (".json", ".md"):
+        a = (work / "reports" / "ddp" / sharded[0].name).with_suffix(suffix).read_text()
+        b = (one / sharded[0].name).with_suffix(suffix).read_text()
+        assert a.replace("outputs/ddp/student", "X") == b.replace(str(work / "outputs/ddp/student"), "X")
+    report = json.loads(sharded[0].read_text())["results"]  # several seeds x 10 rates: shared by two processes
+    assert len(report["seeds"]) > 1 and len(report["checkpoints"]["student"][str(report["seeds"][0])]) == 10
+
+
+# ------------------------------------------------------------------ bf16 on the CPU
+
+
+def test_bf16_on_the_cpu_stays_close_to_fp32_and_saves_fp32_weights(one_process, tmp_path):
+    from hf_mmkd.evaluation import evaluate_checkpoints
+
+    out = tmp_path / "bf16"
+    assert main(["--output_dir", str(out), *SHORT, "--per_device_train_batch_size", "32", "--bf16"]) == 0
+    for stage in ("teacher", "student"):
+        assert weight_dtypes(out / stage) == {"torch.float32"}
+        got, expected = validation(out, stage), validation(one_process, stage)
+        assert got != expected  # autocast did run in bf16 (the numbers moved) ...
+        assert_close(got, expected, BF16_TOLERANCE, f"{stage}, bf16")  # ... and not far
+    # evaluation under autocast: same conditions, metrics within the same tolerance
+    kwargs = dict(dataset="demo", protocol="p2", split="validation", seeds=[1111], rates=[0.0, 0.5])
+    fp32 = evaluate_checkpoints({"s": one_process / "student"}, **kwargs)["checkpoints"]["s"]["1111"]
+    bf16 = evaluate_checkpoints({"s": one_process / "student"}, **kwargs, bf16=True)["checkpoints"]["s"]["1111"]
+    for cond in fp32:
+        assert fp32[cond] != bf16[cond]
+        assert_close({f"x_{k}": bf16[cond][k] for k in KEYS}, {f"x_{k}": fp32[cond][k] for k in KEYS},
+                     BF16_TOLERANCE, f"evaluation {cond}, bf16")
+
+
+# ------------------------------------------------------------------ launch templates
+
+
+@pytest.mark.parametrize("name, distributed, machines, processes", [
+    ("multi_gpu_bf16.yaml", "MULTI_GPU", 1, 4), ("fsdp.yaml", "FSDP", 1, 4), ("multi_node.yaml", "MULTI_GPU", 2, 8)])
+def test_gpu_and_multi_node_templates_pass_accelerates_config_loader(name, distributed, machines, processes):
+    """accelerate's own loader (unknown keys and bad values are errors there) and its launch-argument validation;
+    the command in each file's header is the README's."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    config = load_config_from_file(str(TEMPLATES / name))
+    assert (config.distributed_type.value, config.num_machines, config.num_processes, config.mixed_precision) == (
+        distributed, machines, processes, "bf16")
+    args = launch_command_parser().parse_args(["--config_file", str(TEMPLATES / name), "train.py"])
+    args, _, _ = _validate_launch_command(args)
+    assert (args.num_machines, args.num_processes, args.mixed_precision) == (machines, processes, "bf16")
+    if distributed == "FSDP":  # the environment the launcher gives the processes, read by accelerate's plugin
+        from accelerate.utils import FullyShardedDataParallelPlugin, patch_environment
+        from accelerate.utils.launch import prepare_multi_gpu_env
+
+        with patch_environment(**prepare_multi_gpu_env(args)):
+            plugin = FullyShardedDataParallelPlugin()
+        assert (plugin.fsdp_version, plugin.state_dict_type.name, plugin.reshard_after_forward) == (
+            2, "FULL_STATE_DICT", True)
+    header = next(line for line in (TEMPLATES / name).read_text().splitlines() if "accelerate launch" in line)
+    command = header.lstrip("# ").split(" train.py")[0]
+    assert command in README, command
