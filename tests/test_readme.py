@@ -33,6 +33,13 @@ SKIPPED = {
     ".venv/bin/hf-mmkd predict outputs/mosi_corrkd/student --text":
         "needs the MOSI checkpoint (MiniLM text backbone); test_inference covers --text with a tiny BERT",
     ".venv/bin/python benchmarks/": "hour-long benchmark runs (tests/test_quality_benchmark.py covers the script)",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/ddp_cpu.yaml":
+        "the Scaling out section's CPU commands: run by tests/test_scale_out.py (two processes, a free port)",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_gpu_bf16.yaml": "needs GPUs; "
+        "tests/test_scale_out.py checks the template with accelerate's config loader",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/fsdp.yaml": "needs GPUs; checked as above",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_node.yaml": "needs two machines with GPUs; "
+        "checked as above",
 }
 
 
