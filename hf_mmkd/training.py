@@ -791,7 +791,8 @@ def agree(args: MMKDTrainingArguments, error: str | Exception | None) -> None:
     if args.world_size > 1:
         from accelerate.utils import gather_object
 
-        mine = None if error is None else (isinstance(error, str), error if isinstance(error, str) else error_message(error))
+        lock = isinstance(error, str)
+        mine = None if error is None else (lock, error if lock else error_message(error))
         found = [(i, e) for i, e in enumerate(gather_object([mine])) if e is not None]
         if found and error is None:
             i, (lock, message) = found[0]

@@ -170,7 +170,8 @@ def test_two_machines_train_the_same_student_and_only_rank_0_writes(machines, on
     # random-number state (rng_state_<rank>.pth; resuming restores every process's streams). The other machine's
     # worker wrote nothing else under output_dir (the audit hook saw rank 0's writes, so it does see them).
     written = {rank: (work / f"writes.{rank}").read_text().splitlines() for rank in (0, 1)}
-    assert all(re.fullmatch(rf"os\.mkdir {out}/(teacher|student)_run/checkpoint-\d+", w) for w in written[1]), written[1]
+    checkpoint_folder = rf"os\.mkdir {out}/(teacher|student)_run/checkpoint-\d+"
+    assert all(re.fullmatch(checkpoint_folder, w) for w in written[1]), written[1]
     for checkpoint in (out / "student_run").glob("checkpoint-*"):
         assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoint.iterdir()}
     for name in ("teacher_run", "student_run", "teacher", "student", "results.json", ".hf_mmkd_outputs.json"):
