@@ -823,6 +823,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     main_process = args.process_index == 0
     say = print if main_process else (lambda *a, **k: None)  # the normal output: what runs and what is skipped
     say(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
+    batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    say(f"global batch {args.per_device_train_batch_size} per process x {args.world_size} process(es) x "
+        f"{args.gradient_accumulation_steps} accumulation step(s) = {batch}; learning rate {args.learning_rate:g} "
+        "as given (never rescaled with the global batch)")
     root = Path(args.output_dir)
     needs_teacher = DISTILLATION_LOSSES[args.method].teacher_mode in ("frozen", "online")
     teacher_stage = stage.stage == "teacher" or (stage.stage == "both" and needs_teacher)

@@ -164,6 +164,8 @@ def test_two_machines_train_the_same_student_and_only_rank_0_writes(machines, on
         assert f"teacher outputs cached: 64 training rows held, 32 computed by process {rank} of 2" in stderr
     stdout = results[0][1]
     assert "hf_mmkd: 2 process(es), distributed type DistributedType.MULTI_CPU" in stdout
+    assert ("global batch 16 per process x 2 process(es) x 1 accumulation step(s) = 32; learning rate 0.002 as given"
+            in stdout)
     assert "[teacher]" in stdout and "[student]" in stdout  # both stages finished
     assert "[student]" not in results[1][1]  # the other machine prints nothing of its own
     # Only rank 0 writes, except the one file the Trainer saves per process in each checkpoint: that process's
