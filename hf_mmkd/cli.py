@@ -89,6 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
         max_text_length=args.max_text_length, progress_bar=not args.quiet and main_process, bf16=args.bf16,
+        shard_across_processes=True,
     )
     if not main_process:
         return 0

@@ -419,7 +419,8 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
                          sets: Sequence[str] | None = None, dataset_name: str | None = None,
                          max_text_length: int | None = None, device: str | torch.device | None = None,
                          progress: Callable[[str], None] | None = None,
-                         progress_bar: bool = False, bf16: bool = False) -> dict[str, Any]:
+                         progress_bar: bool = False, bf16: bool = False,
+                         shard_across_processes: bool = False) -> dict[str, Any]:
     """Evaluate each checkpoint under every condition of `protocol` and every mask seed.
 
     Args:
@@ -438,8 +439,9 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
             (r = 0, fixed sets without frame drop) are computed once per checkpoint and copied to the other seeds.
         bf16: run the models under bf16 autocast (CPU or GPU); the weights stay as saved, the metrics in fp32.
 
-    Under `accelerate launch` with several processes, each process computes its share of the conditions
-    (checkpoint x mask seed x rate/set) and every process returns the same, whole result (`_process_share`).
+        shard_across_processes: under `accelerate launch` with several processes (`hf-mmkd evaluate` sets it),
+            each process computes its share of the conditions (checkpoint x mask seed x rate/set) and every
+            process returns the same, whole result (`_process_share`). Every process must call it then.
 
     Returns the `hf_mmkd.report` structure (with the constant reference as one more row of `checkpoints`, named
     in `reference`), plus `dataset_path`, `dataset_spec`, `metric_set`, `seeds`, `modalities` (those evaluated),
@@ -472,7 +474,7 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     if dataset_name and dataset_name != spec.name:
         notes.append(f"Shown as {dataset_name!r} (--dataset-name); the data set's spec names it {spec.name!r}. The "
                      "name changes titles and file names only; the metric set comes from the spec.")
-    rank, world = _process_share()
+    rank, world = _process_share() if shard_across_processes else (0, 1)
     if world > 1 and device is None:  # one device per process (its own GPU, or the CPU)
         from accelerate import PartialState
 
