@@ -438,7 +438,6 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         progress_bar: a tqdm bar on stderr over (checkpoint, seed, condition); conditions that draw nothing
             (r = 0, fixed sets without frame drop) are computed once per checkpoint and copied to the other seeds.
         bf16: run the models under bf16 autocast (CPU or GPU); the weights stay as saved, the metrics in fp32.
-
         shard_across_processes: under `accelerate launch` with several processes (`hf-mmkd evaluate` sets it),
             each process computes its share of the conditions (checkpoint x mask seed x rate/set) and every
             process returns the same, whole result (`_process_share`). Every process must call it then.
