@@ -578,9 +578,9 @@ class MMKDTrainer(Trainer):
         if self._teacher_cache is None or self.train_dataset is None or self._teacher_cache.rows:
             return
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        rows = self.train_dataset if world == 1 else torch.utils.data.Subset(
+        share = self.train_dataset if world == 1 else torch.utils.data.Subset(
             self.train_dataset, range(rank, len(self.train_dataset), world))
-        loader = torch.utils.data.DataLoader(rows, batch_size=self.args.per_device_eval_batch_size,
+        loader = torch.utils.data.DataLoader(share, batch_size=self.args.per_device_eval_batch_size,
                                              shuffle=False, collate_fn=self.data_collator)
         folds = [self.accelerator.prepare_model(f, evaluation_mode=True) for f in self._fold_teachers]
         for batch in loader:
