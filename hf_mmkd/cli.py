@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", required=True, help="output folder for the JSON, Markdown and PNG files")
     p.add_argument("--stem", default=None, help="file name stem (default: <dataset>_<protocol>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--bf16", action="store_true", help="run the models under bf16 autocast (CPU or GPU)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -95,11 +97,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = OutputFolder(args.out, f"{PROG} evaluate", inputs=[*args.checkpoints, args.dataset], outputs=outputs,
                        flag="--out")
     out.check()  # a file, a read-only folder, a folder holding an input: before the evaluation, not after
+    main_process = int(os.environ.get("RANK", "0")) == 0  # `accelerate launch`: conditions shared, rank 0 writes
     results = evaluate_checkpoints(
         dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
-        max_text_length=args.max_text_length, progress_bar=not args.quiet,
+        max_text_length=args.max_text_length, progress_bar=not args.quiet and main_process, bf16=args.bf16,
+        shard_across_processes=True,
     )
+    if not main_process:
+        return 0
     out.record(*outputs)
     paths = write_evaluation_report(results, args.out, stem=stem)
     print(report_markdown(results))

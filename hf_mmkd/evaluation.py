@@ -391,13 +391,39 @@ def _predict(model, batches: list[dict], simulator: MissingModalitySimulator) ->
     return torch.cat(preds).float().cpu().numpy(), torch.cat(labels).cpu().numpy(), skipped
 
 
+def _process_share() -> tuple[int, int]:
+    """(this process's index, number of processes) when `accelerate launch` started several, else (0, 1).
+
+    `evaluate_checkpoints` then shards its conditions (checkpoint x mask seed x rate/set) over the processes and
+    gathers them, so every process returns the whole, identical result. Nothing is initialised for a plain run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def _gather_conditions(done: dict, world: int) -> dict:
+    """Every process's computed conditions, merged (a no-op for one process)."""
+    if world == 1:
+        return done
+    from accelerate.utils import gather_object
+
+    merged = {}
+    for part in gather_object([done]):
+        merged.update(part)
+    return merged
+
+
 def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: Any, protocol: str,
                          split: str = "test", seeds: Sequence[int] = DEFAULT_SEEDS,
                          rates: Sequence[float] | None = None, batch_size: int = 64, *,
                          sets: Sequence[str] | None = None, dataset_name: str | None = None,
                          max_text_length: int | None = None, device: str | torch.device | None = None,
                          progress: Callable[[str], None] | None = None,
-                         progress_bar: bool = False) -> dict[str, Any]:
+                         progress_bar: bool = False, bf16: bool = False,
+                         shard_across_processes: bool = False) -> dict[str, Any]:
     """Evaluate each checkpoint under every condition of `protocol` and every mask seed.
 
     Args:
@@ -414,6 +440,10 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         progress: called with one line per finished (checkpoint, seed).
         progress_bar: a tqdm bar on stderr over (checkpoint, seed, condition); conditions that draw nothing
             (r = 0, fixed sets without frame drop) are computed once per checkpoint and copied to the other seeds.
+        bf16: run the models under bf16 autocast (CPU or GPU); the weights stay as saved, the metrics in fp32.
+        shard_across_processes: under `accelerate launch` with several processes (`hf-mmkd evaluate` sets it),
+            each process computes its share of the conditions (checkpoint x mask seed x rate/set) and every
+            process returns the same, whole result (`_process_share`). Every process must call it then.
 
     Returns the `hf_mmkd.report` structure (with the constant reference as one more row of `checkpoints`, named
     in `reference`), plus `dataset_path`, `dataset_spec`, `metric_set`, `seeds`, `modalities` (those evaluated),
@@ -446,6 +476,11 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
     if dataset_name and dataset_name != spec.name:
         notes.append(f"Shown as {dataset_name!r} (--dataset-name); the data set's spec names it {spec.name!r}. The "
                      "name changes titles and file names only; the metric set comes from the spec.")
+    rank, world = _process_share() if shard_across_processes else (0, 1)
+    if world > 1 and device is None:  # one device per process (its own GPU, or the CPU)
+        from accelerate import PartialState
+
+        device = PartialState().device
     cache: dict[str, tuple[list[dict], list[str], list[str]]] = {}
     left_out, no_modality, warnings, evaluated_modalities, model_modalities = {}, {}, [], {}, set()
     reference_labels: dict[str, np.ndarray] = {}
@@ -478,24 +513,34 @@ def evaluate_checkpoints(checkpoints: Mapping[str, str | os.PathLike], dataset: 
         bar.set_description(f"{ckpt_name} {protocol}")
         # dropped tokens become the tokenizer's [UNK], as in MMKDTrainer (else the simulator's BERT default)
         unk = {"unk_token_id": tokenizer.unk_token_id} if getattr(tokenizer, "unk_token_id", None) is not None else {}
-        per_seed, fixed_rows, flat = {}, {}, []
+        # The conditions to compute: a condition that draws nothing only once (first seed), copied to the others.
+        tasks = [(seed, cond, kwargs) for seed in seeds for cond, kwargs in plan
+                 if seed == seeds[0] or not _draws_nothing(protocol, kwargs)]
+        done = {}
+        for i, (seed, cond, kwargs) in enumerate(tasks):
+            if i % world != rank:  # under `accelerate launch`: process k computes every world-th condition
+                continue
+            sim = MissingModalitySimulator(protocol, training=False, seed=seed, **unk, **kwargs)
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                preds, labels, skipped = _predict(model, batches, sim)
+            first = seed == seeds[0]
+            done[(seed, cond)] = (score(preds, labels), labels if first else None, skipped,
+                                  near_constant(preds, labels, spec) if first else None)
+            bar.update(len(seeds) if first and _draws_nothing(protocol, kwargs) else 1)
+        done = _gather_conditions(done, world)
+        per_seed, flat = {}, []
         for seed in seeds:
             rows = {}
             for cond, kwargs in plan:
-                bar.update(1)
-                if _draws_nothing(protocol, kwargs) and cond in fixed_rows:
-                    rows[cond] = dict(fixed_rows[cond])
+                metrics, labels, skipped, why = done[(seeds[0] if _draws_nothing(protocol, kwargs) else seed, cond)]
+                rows[cond] = dict(metrics)
+                if seed != seeds[0]:
                     continue
-                sim = MissingModalitySimulator(protocol, training=False, seed=seed, **unk, **kwargs)
-                preds, labels, skipped = _predict(model, batches, sim)
-                rows[cond] = score(preds, labels)
                 reference_labels.setdefault(cond, labels)
-                if seed == seeds[0] and (why := near_constant(preds, labels, spec)):
+                if why:
                     flat.append((cond, why))
                 if skipped:
                     left_out.setdefault(ckpt_name, {})[cond] = skipped
-                if _draws_nothing(protocol, kwargs):
-                    fixed_rows[cond] = rows[cond]
             per_seed[str(seed)] = rows
             if progress:
                 progress(f"{ckpt_name} seed {seed}: {len(rows)} conditions")

@@ -422,6 +422,7 @@ class TeacherOutputCache:
 
     def __init__(self):
         self.rows: dict[int, dict] = {}
+        self.computed = 0  # rows this process ran the teacher on (a share of them under several processes)
 
     def lookup(self, index: torch.Tensor, device) -> _Output | None:
         keys = index.tolist()
@@ -569,10 +570,17 @@ class MMKDTrainer(Trainer):
 
         The cached values then do not depend on which batch a row first appeared in (the last bits of a forward
         pass depend on the batch's shape), so a resumed run, which refills the cache, matches exactly.
+
+        With several processes, process k runs the teacher on rows k, k + N, k + 2N, ... only and the processes
+        then exchange their outputs: each row is computed once in the whole job, and every process holds every
+        row once (`TeacherOutputCache.computed` counts the rows this process computed).
         """
         if self._teacher_cache is None or self.train_dataset is None or self._teacher_cache.rows:
             return
-        loader = torch.utils.data.DataLoader(self.train_dataset, batch_size=self.args.per_device_eval_batch_size,
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = self.train_dataset if world == 1 else torch.utils.data.Subset(
+            self.train_dataset, range(rank, len(self.train_dataset), world))
+        loader = torch.utils.data.DataLoader(share, batch_size=self.args.per_device_eval_batch_size,
                                              shuffle=False, collate_fn=self.data_collator)
         folds = [self.accelerator.prepare_model(f, evaluation_mode=True) for f in self._fold_teachers]
         for batch in loader:
@@ -590,6 +598,14 @@ class MMKDTrainer(Trainer):
                             out["logits"] = out["logits"].index_copy(
                                 0, rows.nonzero().squeeze(1), teacher(**model_inputs(select_rows(batch, rows))).logits)
                 self._teacher_cache.store(batch["row_key"], out)
+        self._teacher_cache.computed = len(self._teacher_cache.rows)
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            for part in gather_object([self._teacher_cache.rows]):
+                self._teacher_cache.rows.update(part)
+        logger.info("teacher outputs cached: %d training rows held, %d computed by process %d of %d",
+                    len(self._teacher_cache.rows), self._teacher_cache.computed, rank, world)
 
     def train(self, *args, **kwargs):
         self.fill_teacher_cache()

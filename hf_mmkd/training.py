@@ -886,16 +886,34 @@ def checkpoint_writes(folder: Path):
         raise OSError(errno.ENOSPC if full else errno.EIO, f"cannot write the checkpoints in {folder}: {reason}") from None
 
 
-def agree(args: MMKDTrainingArguments, error: str | None) -> None:
-    """Raise `error` (found by the main process: a busy folder) on every process, so that no rank trains alone."""
+def agree(args: MMKDTrainingArguments, error: str | Exception | None) -> None:
+    """Raise `error` on every process, so that no rank trains alone and none waits for the others for ever: a busy
+    folder (a string, found by the main process) as a RunLockError, a user error found by any one process (a data
+    set or backbone one machine cannot read) as that error, named by the process that found it on the others."""
     if args.world_size > 1:
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import gather_object
 
-        box = [error]
-        broadcast_object_list(box, from_process=0)
-        error = box[0]
-    if error is not None:
+        lock = isinstance(error, str)
+        mine = None if error is None else (lock, error if lock else error_message(error))
+        found = [(i, e) for i, e in enumerate(gather_object([mine])) if e is not None]
+        if found and error is None:
+            i, (lock, message) = found[0]
+            error = message if lock else ValueError(f"process {i} of {args.world_size}: {message}")
+    if isinstance(error, str):
         raise RunLockError(error)
+    if error is not None:
+        raise error
+
+
+def on_every_process(args: MMKDTrainingArguments, fn, *fn_args):
+    """`fn(*fn_args)`, where a user error on any one process stops every process (`agree`): what each machine reads
+    from its own disk (the data set, the backbones) may be missing on one of them."""
+    try:
+        result, error = fn(*fn_args), None
+    except USER_ERRORS as err:
+        result, error = None, err
+    agree(args, error)
+    return result
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArguments,
@@ -907,6 +925,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     main_process = args.process_index == 0
     say = print if main_process else (lambda *a, **k: None)  # the normal output: what runs and what is skipped
     say(f"hf_mmkd: {args.world_size} process(es), distributed type {args.distributed_state.distributed_type}")
+    batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    say(f"global batch {args.per_device_train_batch_size} per process x {args.world_size} process(es) x "
+        f"{args.gradient_accumulation_steps} accumulation step(s) = {batch}; learning rate {args.learning_rate:g} "
+        "as given (never rescaled with the global batch)")
     root = Path(args.output_dir)
     needs_teacher = DISTILLATION_LOSSES[args.method].teacher_mode in ("frozen", "online")
     teacher_stage = stage.stage == "teacher" or (stage.stage == "both" and needs_teacher)
@@ -916,7 +938,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     check_resume_path(args, resume_stage_dirs(root, stage, args, teacher_stage, student_stage))
     preflight(args)  # after the local checks: the repo id is validated before the Hub is asked
 
-    splits, spec, fingerprint = load_splits(data_args, args.seed)
+    splits, spec, fingerprint = on_every_process(args, load_splits, data_args, args.seed)
     check_labels(splits, data_args.dataset, spec.label_column,
                  spec.num_labels if spec.task == "classification" else None)
     check_metric_for_best_model(args, spec)
@@ -933,9 +955,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
         check_method(args, config_kwargs)
     rates = stage.rates
     compute_metrics = make_compute_metrics(spec)
-    tokenizer, feature_extractor, image_processor = load_preprocessors(model_args)
-    teacher_tokenizer = load_preprocessors(teacher_model_args(model_args))[0] if model_args.teacher_text_backbone \
-        else tokenizer
+    tokenizer, feature_extractor, image_processor = on_every_process(args, load_preprocessors, model_args)
+    teacher_tokenizer = on_every_process(args, load_preprocessors, teacher_model_args(model_args))[0] \
+        if model_args.teacher_text_backbone else tokenizer
     if args.train_sampling_strategy == "group_by_length":  # Trainer groups evaluation batches too
         for name in ("train", "validation"):
             splits[name] = add_length_column(splits[name], tokenizer)
@@ -963,17 +985,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, stage: StageArgume
     created = not root.exists()
     try:
         with contextlib.ExitStack() as locks:
-            guard.check()
-            if writes_shared_teacher:
-                teacher_guard.check()
             error = None
-            if main_process:
+            if main_process:  # the only process that writes there (the others do not even probe the folders)
                 try:
+                    guard.check()
+                    if writes_shared_teacher:
+                        teacher_guard.check()
                     locks.enter_context(run_lock(root))
                     if writes_shared_teacher:
                         locks.enter_context(run_lock(teacher_dir.parent))
                 except RunLockError as err:
                     error = str(err)
+                except USER_ERRORS as err:
+                    error = err
             agree(args, error)
             return _run_stages(
                 model_args=model_args, data_args=data_args, stage=stage, args=args, splits=splits, spec=spec, say=say,

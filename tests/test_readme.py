@@ -35,6 +35,13 @@ SKIPPED = {
     ".venv/bin/python benchmarks/": "hour-long benchmark runs (tests/test_quality_benchmark.py covers the script)",
     ".venv/bin/hf-mmkd demo": "serves a page until interrupted; tests/test_demo_app.py starts it and drives it in "
                               "headless Chromium",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/ddp_cpu.yaml":
+        "the Scaling out section's CPU commands: run by tests/test_scale_out.py (two processes, a free port)",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_gpu_bf16.yaml": "needs GPUs; "
+        "tests/test_scale_out.py checks the template with accelerate's config loader",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/fsdp.yaml": "needs GPUs; checked as above",
+    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_node.yaml": "needs two machines with GPUs; "
+        "checked as above",
 }
 
 
