@@ -78,6 +78,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     names = checkpoint_names(args.checkpoints, args.names)
     stem = args.stem or default_stem(args.dataset, args.protocol, args.dataset_name)
+    if args.stem is not None and (Path(stem).name != stem or stem in ("", ".", "..")):
+        raise ValueError(f"--stem {stem!r} must be a plain file name (no folder, no '..'): the report is written "
+                         "into --out and nowhere else")
     outputs = [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
     out = OutputFolder(args.out, f"{PROG} evaluate", inputs=[*args.checkpoints, args.dataset], outputs=outputs,
                        flag="--out")

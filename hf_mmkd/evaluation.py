@@ -614,10 +614,8 @@ def write_evaluation_report(results: dict[str, Any], out_dir: str | os.PathLike,
     """
     view = _report_view(results)
     stem = stem or _stem(results["dataset"], results["protocol"])
-    paths = write_report(view, out_dir, stem=stem)
-    if view.get("notes") or view.get("warnings"):
-        atomic_write(paths["markdown"], report_markdown(results))
-    return paths
+    notes = view.get("notes") or view.get("warnings")
+    return write_report(view, out_dir, stem=stem, markdown=report_markdown(results) if notes else None)
 
 
 # --------------------------------------------------------------------------------------------- training

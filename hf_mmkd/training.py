@@ -688,11 +688,12 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     if args.process_index != 0:
         return
     from hf_mmkd.hub import TRAINING_SUMMARY, build_card
-    from hf_mmkd.io import atomic_write
+    from hf_mmkd.io import atomic_write, record_written
 
     atomic_write(folder / TRAINING_SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=summary)
     atomic_write(folder / "README.md", str(card))
+    record_written(folder, TRAINING_SUMMARY, "README.md")  # hf_mmkd's too, when the folder is next replaced
 
 
 def tensorboard_available() -> bool:
