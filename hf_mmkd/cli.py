@@ -254,6 +254,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not given:
         raise CLIError("nothing to predict from: give --text, --audio, --video and/or --features (or --dataset)")
     for flag in ("audio", "video", "features"):
+        if raw[flag] is not None and Path(raw[flag]).is_dir():
+            raise CLIError(f"--{flag} {raw[flag]} is a folder; give the path of one file")
         if raw[flag] is not None and not Path(raw[flag]).is_file():
             raise FileNotFoundError(f"--{flag} file {raw[flag]} does not exist")
     result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end)

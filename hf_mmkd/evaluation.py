@@ -180,12 +180,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
 
 def dataset_key(dataset: Any, dataset_name: str | None = None) -> str:
     """The data set's display name in titles and report file names: `dataset_name` when given, else the name its
-    spec declares (`hf_mmkd.data.spec.load_spec`)."""
+    spec declares (`hf_mmkd.data.prepared.dataset_spec`)."""
     if dataset_name:
         return dataset_name
-    from hf_mmkd.data.spec import load_spec
+    from hf_mmkd.data.prepared import dataset_spec
 
-    return load_spec(dataset).name
+    return dataset_spec(dataset).name
 
 
 def default_stem(dataset: Any, protocol: str, dataset_name: str | None = None) -> str:

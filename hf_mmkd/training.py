@@ -284,7 +284,7 @@ def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec,
             raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
         if len(splits[name]) == 0:
             raise ValueError(f"dataset {data_args.dataset!r}: the {name!r} split has 0 rows")
-    fingerprint = data_fingerprint(data_args.dataset, splits["train"])
+    fingerprint = data_fingerprint(data_args.dataset, splits["train"], spec)
     if data_args.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:

@@ -454,6 +454,21 @@ def test_teacher_is_reused_only_when_its_provenance_matches(tmp_path, capsys):
     assert "although data.max_train_samples: 8 -> 6" in capsys.readouterr().out
 
 
+def test_a_spec_edited_after_the_teacher_was_trained_does_not_reuse_it(tmp_path, capsys):
+    """The data fingerprint covers dataset_spec.json: another neutral band or label range is other data."""
+    data = small_demo(tmp_path)
+    base = ["--output_dir", str(tmp_path / "run"), *QUICK, "--dataset", data]
+    assert train_main([*base, "--stage", "teacher"]) == 0
+    fingerprint = read_json(tmp_path / "run" / "teacher" / PROVENANCE_FILE)["data"]["fingerprint"]
+    assert ":spec-" in fingerprint
+    spec = read_json(Path(data) / "dataset_spec.json")
+    spec["label_range"], spec["neutral_band"] = [-4.0, 4.0], [-1.0, 1.0]
+    (Path(data) / "dataset_spec.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert train_main([*base, "--method", "logit"]) == 1
+    assert "data.fingerprint: " in capsys.readouterr().err
+
+
 def test_every_skipped_stage_is_said_in_the_normal_output(tmp_path, capsys):
     assert train_main(["--output_dir", str(tmp_path / "a"), *QUICK, "--method", "none"]) == 0
     assert "teacher stage skipped: method 'none' trains no separate teacher" in capsys.readouterr().out
