@@ -52,7 +52,7 @@ from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
 from hf_mmkd.data.missing import PATTERNS, MissingModalitySimulator, model_inputs
 from hf_mmkd.data.prepared import load_dataset_and_spec
 from hf_mmkd.data.spec import DatasetSpec
-from hf_mmkd.io import atomic_write, read_json
+from hf_mmkd.io import read_json
 from hf_mmkd.metrics import (
     COMPLETE_SET,
     P2_RATES,

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = ".hf_mmkd_outputs.json"  # {"version": 1, "entries": {name: command}, "files": [relative paths]}
-MANIFEST_LOCK = ".hf_mmkd_outputs.lock"  # flock'ed around every read-modify-write of a folder's MANIFEST
+MANIFEST_LOCK = ".hf_mmkd_outputs.lock"  # exists while a command updates a folder's MANIFEST (`manifest_lock`)
 PROVENANCE_FILE = "hf_mmkd_provenance.json"  # saved inside a trained model's folder (not shipped to the Hub)
 RUN_INFO = ".hf_mmkd_run.json"  # who holds the run lock of a folder (pid, command); informative only
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.hf_mmkd-(?P<kind>tmp|old)-(?P<pid>\d{1,10})-(?P<rand>[0-9a-f]{8})"
@@ -314,16 +314,29 @@ def record_written(folder: str | os.PathLike, *names: str) -> None:
 @contextmanager
 def manifest_lock(folder: Path) -> Iterator[None]:
     """An exclusive `flock` on `folder/MANIFEST_LOCK` around a read-modify-write of the folder's manifest, so that
-    concurrent commands writing into one folder (six `predict --out DIR/pN.json`) never lose an entry."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / MANIFEST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise _write_error(err, folder / MANIFEST) from None
-    try:
+    concurrent commands writing into one folder (six `predict --out DIR/pN.json`) never lose an entry. The lock file
+    is removed on release (nothing is left in the user's folder); a waiter that then holds the lock of a removed
+    file sees that the path names another file, or none, and tries again."""
+    path = folder / MANIFEST_LOCK
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _write_error(err, folder / MANIFEST) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder before us removed that file: lock the one there now
+    try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)
 
 

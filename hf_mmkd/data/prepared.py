@@ -209,13 +209,14 @@ def load_dataset_and_spec(dataset, **load_kwargs):
 def check_against_spec(splits, spec, where: str) -> None:
     """Refuse, in one line naming the data set (`where`), the split and the row id, data that its spec does not
     describe: a missing label column; a label outside the spec's range, beyond +-`MAX_LABEL`, not finite, or not one
-    of its class ids; row counts or feature widths that differ from the spec's; an id in two splits (a test row
-    seen in training)."""
+    of its class ids; row counts or feature widths that differ from the spec's; an id of the train split in another
+    split (a row seen in training then scored; validation and test may share rows)."""
     import numpy as np
 
     from hf_mmkd.data.spec import MAX_LABEL
 
-    seen: dict[str, str] = {}
+    train = splits["train"] if "train" in splits else None
+    train_ids = set(map(str, train["id"])) if train is not None and "id" in train.column_names else set()
     for name, split in splits.items():
         if spec.label_column not in split.column_names:
             raise ValueError(f"{where}: its spec names the label column {spec.label_column!r}, which split "
@@ -225,10 +226,11 @@ def check_against_spec(splits, spec, where: str) -> None:
             raise ValueError(f"{where}: split {name!r} has {len(split)} rows but its dataset_spec.json says "
                              f"{counted}: the spec was written for other data; re-run the converter")
         ids = split["id"] if "id" in split.column_names else [f"row {i}" for i in range(len(split))]
-        for i in ids if "id" in split.column_names else []:
-            if seen.setdefault(str(i), name) != name:
-                raise ValueError(f"{where}: id {str(i)!r} is in split {seen[str(i)]!r} and in split {name!r}; a row "
-                                 "must be in one split only (a test row seen in training inflates every score)")
+        for i in ids if name != "train" and "id" in split.column_names else []:
+            if str(i) in train_ids:
+                raise ValueError(f"{where}: id {str(i)!r} is in split 'train' and in split {name!r}; a row the "
+                                 "model trains on must not be scored (it inflates every score): keep each id in one "
+                                 "split")
         y = np.array([np.nan if v is None else float(v) for v in split[spec.label_column]], dtype=np.float64)
         given = ~np.isnan(y)
         if spec.task == "regression":
