@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -172,18 +173,25 @@ def test_evaluate_stem_and_prepare_symlink_never_write_elsewhere(tmp_path):
     assert (tmp_path / "link").is_symlink() and list(target.iterdir()) == []
 
 
-def test_concurrent_predictions_into_one_folder_keep_every_manifest_entry(tmp_path):
-    """Six `hf-mmkd predict --out DIR/pN.json` at once, as real processes: every file is in the manifest (a lock
-    around its read-modify-write), so each can be replaced later with --overwrite."""
-    folder = tmp_path / "preds"
+def test_concurrent_writers_of_one_folder_lose_no_manifest_entry(tmp_path):
+    """Six processes each write 15 files into one folder through `OutputFile` at the same moment: the manifest
+    lists all 90 (without the lock, read-modify-write races lose entries)."""
+    folder = tmp_path / "out"
     folder.mkdir()
-    ckpt, env = str(_checkpoint()), {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "hf_mmkd.cli", "predict", ckpt, "--dataset", "demo", "--out",
-                               str(folder / f"p{n}.json")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    script = ("import sys, time\nfrom pathlib import Path\nfrom hf_mmkd.io import OutputFile\n"
+              "n, folder, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])\n"
+              "while not go.exists(): time.sleep(0.001)\n"
+              "for k in range(15): OutputFile(folder / f'p{n}_{k}.json', 'test').write('{}')\n")
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(n), str(folder), str(go)], stderr=subprocess.PIPE,
                               text=True) for n in range(6)]
+    time.sleep(2)  # every process imported hf_mmkd and waits
+    go.write_text("")
     for proc in procs:
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
-    assert sorted(read_json(folder / MANIFEST)["entries"]) == [f"p{n}.json" for n in range(6)]
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    assert len(read_json(folder / MANIFEST)["entries"]) == 90
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST] + [f"p{n}_{k}.json" for n in range(6)
+                                                                            for k in range(15)])
 
 
 def test_a_full_disk_during_the_report_leaves_no_partial_report(tmp_path, monkeypatch):
