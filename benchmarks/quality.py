@@ -473,9 +473,9 @@ def main(argv=None) -> int:
         report = out / f"quality_{name}_summary.md"
     text += "\n" + paired_table(record["paired_differences"], config)
     if config.get("sign_floor"):
-        from hf_mmkd.data.prepared import dataset_spec
+        from hf_mmkd.data.spec import load_spec
 
-        text += "\n" + sign_floor_table(main, dataset_spec(dataset), config["sign_floor"], main["reference"])
+        text += "\n" + sign_floor_table(main, load_spec(dataset), config["sign_floor"], main["reference"])
     notes = list(dict.fromkeys(main.get("warnings", []) + main.get("notes", [])))
     text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write(report, text)
