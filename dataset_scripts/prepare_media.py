@@ -30,6 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--fps", type=float, default=1.0, help="frame sampling rate in frames per second (default 1)")
     parser.add_argument("--max-frames", type=int, default=16, help="at most this many frames per row (default 16)")
     parser.add_argument("--frame-size", type=int, default=224, help="frames are fitted inside SIZE x SIZE (default 224)")
+    parser.add_argument("--max-clip-seconds", type=float, default=None,
+                        help="refuse a row whose media segment is longer than this (default 600 s: "
+                             "hf_mmkd.data.media.MAX_CLIP_SECONDS; memory grows with the clip)")
     parser.add_argument("--skip-bad", action="store_true", help="skip rows whose media is missing or corrupt, and report them")
     add_spec_arguments(parser)
     parser.add_argument("--label-column", default="label", help="the CSV column holding the label (default: label)")
@@ -68,6 +71,11 @@ def main(argv=None) -> int:
     if not csv_path.is_file():
         raise ValueError(f"CSV file {csv_path} not found")
     check_sampling(args.fps, args.max_frames, args.frame_size)
+    from hf_mmkd.data.media import MAX_CLIP_SECONDS
+
+    max_seconds = MAX_CLIP_SECONDS if args.max_clip_seconds is None else args.max_clip_seconds
+    if not (max_seconds > 0 and max_seconds != float("inf")):
+        raise ValueError(f"--max-clip-seconds must be a positive, finite number of seconds, got {max_seconds:g}")
     task = args.task or "regression"
     if task == "classification" and (args.label_range or args.neutral_band):
         raise ValueError("--label-range and --neutral-band apply to regression labels; this is classification")
@@ -79,7 +87,8 @@ def main(argv=None) -> int:
     guard = output_folder(args.out_dir, "prepare_media.py", args.overwrite,
                           inputs=[csv_path, *sorted({str(r["media"]) for r in rows})])
     guard.check()  # fail before any decoding
-    dsd, skipped = build_media_dataset(rows, args.fps, args.max_frames, args.frame_size, args.skip_bad, task)
+    dsd, skipped = build_media_dataset(rows, args.fps, args.max_frames, args.frame_size, args.skip_bad, task,
+                                       max_seconds)
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
     dsd, spec = finish_prepared(dsd, name=args.name or csv_path.stem,

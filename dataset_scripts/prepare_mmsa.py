@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import pickle
 import sys
 from pathlib import Path
 
 PICKLE_WARNING = (
-    "WARNING: IN.pkl is read with Python's pickle module, and loading a pickle can run arbitrary code. "
-    "Only convert files from a source you trust (e.g. MMSA's published files, checked against their SHA-256)."
+    "WARNING: IN.pkl is a Python pickle, and loading an arbitrary pickle can run arbitrary code. prepare_mmsa.py "
+    "reads it with a restricted unpickler that loads only numpy arrays and Python containers and refuses anything "
+    "else; still, only convert files from a source you trust (e.g. MMSA's published files, checked against their "
+    "SHA-256)."
 )
 
 
@@ -91,7 +92,7 @@ repository unless those terms allow it.
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hf_mmkd.data.mmsa import mmsa_task, mmsa_to_dataset_dict
+    from hf_mmkd.data.mmsa import load_mmsa_pickle, mmsa_task, mmsa_to_dataset_dict
     from hf_mmkd.data.prepared import finish_prepared, output_folder, push_prepared, save_prepared
     from hf_mmkd.data.spec import label_range_flag, split_summary
 
@@ -100,11 +101,7 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"input pickle {src} not found")
     guard = output_folder(args.out_dir, "prepare_mmsa.py", args.overwrite, inputs=[src])
     guard.check()  # fail before any work
-    with open(src, "rb") as f:
-        try:
-            data = pickle.load(f)
-        except Exception as err:  # corrupt or not a pickle
-            raise ValueError(f"cannot read {src} as a pickle: {err}") from err
+    data = load_mmsa_pickle(src)  # restricted: numpy arrays and containers only, never code
     task = mmsa_task(data, args.task)
     if task == "classification" and (args.label_range or args.neutral_band):
         raise ValueError("--label-range and --neutral-band apply to regression labels; this is classification")

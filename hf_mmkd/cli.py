@@ -93,6 +93,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     names = checkpoint_names(args.checkpoints, args.names)
     stem = args.stem or default_stem(args.dataset, args.protocol, args.dataset_name)
+    if args.stem is not None and (Path(stem).name != stem or stem in ("", ".", "..")):
+        raise ValueError(f"--stem {stem!r} must be a plain file name (no folder, no '..'): the report is written "
+                         "into --out and nowhere else")
     outputs = [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
     out = OutputFolder(args.out, f"{PROG} evaluate", inputs=[*args.checkpoints, args.dataset], outputs=outputs,
                        flag="--out")
@@ -277,6 +280,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not given:
         raise CLIError("nothing to predict from: give --text, --audio, --video and/or --features (or --dataset)")
     for flag in ("audio", "video", "features"):
+        if raw[flag] is not None and Path(raw[flag]).is_dir():
+            raise CLIError(f"--{flag} {raw[flag]} is a folder; give the path of one file")
         if raw[flag] is not None and not Path(raw[flag]).is_file():
             raise FileNotFoundError(f"--{flag} file {raw[flag]} does not exist")
     result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end)

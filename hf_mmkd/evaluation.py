@@ -52,7 +52,7 @@ from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
 from hf_mmkd.data.missing import PATTERNS, MissingModalitySimulator, model_inputs
 from hf_mmkd.data.prepared import load_dataset_and_spec
 from hf_mmkd.data.spec import DatasetSpec
-from hf_mmkd.io import atomic_write, read_json
+from hf_mmkd.io import read_json
 from hf_mmkd.metrics import (
     COMPLETE_SET,
     P2_RATES,
@@ -183,12 +183,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
 
 def dataset_key(dataset: Any, dataset_name: str | None = None) -> str:
     """The data set's display name in titles and report file names: `dataset_name` when given, else the name its
-    spec declares (`hf_mmkd.data.spec.load_spec`)."""
+    spec declares (`hf_mmkd.data.prepared.dataset_spec`)."""
     if dataset_name:
         return dataset_name
-    from hf_mmkd.data.spec import load_spec
+    from hf_mmkd.data.prepared import dataset_spec
 
-    return load_spec(dataset).name
+    return dataset_spec(dataset).name
 
 
 def default_stem(dataset: Any, protocol: str, dataset_name: str | None = None) -> str:
@@ -665,10 +665,8 @@ def write_evaluation_report(results: dict[str, Any], out_dir: str | os.PathLike,
     """
     view = _report_view(results)
     stem = stem or _stem(results["dataset"], results["protocol"])
-    paths = write_report(view, out_dir, stem=stem)
-    if view.get("notes") or view.get("warnings"):
-        atomic_write(paths["markdown"], report_markdown(results))
-    return paths
+    notes = view.get("notes") or view.get("warnings")
+    return write_report(view, out_dir, stem=stem, markdown=report_markdown(results) if notes else None)
 
 
 # --------------------------------------------------------------------------------------------- training

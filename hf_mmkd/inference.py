@@ -56,7 +56,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hf_mmkd.data.prepared import check_steps
+from hf_mmkd.data.prepared import check_steps, is_builtin_demo
 from hf_mmkd.io import OutputFile, read_json
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES, MMKDConfig
 from hf_mmkd.modeling.modeling_mmkd import MMKDForSentiment
@@ -430,7 +430,7 @@ def predict_dataset(checkpoint, dataset_folder, split: str = "test", out_path="p
     model, processor = load_checkpoint(checkpoint, device)
     config = model.config
     # "demo": the synthetic set train.py trains on by default (built in memory, offline), as `evaluate` does
-    splits = make_demo_dataset(seed=0) if str(dataset_folder) == "demo" else load_prepared(dataset_folder)
+    splits = make_demo_dataset(seed=0) if is_builtin_demo(dataset_folder) else load_prepared(dataset_folder)
     if split not in splits:
         raise ValueError(f"{dataset_folder} has no split {split!r} (splits: {list(splits)})")
     data = splits[split]

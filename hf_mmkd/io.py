@@ -4,10 +4,16 @@ Everything the package writes for users (prepared datasets, checkpoints, reports
 goes through these helpers:
 
 - `atomic_write(path, data)` / `atomic_folder(folder)`: a file or a folder appears complete, or not at all. It is
-  written to a temporary sibling `.<name>.tmp-<pid>-<random>` and renamed into place; on an error the temporary
-  is removed, and an OSError of the disk (full, read-only, no permission) names the target, not the temporary.
+  written to a temporary sibling `.<name>.hf_mmkd-tmp-<pid>-<token>` and renamed into place; on an error the
+  temporary is removed, and an OSError of the disk (full, read-only, no permission) names the target, not the
+  temporary. `atomic_write_all({path: data})`: several files that appear all together or none of them (a report).
 - `clean_stale_temporaries(folder)`: removes the temporaries that an interrupted save (a killed process) left
-  behind: only names of the form above whose process is gone, never anything else.
+  behind. Only names that hf_mmkd provably made are removed: the `<token>` is 8 random hex digits plus 8 hex
+  digits of a SHA-256 over the target's name, the pid and the random part (`_token`), so a user's
+  `.zshrc.old-2019-backup` or `.photos.tmp-4242-summer` never matches, whatever process 4242 does.
+- `atomic_folder` replaces an existing folder only when hf_mmkd wrote every file in it: each folder it writes
+  records its files in its own `MANIFEST` (`files`), and a file that is not listed there (a user's notes put
+  into `student/` or `OUT_DIR/data/`) makes it refuse, naming the file. It never replaces a symbolic link or a file.
 - `OutputFolder`: the one guard of every command that writes an output folder (see its docstring): it refuses an
   output folder that is a file, contains an input or lies inside one, cannot be written, or holds something that
   hf_mmkd did not write; with `--overwrite` it replaces only what hf_mmkd wrote there, which a small manifest
@@ -31,19 +37,22 @@ import fcntl
 import json
 import os
 import re
+import hashlib
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MANIFEST = ".hf_mmkd_outputs.json"  # {"version": 1, "entries": {name: command}}: what hf_mmkd wrote in a folder
+MANIFEST = ".hf_mmkd_outputs.json"  # {"version": 1, "entries": {name: command}, "files": [relative paths]}
+MANIFEST_LOCK = ".hf_mmkd_outputs.lock"  # exists while a command updates a folder's MANIFEST (`manifest_lock`)
 PROVENANCE_FILE = "hf_mmkd_provenance.json"  # saved inside a trained model's folder (not shipped to the Hub)
 RUN_INFO = ".hf_mmkd_run.json"  # who holds the run lock of a folder (pid, command); informative only
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.hf_mmkd-(?P<kind>tmp|old)-(?P<pid>\d{1,10})-(?P<rand>[0-9a-f]{8})"
+                        r"(?P<check>[0-9a-f]{8})$")
+_OWN_FILES = {MANIFEST, MANIFEST_LOCK}  # bookkeeping of hf_mmkd in a folder, never a user's file
 # Errors of the disk rather than of the data: reported as "cannot write <target>: <reason>".
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 _REASONS = {errno.ENOSPC: "no space left on the device (disk full)", errno.EDQUOT: "disk quota exceeded",
@@ -77,9 +86,21 @@ def _write_error(err: OSError, target: Path) -> OSError:
 def atomic_write(path: str | os.PathLike, data: str | bytes | Any) -> Path:
     """Write `data` (text, bytes, or a callable taking a binary file object) to `path` atomically."""
     path = Path(path)
+    tmp = _write_temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise _write_error(err, path) from None
+    return path
+
+
+def _write_temporary(path: Path, data: str | bytes | Any) -> Path:
+    """`data` written and synced to a new temporary sibling of `path` (removed again on an error)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+        tmp = temporary_name(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as err:
         raise _write_error(err, path) from None
     try:
@@ -90,15 +111,30 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Any) -> Path:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
     except OSError as err:
-        _remove(Path(tmp))
+        _remove(tmp)
         raise _write_error(err, path) from None
     except BaseException:
-        _remove(Path(tmp))
+        _remove(tmp)
         raise
-    return path
+    return tmp
+
+
+def atomic_write_all(files: Mapping[str | os.PathLike, str | bytes | Any]) -> list[Path]:
+    """Write several files (`{path: data}`, data as for `atomic_write`) so that they appear together or not at
+    all: every one is written to its temporary first (a full disk fails here, before any target changes), then
+    all are renamed into place."""
+    written: list[Path] = []
+    try:
+        for path, data in files.items():
+            written.append(_write_temporary(Path(path), data))
+        for tmp, path in zip(written, files):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in written:
+            _remove(tmp)
+        raise
+    return [Path(p) for p in files]
 
 
 @contextmanager
@@ -107,16 +143,20 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     renamed to `folder` (an older `folder` is replaced only then, and restored if the rename fails); on an error
     it is removed."""
     folder = Path(folder)
+    check_replaceable(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-{os.getpid()}-"))
+        tmp = temporary_name(folder)
+        tmp.mkdir(mode=0o700)
     except OSError as err:
         raise _write_error(err, folder) from None
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        _record_files(tmp)
+        os.chmod(tmp, 0o755)
+        check_replaceable(folder)  # again: the user may have put a file there meanwhile
         if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            old = temporary_name(folder, "old")
             folder.rename(old)
             try:
                 tmp.rename(folder)
@@ -141,6 +181,27 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _token(name: str, pid: int, rand: str) -> str:
+    """The 8 hex digits that prove a temporary's name was made by `temporary_name` (not picked by a user)."""
+    return hashlib.sha256(f"hf_mmkd temporary\0{name}\0{pid}\0{rand}".encode()).hexdigest()[:8]
+
+
+def temporary_name(target: str | os.PathLike, kind: str = "tmp", pid: int | None = None) -> Path:
+    """A fresh temporary sibling of `target`: `.<name>.hf_mmkd-<kind>-<pid>-<random><check>` (see `_token`)."""
+    target = Path(target)
+    pid = os.getpid() if pid is None else pid
+    rand = uuid.uuid4().hex[:8]
+    return target.parent / f".{target.name}.hf_mmkd-{kind}-{pid}-{rand}{_token(target.name, pid, rand)}"
+
+
+def _own_temporary(name: str) -> re.Match | None:
+    """The match of `name` if it is a temporary that hf_mmkd made (its check digits agree), else None."""
+    match = _TEMPORARY.match(name)
+    if match is None or _token(match["name"], int(match["pid"]), match["rand"]) != match["check"]:
+        return None
+    return match
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -148,7 +209,7 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except (PermissionError, OverflowError, ValueError):  # another user's process; a pid no kernel gives out
         return True
     return True
 
@@ -162,13 +223,121 @@ def clean_stale_temporaries(folder: str | os.PathLike, names: Iterable[str] | No
     wanted = None if names is None else set(names)
     removed = []
     for entry in folder.iterdir():
-        match = _TEMPORARY.match(entry.name)
+        match = _own_temporary(entry.name)
         if match is None or (wanted is not None and match["name"] not in wanted):
             continue
         if not _process_alive(int(match["pid"])):
             _remove(entry)
             removed.append(entry)
     return removed
+
+
+def _listed_files(folder: Path) -> set[str] | None:
+    """The files (relative paths) that the `MANIFEST` of `folder` says hf_mmkd wrote there; None without a list."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    data = read_json(path, f"the output manifest {path}")
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(f) for f in files} if isinstance(files, list) else None
+
+
+def _unlisted(folder: Path, listed: set[str] | None, prefix: str = "") -> list[str]:
+    """The files and links under `folder` (paths relative to it, after `prefix`) that hf_mmkd did not write: not in
+    `listed`, nor in the `MANIFEST` of a subfolder that hf_mmkd saved on its own (`atomic_folder` records one in
+    every folder it writes). hf_mmkd's bookkeeping and its own temporaries are not counted."""
+    out = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        name, rel = entry.name, f"{prefix}{entry.name}"
+        if (name in _OWN_FILES and not prefix) or _own_temporary(name) is not None:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            own = _listed_files(entry)
+            out += ([f"{rel}/{f}" for f in _unlisted(entry, own)] if own is not None
+                    else _unlisted(entry, listed, f"{rel}/"))
+        elif listed is None or rel not in listed:
+            out.append(rel)
+    return out
+
+
+def check_replaceable(folder: str | os.PathLike) -> None:
+    """Refuse to replace `folder` unless hf_mmkd wrote every file in it (its `MANIFEST` lists them): a symbolic
+    link, a file, or a folder holding a file hf_mmkd did not write is never replaced (the error names it)."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise OutputFolderError(f"{folder} is a symbolic link; hf_mmkd never replaces it: remove the link or choose "
+                                "another folder")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise OutputFolderError(f"{folder} exists and is not a folder; hf_mmkd never replaces it")
+    foreign = _unlisted(folder, _listed_files(folder))
+    if foreign:
+        shown = ", ".join(str(folder / f) for f in foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                                                   if len(foreign) > 3 else "")
+        raise OutputFolderError(f"{folder} holds {shown}, which hf_mmkd did not write (not listed in "
+                                f"{folder / MANIFEST}); hf_mmkd replaces a folder only when it wrote everything in "
+                                "it: move the file(s) away or choose another folder")
+
+
+def _record_files(folder: Path) -> None:
+    """List every file under `folder` in its `MANIFEST` (`files`), keeping what the manifest already holds."""
+    path = folder / MANIFEST
+    data = read_json(path, f"the output manifest {path}") if path.is_file() else {"version": 1}
+    data["files"] = _all_files(folder)
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
+
+
+def _all_files(folder: Path, prefix: str = "") -> list[str]:
+    """Every file and link under `folder` (relative paths), hf_mmkd's bookkeeping and temporaries aside."""
+    out = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if (entry.name in _OWN_FILES and not prefix) or _own_temporary(entry.name) is not None:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            out += _all_files(entry, f"{prefix}{entry.name}/")
+        else:
+            out.append(f"{prefix}{entry.name}")
+    return out
+
+
+def record_written(folder: str | os.PathLike, *names: str) -> None:
+    """Add files written into an hf_mmkd folder after it was saved (a card, a summary) to its `MANIFEST`, so that a
+    later replacement of the folder knows them as hf_mmkd's. (No `manifest_lock`: the one writer of such a folder
+    holds its run lock.)"""
+    path = Path(folder) / MANIFEST
+    data = read_json(path, f"the output manifest {path}") if path.is_file() else {"version": 1}
+    data["files"] = sorted(set(data.get("files") or []) | set(names))
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
+
+
+@contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """An exclusive `flock` on `folder/MANIFEST_LOCK` around a read-modify-write of the folder's manifest, so that
+    concurrent commands writing into one folder (six `predict --out DIR/pN.json`) never lose an entry. The lock file
+    is removed on release (nothing is left in the user's folder); a waiter that then holds the lock of a removed
+    file sees that the path names another file, or none, and tries again."""
+    path = folder / MANIFEST_LOCK
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _write_error(err, folder / MANIFEST) from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder before us removed that file: lock the one there now
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
 
 
 def parse_yaml(text: str, name: str) -> Any:
@@ -241,6 +410,9 @@ class OutputFolder:
         out = self.path
         if out.exists() and not out.is_dir():
             raise OutputFolderError(f"{self.flag} {out} exists and is not a folder")
+        if self.outputs is None and out.is_symlink():
+            raise OutputFolderError(f"{self.flag} {out} is a symbolic link; {self.command} never replaces it by a "
+                                    "folder: give the folder it points to, or another path")
         self._check_inputs()
         self._check_writable()
         if self.outputs is None:  # the temporaries of this folder's own earlier saves, beside it
@@ -279,8 +451,8 @@ class OutputFolder:
         if not probe_in.is_dir():
             raise OutputFolderError(f"{self.flag} {self.path} cannot be created: {probe_in} is not a folder")
         try:
-            fd, probe = tempfile.mkstemp(dir=probe_in, prefix=f".hf_mmkd-probe.tmp-{os.getpid()}-")
-            os.close(fd)
+            probe = temporary_name(probe_in / "hf_mmkd-probe")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(probe)
         except OSError as err:
             reason = _REASONS.get(err.errno, err.strerror or str(err))
@@ -299,13 +471,15 @@ class OutputFolder:
 
     def _foreign(self, names: Iterable[str]) -> list[str]:
         own = self.manifest()
-        return sorted(n for n in names if n != MANIFEST and n not in own)
+        return sorted(n for n in names if n not in _OWN_FILES and n not in own)
 
     def _check_whole(self) -> None:
         out = self.path
         if not out.is_dir():
             return
-        entries = [p.name for p in out.iterdir() if p.name != MANIFEST and not _TEMPORARY.match(p.name)]
+        if out.is_symlink():
+            check_replaceable(out)  # refuses: a link is never replaced by a folder
+        entries = [p.name for p in out.iterdir() if p.name not in _OWN_FILES and not _own_temporary(p.name)]
         if not entries:
             return
         if not self.overwrite:
@@ -317,12 +491,15 @@ class OutputFolder:
             raise OutputFolderError(f"{self.flag} {out} holds {shown}, which hf_mmkd did not write (not in its "
                                     f"{MANIFEST}); --overwrite replaces only what hf_mmkd wrote: move them away or "
                                     "choose another folder")
+        check_replaceable(out)  # and every file below those entries (OUT_DIR/data/my_notes.txt) is hf_mmkd's
 
     def _check_entry(self, name: str) -> None:
         target = self.path / name
         if (target.exists() or target.is_symlink()) and self._foreign([name]):
             raise OutputFolderError(f"{target} exists and was not written by hf_mmkd (it is not listed in "
                                     f"{self.path / MANIFEST}); move it away or choose another {self.flag}")
+        if target.is_dir() and not target.is_symlink() and _listed_files(target) is not None:
+            check_replaceable(target)  # a folder hf_mmkd saved whole (RUN/student): every file in it is hf_mmkd's
 
     # ---- writing
     @contextmanager
@@ -340,10 +517,13 @@ class OutputFolder:
 
     def record(self, *names: str) -> None:
         """Entries outputs: check `names` and add them to the manifest (before they are written)."""
-        for name in names:
-            self._check_entry(name)
-        entries = {**self.manifest(), **{n: self.command for n in names}}
-        atomic_write(self.path / MANIFEST, json.dumps({"version": 1, "entries": entries}, indent=1) + "\n")
+        with manifest_lock(self.path):
+            for name in names:
+                self._check_entry(name)
+            path = self.path / MANIFEST
+            data = read_json(path, f"the output manifest {path}") if path.is_file() else {"version": 1}
+            data["entries"] = {**self.manifest(), **{n: self.command for n in names}}
+            atomic_write(path, json.dumps(data, indent=1) + "\n")
 
 
 class OutputFile:

@@ -13,7 +13,9 @@ writes (it is not shipped to the Hub). The record, `training_record(...)`:
 
 `data.fingerprint` is a SHA-256 of the training split's parquet files for a prepared folder (so a renamed or
 moved folder with the same data matches, and re-prepared different data does not), else the `datasets`
-fingerprint of the split (the synthetic demo, a Hub data set). `model` holds the architecture arguments except
+fingerprint of the split (the synthetic demo, a Hub data set), followed by `:spec-<hash>` of what the data set's
+spec says its labels and modalities mean (all of `dataset_spec.json` but its display `name` and `source`), so a
+spec edited after the teacher was trained is other data. `model` holds the architecture arguments except
 `pattern_embedding`, which only students use (the teacher always sees the complete pattern).
 
 Matching rule (`check_teacher`): a run reuses an existing teacher only when `data` and `model` are equal to what
@@ -27,6 +29,7 @@ sizes) is refused (`teacher_incompatibility`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,13 +44,18 @@ TEACHER_TRAINING_ARGS = ("max_steps", "backbone_learning_rate", "weight_decay", 
 REUSE_TEACHER = ("matching", "always", "never")
 
 
-def data_fingerprint(dataset: str, train_split) -> str:
+def data_fingerprint(dataset: str, train_split, spec=None) -> str:
     """A fingerprint of a run's training data: SHA-256 of the parquet files of a prepared folder's train split,
-    else the `datasets` fingerprint of the (full) train split."""
-    from hf_mmkd.data.prepared import split_files
+    else the `datasets` fingerprint of the (full) train split; with `spec` (the data set's `DatasetSpec`), its
+    content too, so that a spec edited after a teacher was trained (another label range, other classes) does not
+    pass for the same data."""
+    from hf_mmkd.data.prepared import is_builtin_demo, split_files
 
     folder = Path(dataset)
-    if dataset != "demo" and folder.is_dir():
+    meaning = None if spec is None else {k: v for k, v in spec.to_dict().items() if k not in ("name", "source")}
+    spec_part = "" if spec is None else ":spec-" + hashlib.sha256(
+        json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
+    if not is_builtin_demo(dataset) and folder.is_dir():
         h = hashlib.sha256()
         for pattern in split_files(folder).get("train", []):
             for path in sorted(Path(pattern).parent.glob(Path(pattern).name)):
@@ -55,8 +63,8 @@ def data_fingerprint(dataset: str, train_split) -> str:
                 with open(path, "rb") as f:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
-        return "sha256:" + h.hexdigest()
-    return "datasets:" + str(train_split._fingerprint)
+        return "sha256:" + h.hexdigest() + spec_part
+    return "datasets:" + str(train_split._fingerprint) + spec_part
 
 
 def _plain(value: Any) -> Any:

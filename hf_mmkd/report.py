@@ -33,6 +33,7 @@ Files are written atomically: a temporary file in the target folder, then `os.re
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_mmkd.io import atomic_write
+from hf_mmkd.io import atomic_write, atomic_write_all
 from hf_mmkd.metrics import (
     KEY_METRICS,
     P2_RATES,
@@ -279,7 +280,13 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
 
 def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequence[str] | None = None,
                  summary: dict[str, Any] | None = None) -> Path:
-    """One PNG, one panel per metric, error bars = std over seeds.
+    """Write `plot_png(...)` to `path` (atomically); return the path."""
+    return atomic_write(path, plot_png(results, metrics, summary))
+
+
+def plot_png(results: dict[str, Any], metrics: Sequence[str] | None = None,
+             summary: dict[str, Any] | None = None) -> bytes:
+    """One PNG (its bytes), one panel per metric, error bars = std over seeds.
 
     Rate protocols (P1, P2): metric vs missing rate, one line per checkpoint. Set protocols (P3, P5): grouped
     bars, one group per availability set and one bar per checkpoint.
@@ -336,22 +343,19 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike, metrics: Sequ
     what = "metric vs missing rate" if kind == "rate" else "metric per availability set"
     fig.suptitle(f"{ds}, {str(results['protocol']).upper()}: {what} (mean ± std over seeds)")
     fig.tight_layout()
-    path = Path(path)
-
-    def save(f):
-        fig.savefig(f, format="png", dpi=110)
-
+    buffer = io.BytesIO()
     try:
-        atomic_write(path, save)
+        fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
 def write_report(results: dict[str, Any], out_dir: str | os.PathLike, stem: str | None = None,
                  metrics: Sequence[str] | None = None, plot_metrics: Sequence[str] | None = None,
-                 ) -> dict[str, Path]:
-    """Write `<stem>.json` (the input results plus the summary), `<stem>.md` and `<stem>.png` into `out_dir`.
+                 markdown: str | None = None) -> dict[str, Path]:
+    """Write `<stem>.json` (the input results plus the summary), `<stem>.md` (`markdown`, default the table) and
+    `<stem>.png` into `out_dir`, all three or none (`atomic_write_all`: a full disk leaves no partial report).
 
     `stem` defaults to `<dataset>_<protocol>`. Returns `{"json": path, "markdown": path, "plot": path}`.
     """
@@ -359,11 +363,11 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, stem: str 
     out_dir = Path(out_dir)
     stem = stem or f"{results['dataset']}_{str(results['protocol']).lower()}"
     payload = {"results": results, "summary": summary}
-    paths = {
-        "json": atomic_write(out_dir / f"{stem}.json",
-                             json.dumps(payload, indent=2, allow_nan=True, default=str) + "\n"),
-        "markdown": atomic_write(out_dir / f"{stem}.md", markdown_table(results, metrics, summary)),
-        "plot": plot_results(results, out_dir / f"{stem}.png", plot_metrics, summary),
-    }
+    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md", "plot": out_dir / f"{stem}.png"}
+    atomic_write_all({
+        paths["json"]: json.dumps(payload, indent=2, allow_nan=True, default=str) + "\n",
+        paths["markdown"]: markdown_table(results, metrics, summary) if markdown is None else markdown,
+        paths["plot"]: plot_png(results, plot_metrics, summary),
+    })
     return paths
 

@@ -291,7 +291,7 @@ def load_splits(data_args: DataArguments, seed: int) -> tuple[dict, DatasetSpec,
             raise ValueError(f"dataset {data_args.dataset!r} has no {name!r} split (splits: {list(splits)})")
         if len(splits[name]) == 0:
             raise ValueError(f"dataset {data_args.dataset!r}: the {name!r} split has 0 rows")
-    fingerprint = data_fingerprint(data_args.dataset, splits["train"])
+    fingerprint = data_fingerprint(data_args.dataset, splits["train"], spec)
     if data_args.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:
@@ -755,7 +755,7 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     if args.process_index != 0:
         return
     from hf_mmkd.hub import TRAINING_SUMMARY, build_card
-    from hf_mmkd.io import atomic_write
+    from hf_mmkd.io import atomic_write, record_written
 
     text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / TRAINING_SUMMARY, text)
@@ -763,6 +763,7 @@ def write_card(folder: Path, summary: dict, args: MMKDTrainingArguments) -> None
     # then leads with the same validation figure as this one.
     card = build_card([], folder.name, repo_id=folder.name, config=folder / "config.json", summary=json.loads(text))
     atomic_write(folder / "README.md", str(card))
+    record_written(folder, TRAINING_SUMMARY, "README.md")  # hf_mmkd's too, when the folder is next replaced
 
 
 def tensorboard_available() -> bool:

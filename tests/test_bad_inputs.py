@@ -313,6 +313,37 @@ def mmsa_rows_without_modality_recovered(tmp):
     assert "| train | 3 | 3 | 3 | 3 | 1 |" in card and "- train: `train_1`" in card
 
 
+class CreatesAFile:
+    """Unpickled by plain `pickle`, this object opens (creates) `path`: what a malicious pickle can do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def mmsa_that_runs_code(tmp):
+    data = mmsa_data()
+    data["train"]["annotations"] = np.array([CreatesAFile(tmp / "pwned")] * 4, dtype=object)
+    src = inputs(tmp) / "in.pkl"
+    src.write_bytes(pickle.dumps(data))
+    return [str(src), str(tmp / "out")]  # the test sees any file created in tmp (tmp/pwned) as a leftover
+
+
+def mmsa_bytes_text_recovered(tmp):
+    data = mmsa_data()
+    data["train"]["raw_text"] = np.array([f"café {i}".encode() for i in range(4)], dtype="S")  # `S` dtype
+    data["valid"]["raw_text"] = np.array([f"naïve {i}".encode() for i in range(3)], dtype=object)  # bytes objects
+    src = inputs(tmp) / "in.pkl"
+    src.write_bytes(pickle.dumps(data))
+    code, err = run_command(PREPARE_MMSA, [str(src), str(tmp / "out")])
+    assert code == 0, err
+    loaded = load_prepared(tmp / "out")
+    assert loaded["train"]["raw_text"] == [f"café {i}" for i in range(4)]
+    assert loaded["validation"]["raw_text"] == [f"naïve {i}" for i in range(3)]
+
+
 # ---- dataset_scripts/prepare_media.py ------------------------------------------------------------------------
 
 
@@ -376,6 +407,32 @@ def image_renamed_mp4(folder):
     Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "clip.png")
     (folder / "clip.png").rename(folder / "clip.mp4")
     return "clip.mp4"
+
+
+def bom_csv_recovered(tmp):
+    folder = inputs(tmp)
+    write_wav(folder / "ok.wav")
+    (folder / "rows.csv").write_bytes(b"\xef\xbb\xbf" + b"id,media,start,end,text,label,split\nu1,ok.wav,,,hi,1,train\n")
+    code, err = run_command(PREPARE_MEDIA, [str(folder / "rows.csv"), str(tmp / "out"), "--label-range", "-3", "3"])
+    assert code == 0, err
+    assert load_prepared(tmp / "out")["train"]["id"] == ["u1"]
+
+
+def csv_text(text):
+    def setup(tmp):
+        folder = inputs(tmp)
+        write_wav(folder / "ok.wav")
+        (folder / "rows.csv").write_text(text)
+        return [str(folder / "rows.csv"), str(tmp / "out")]
+    return setup
+
+
+def hour_long_wav(folder):
+    """A 601 s wav (8 kHz, 8 bit: 4.8 MB), one second over the default clip limit."""
+    import soundfile as sf
+
+    sf.write(folder / "long.wav", np.zeros(601 * 8000, np.float32), 8000, subtype="PCM_U8")
+    return "long.wav"
 
 
 def full_folder(folder, name="full", files=("notes.txt",)):
@@ -465,6 +522,53 @@ def long_sequence(split):
         save_prepared(dsd, folder / "ds", "test data", demo_spec(dsd))
         return str(folder / "ds")
     return make
+
+
+def spec_edit(**changes):
+    """A prepared demo folder whose dataset_spec.json is edited after it was written (`changes(spec) -> None`)."""
+    def make(folder):
+        path = small_demo(folder)
+        spec_path = Path(path) / "dataset_spec.json"
+        spec = json.loads(spec_path.read_text())
+        for key, edit in changes.items():
+            spec[key] = edit(spec[key])
+        spec_path.write_text(json.dumps(spec))
+        return path
+    return make
+
+
+def with_ids(split, ids):
+    def mutate(dsd):
+        from datasets import Dataset
+
+        columns = dsd[split].to_dict()
+        columns["id"][: len(ids)] = ids
+        dsd[split] = Dataset.from_dict(columns, features=dsd[split].features)
+        return dsd
+    return mutate
+
+
+def empty_split(folder):
+    """A prepared demo folder whose validation parquet holds no row."""
+    import pyarrow.parquet as pq
+
+    path = small_demo(folder)
+    shard = Path(path) / "data" / "validation-00000-of-00001.parquet"
+    pq.write_table(pq.read_table(shard).slice(0, 0), shard)
+    return path
+
+
+def local_demo_folder_wins(tmp):
+    from hf_mmkd.data import load_dataset_and_spec
+
+    small_demo(tmp, name="demo")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        splits, _ = load_dataset_and_spec("demo")
+    finally:
+        os.chdir(cwd)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 8, "validation": 4}  # not the built-in 600/150/300
 
 
 def card_edit(old, new):
@@ -924,6 +1028,18 @@ def rows(caplog=None) -> list[Row]:
             PREPARE_MMSA),
         Row(PREPARE_MMSA, "not a pickle at all", "exit", "cannot read … as a pickle", mmsa_raw(b"PK\x03\x04 a zip file?"),
             PREPARE_MMSA),
+        Row(PREPARE_MMSA, "a pickle that would run code when read (creates a file)", "exit",
+            "refused to load …in.pkl: it asks for io.open, which an MMSA pickle never holds", mmsa_that_runs_code,
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "raw_text as bytes (object or S dtype)", "recovered", "decoded as UTF-8 text",
+            mmsa_bytes_text_recovered),
+        Row(PREPARE_MMSA, "raw_text bytes that are not UTF-8", "exit",
+            "key 'raw_text': row 1 (id 'train_1') is bytes that are not UTF-8 text",
+            mmsa(set_item("train", "raw_text", np.array([b"ok", b"caf\xe9", b"a", b"b"], dtype=object))),
+            PREPARE_MMSA),
+        Row(PREPARE_MMSA, "a label of 1e30", "exit",
+            "id 'train_2': label 1e+30 is not finite or beyond +-1e+06",
+            mmsa(lambda d: d["train"]["regression_labels"].__setitem__(2, 1e30)), PREPARE_MMSA),
         Row(PREPARE_MMSA, "a pickle that is not a dict of splits", "exit", "MMSA pickle must hold a dict of splits, got list",
             mmsa_raw(pickle.dumps([1, 2])), PREPARE_MMSA),
         Row(PREPARE_MMSA, "unknown split", "exit", "unknown split key(s) ['dev2']",
@@ -976,6 +1092,10 @@ def rows(caplog=None) -> list[Row]:
             "holds notes.txt, which hf_mmkd did not write (not in its .hf_mmkd_outputs.json); --overwrite replaces "
             "only what hf_mmkd wrote", lambda t: mmsa()(t)[:1] + [str(full_folder(inputs(t))), "--overwrite"],
             PREPARE_MMSA),
+        Row(PREPARE_MMSA, "OUT_DIR is a symbolic link (--overwrite)", "exit",
+            "output folder …link is a symbolic link; prepare_mmsa.py never replaces it",
+            lambda t: mmsa(None, "--overwrite")(t)[:1] + [str((inputs(t) / "link").symlink_to(inputs(t)) or
+                                                          inputs(t) / "link"), "--overwrite"], PREPARE_MMSA),
         Row(PREPARE_MMSA, "OUT_DIR is the folder of the input pickle (--overwrite)", "exit",
             "output folder … contains the input …in.pkl: prepare_mmsa.py never writes where its inputs are",
             lambda t: mmsa()(t)[:1] + [str(inputs(t)), "--overwrite"], PREPARE_MMSA),
@@ -1046,6 +1166,22 @@ def rows(caplog=None) -> list[Row]:
             "row 'u1': …clip.mp4 is a still image (png_pipe), not an audio or video file",
             media(image_renamed_mp4), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "CSV that is not UTF-8", "exit", "rows.csv is not UTF-8 text", latin1_csv, PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "UTF-8 CSV with a byte-order mark (Excel)", "recovered", "read as usual (the mark is "
+            "not part of the first column's name)", bom_csv_recovered),
+        Row(PREPARE_MEDIA, "CSV with a header and no rows", "exit", "rows.csv has a header but no rows",
+            csv_text("id,media,start,end,text,label,split\n"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "no row in the train split", "exit", "no row has split 'train' (splits given: test)",
+            media(split="test"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "a quote that is never closed", "exit", "rows.csv, line 2: unexpected end of data",
+            csv_text('id,media,start,end,text,label,split\nu1,ok.wav,,,"hi,1,train\nu2,ok.wav,,,x,1,train\n'),
+            PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "a folder given as the media file", "exit", "row 'u1': …clip is a folder, not a media file",
+            media(lambda f: (f / "clip").mkdir() or "clip"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "clip longer than --max-clip-seconds (default 600 s)", "exit",
+            "ok.wav: the clip is 0.3 s long, more than the 0.2 s that hf_mmkd decodes per clip",
+            media(None, "0.5", "train", "hi", None, "--max-clip-seconds", "0.2"), PREPARE_MEDIA),
+        Row(PREPARE_MEDIA, "--max-clip-seconds 0", "exit", "--max-clip-seconds must be a positive, finite number",
+            media(None, "0.5", "train", "hi", None, "--max-clip-seconds", "0"), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "OUT_DIR is the folder of the media (--overwrite)", "exit", "contains the input",
             media(None, "0.5", "train", "hi", None, "--overwrite", out=lambda f: f), PREPARE_MEDIA),
         Row(PREPARE_MEDIA, "empty or whitespace-only transcript", "recovered",
@@ -1078,6 +1214,29 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "dataset folder not found", "exit",
             "is not a folder (and does not look like a Hub dataset id 'owner/name')",
             train(dataset=lambda f: str(f / "nowhere")), TRAIN),
+        Row(TRAIN, "dataset folder not prepared yet (dataset: data_prepared/mosi)", "exit",
+            "the folder …data_prepared_nowhere/mosi does not exist and 'data_prepared_nowhere/mosi' cannot be read as a "
+            "Hub data set (…); prepare it first: python dataset_scripts/prepare_mmsa.py IN.pkl",
+            train(dataset=lambda f: "data_prepared_nowhere/mosi"), TRAIN),
+        Row(TRAIN, "a split with 0 rows", "exit", "split 'validation' has 0 rows (validation-00000-of-00001.parquet)",
+            train(dataset=empty_split), TRAIN),
+        Row(TRAIN, "labels outside the spec's label range (spec edited)", "exit",
+            "split 'train', id … is outside the spec's label range [-1, 1]",
+            train(dataset=spec_edit(label_range=lambda r: [-1.0, 1.0], neutral_band=lambda b: [-0.1, 0.1])), TRAIN),
+        Row(TRAIN, "spec row counts that differ from the data", "exit",
+            "split 'train' has 8 rows but its dataset_spec.json says 9",
+            train(dataset=spec_edit(splits=lambda s: {**s, "train": {**s["train"], "rows": 9}})), TRAIN),
+        Row(TRAIN, "spec feature width that differs from the data", "exit",
+            "audio_features are 8 wide but dataset_spec.json says 9",
+            train(dataset=spec_edit(modalities=lambda m: {**m, "audio": {**m["audio"], "dim": 9}})), TRAIN),
+        Row(TRAIN, "the same id in two splits", "exit",
+            "id 'demo_train_0' is in split 'train' and in split 'validation'",
+            train(dataset=lambda f: small_demo(f, mutate=with_ids("validation", ["demo_train_0"]))), TRAIN),
+        Row(TRAIN, "card data_files pointing outside the data folder", "exit",
+            "path '../../elsewhere/train-*.parquet' points outside the data set's folder",
+            train(dataset=card_edit("data/train-*.parquet", "../../elsewhere/train-*.parquet")), TRAIN),
+        Row(TRAIN, "--dataset demo where a prepared folder ./demo exists", "recovered",
+            "the folder ./demo is read (a local folder wins over the built-in demo's name)", local_demo_folder_wins),
         Row(TRAIN, "corrupt (truncated) parquet shard", "exit",
             "cannot read the prepared dataset in … (corrupt, truncated or missing parquet file?)",
             train(dataset=corrupt_parquet), TRAIN),
@@ -1102,7 +1261,7 @@ def rows(caplog=None) -> list[Row]:
         Row(TRAIN, "NaN in a training feature sequence", "exit", "train row 'demo_train_3': audio_features contains NaN",
             train("--stage", "teacher", dataset=nan_features), TRAIN),
         Row(TRAIN, "class label outside the data set's classes", "exit",
-            "train row 'demo_train_2' has label 5, not one of the data set's 2 class ids 0..1",
+            "split 'train', id 'demo_train_2': label 5 is not one of the spec's 2 class ids 0..1",
             train(dataset=class_label_out_of_range), TRAIN),
         Row(TRAIN, "teacher folder without config.json", "exit",
             "method 'corrkd' needs a trained teacher; … has no config.json",
@@ -1243,6 +1402,10 @@ def rows(caplog=None) -> list[Row]:
             "row 'demo_test_0': audio_features has 10001 steps per row; hf_mmkd accepts at most 10000",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=long_sequence("test")), HF_MMKD),
+        Row(EVALUATE, "--stem with a folder in it (../x, an absolute path)", "exit",
+            "--stem '../x' must be a plain file name (no folder, no '..')",
+            hf_mmkd("evaluate", "--protocol", "p2", "--out", "{out}", "--stem", "../x", checkpoint=whole_checkpoint(),
+                    dataset=demo_with_test_split), HF_MMKD),
         Row(EVALUATE, "NaN in a feature sequence", "exit", "row 'demo_test_1': audio_features contains NaN or inf",
             hf_mmkd("evaluate", "--protocol", "p2", "--rates", "0.0", "--seeds", "1", "--out", "{out}",
                     checkpoint=whole_checkpoint(), dataset=nan_test_features), HF_MMKD),
@@ -1267,6 +1430,12 @@ def rows(caplog=None) -> list[Row]:
         Row(PREDICT, "checkpoint folder without config.json", "exit", "is not a checkpoint folder (no config.json)",
             hf_mmkd("predict", "--features", "{in}/x.npz", checkpoint=checkpoint_without("config.json"),
                     files=lambda f: np.savez(f / "x.npz", audio=np.ones((3, 8)))), HF_MMKD),
+        Row(PREDICT, "a folder given as --audio", "exit", "--audio … is a folder; give the path of one file",
+            hf_mmkd("predict", "--audio", "{in}", checkpoint=whole_checkpoint("backbones")), HF_MMKD),
+        Row(PREDICT, "an audio file longer than the clip limit (600 s)", "exit",
+            "long.wav: the clip is 601.0 s long, more than the 600 s that hf_mmkd decodes per clip",
+            hf_mmkd("predict", "--audio", "{in}/long.wav", checkpoint=whole_checkpoint("backbones"),
+                    files=hour_long_wav), HF_MMKD),
         Row(PREDICT, "media file not found", "exit", "--audio file … does not exist",
             hf_mmkd("predict", "--audio", "{in}/gone.wav", checkpoint=whole_checkpoint("backbones")), HF_MMKD),
         Row(PREDICT, "corrupt media file", "exit", "cannot open media file",

@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from hf_mmkd.data.demo import demo_spec, make_demo_dataset
-from hf_mmkd.data.prepared import load_dataset_and_spec, save_prepared
+from hf_mmkd.data.prepared import dataset_spec, load_dataset_and_spec, save_prepared
 from hf_mmkd.data.spec import (
     SPEC_FILE,
     SPEC_KEYS,
@@ -136,7 +136,7 @@ def test_build_spec_defaults_from_the_labels():
 def test_the_demo_spec_is_one_for_files_and_memory(tmp_path):
     dsd = make_demo_dataset(seed=0)
     spec_demo = demo_spec(dsd)
-    assert load_spec("demo") == spec_demo and load_dataset_and_spec("demo")[1] == spec_demo
+    assert dataset_spec("demo") == spec_demo and load_dataset_and_spec("demo")[1] == spec_demo
     assert spec_demo.label_range == (-3.0, 3.0) and spec_demo.metric_set == "mmsa_pm3"
     save_prepared(dsd, tmp_path / "demo", "demo", spec_demo)
     assert load_spec(tmp_path / "demo") == spec_demo

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -44,7 +45,7 @@ from test_bad_inputs import (
 )
 
 from hf_mmkd import MMKDForSentiment
-from hf_mmkd.io import MANIFEST, PROVENANCE_FILE, read_json
+from hf_mmkd.io import MANIFEST, PROVENANCE_FILE, read_json, temporary_name
 from hf_mmkd.training import main as train_main
 
 QUICK = [*TINY_TRAIN, "--max_steps", "1"]  # one optimiser step per stage
@@ -127,6 +128,90 @@ def test_evaluate_replaces_only_its_own_report_files(tmp_path):
     assert sorted(p.name for p in reports.iterdir()) == [MANIFEST, f"{stem}.json", f"{stem}.md", f"{stem}.png",
                                                           "summary.md"]
     assert (reports / "summary.md").read_text() == "the user's file"
+
+
+def test_replacing_a_folder_hf_mmkd_wrote_keeps_the_files_a_user_put_in_it(tmp_path):
+    """`prepare_mmsa.py --overwrite` and a re-run of train.py replace a folder only when every file in it is
+    hf_mmkd's: a user's OUT/data/my_notes.txt or RUN/student/my_eval_notes.md makes them refuse, naming it."""
+    src, out = write_pickle(tmp_path / "in.pkl"), tmp_path / "out"
+    assert run_command(PREPARE_MMSA, [str(src), str(out)])[0] == 0
+    assert run_command(PREPARE_MMSA, [str(src), str(out), "--overwrite"])[0] == 0  # all hf_mmkd's: replaced
+    (out / "data" / "my_notes.txt").write_text("mine")
+    code, err = run_command(PREPARE_MMSA, [str(src), str(out), "--overwrite"])
+    assert code == 1
+    one_error_line(err, "holds …out/data/my_notes.txt, which hf_mmkd did not write")
+    assert (out / "data" / "my_notes.txt").read_text() == "mine"
+
+    run = tmp_path / "run"
+    argv = ["--output_dir", str(run), *QUICK, "--stage", "student", "--method", "none"]
+    assert run_command(TRAIN, argv)[0] == 0
+    assert run_command(TRAIN, argv)[0] == 0  # its own student/ (card and summary included) is replaced
+    (run / "student" / "my_eval_notes.md").write_text("mine")
+    code, err = run_command(TRAIN, argv)
+    assert code == 1
+    one_error_line(err, "holds …student/my_eval_notes.md, which hf_mmkd did not write")
+    assert (run / "student" / "my_eval_notes.md").read_text() == "mine"
+
+
+def test_evaluate_stem_and_prepare_symlink_never_write_elsewhere(tmp_path):
+    data = small_demo(tmp_path, mutate=lambda d: d.__class__({**d, "test": d["validation"]}))
+    for stem in ("../x", str(tmp_path / "abs"), ".."):
+        code, err = run_command(HF_MMKD, ["evaluate", str(_checkpoint()), "--dataset", data, "--protocol", "p2",
+                                          "--out", str(tmp_path / "reports"), "--stem", stem])
+        assert code == 1
+        one_error_line(err, f"--stem '{stem}' must be a plain file name")
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "abs.json").exists()
+    assert not (tmp_path / "reports").exists()
+    # prepare_mmsa.py into a user's symbolic link: refused, the link and what it points to untouched.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    code, err = run_command(PREPARE_MMSA, [str(write_pickle(tmp_path / "in.pkl")), str(tmp_path / "link"),
+                                           "--overwrite"])
+    assert code == 1
+    one_error_line(err, "output folder …link is a symbolic link; prepare_mmsa.py never replaces it")
+    assert (tmp_path / "link").is_symlink() and list(target.iterdir()) == []
+
+
+def test_concurrent_writers_of_one_folder_lose_no_manifest_entry(tmp_path):
+    """Six processes each write 15 files into one folder through `OutputFile` at the same moment: the manifest
+    lists all 90 (without the lock, read-modify-write races lose entries)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    script = ("import sys, time\nfrom pathlib import Path\nfrom hf_mmkd.io import OutputFile\n"
+              "n, folder, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])\n"
+              "while not go.exists(): time.sleep(0.001)\n"
+              "for k in range(15): OutputFile(folder / f'p{n}_{k}.json', 'test').write('{}')\n")
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(n), str(folder), str(go)], stderr=subprocess.PIPE,
+                              text=True) for n in range(6)]
+    time.sleep(2)  # every process imported hf_mmkd and waits
+    go.write_text("")
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    assert len(read_json(folder / MANIFEST)["entries"]) == 90
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST] + [f"p{n}_{k}.json" for n in range(6)
+                                                                            for k in range(15)])
+
+
+def test_a_full_disk_during_the_report_leaves_no_partial_report(tmp_path, monkeypatch):
+    """ENOSPC on the last file of `evaluate`'s report (the PNG): none of the three files appears."""
+    import hf_mmkd.io
+
+    real = hf_mmkd.io._write_temporary
+
+    def full_on_png(path, data):
+        if Path(path).suffix == ".png":
+            raise hf_mmkd.io._write_error(OSError(errno.ENOSPC, "No space left on device"), Path(path))
+        return real(path, data)
+    monkeypatch.setattr(hf_mmkd.io, "_write_temporary", full_on_png)
+    data = small_demo(tmp_path, mutate=lambda d: d.__class__({**d, "test": d["validation"]}))
+    reports = tmp_path / "reports"
+    code, err = run_command(HF_MMKD, ["evaluate", str(_checkpoint()), "--dataset", data, "--protocol", "p2",
+                                      "--rates", "0.0", "--seeds", "1", "--out", str(reports), "--quiet"])
+    assert code == 1
+    one_error_line(err, ".png: no space left on the device (disk full); nothing was written there")
+    assert [p.name for p in reports.iterdir()] in ([], [MANIFEST])
 
 
 # ---- a full disk, a read-only folder --------------------------------------------------------------------------
@@ -231,13 +316,13 @@ def test_read_only_output_folder_fails_before_any_work(tmp_path, how, monkeypatc
         ro.mkdir()
         import hf_mmkd.io
 
-        mkstemp = hf_mmkd.io.tempfile.mkstemp
+        real_open = os.open
 
-        def read_only(*args, dir=None, **kwargs):
-            if dir is not None and Path(dir).resolve().is_relative_to(ro.resolve()):
-                raise OSError(errno.EROFS, "Read-only file system", str(dir))
-            return mkstemp(*args, dir=dir, **kwargs)
-        monkeypatch.setattr(hf_mmkd.io.tempfile, "mkstemp", read_only)
+        def read_only(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT and Path(path).resolve().is_relative_to(ro.resolve()):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kwargs)
+        monkeypatch.setattr(hf_mmkd.io.os, "open", read_only)
 
     def no_evaluation(*args, **kwargs):
         raise AssertionError("the evaluation ran before --out was checked")
@@ -286,24 +371,59 @@ def test_interrupted_saves_are_cleaned_on_the_next_start(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     pid = dead_pid()
-    stale = [out / f".student.tmp-{pid}-a1b2c3d4", out / f".teacher.tmp-{pid}-x_9", out / f".results.json.tmp-{pid}-q"]
+    stale = [temporary_name(out / "student", pid=pid), temporary_name(out / "teacher", "old", pid=pid),
+             temporary_name(out / "results.json", pid=pid)]
     for path in stale[:2]:
         path.mkdir()
         (path / "model.safetensors").write_bytes(b"half")
     stale[2].write_text("{")
-    alive = out / f".student.tmp-{os.getpid()}-zzzz"  # a save in progress (this process): kept
+    alive = temporary_name(out / "student")  # a save in progress (this process): kept
     alive.mkdir()
-    foreign = out / ".student.tmp-mine"  # not a name hf_mmkd makes: kept
-    foreign.mkdir()
+    forged = Path(str(stale[0])[:-1] + ("0" if str(stale[0])[-1] != "0" else "1"))  # check digits wrong: kept
+    forged.mkdir()
+    users = user_files_named_like_temporaries(out, pid)
     code, err = run_command(TRAIN, ["--output_dir", str(out), *QUICK, "--stage", "student", "--method", "none"])
     assert code == 0, err[-3000:]
     assert not any(p.exists() for p in stale)
-    assert alive.is_dir() and foreign.is_dir() and (out / "student" / "config.json").is_file()
+    assert alive.is_dir() and forged.is_dir() and (out / "student" / "config.json").is_file()
+    assert all(path.read_text() == "the user's" for path in users)
     # A prepared folder's interrupted save (a sibling of OUT_DIR) goes the same way on the next write.
-    sibling = tmp_path / f".demo.tmp-{pid}-abc"
+    sibling = temporary_name(tmp_path / "demo", pid=pid)
     sibling.mkdir()
+    users = user_files_named_like_temporaries(tmp_path, pid)
     code, err = run_command(MAKE_DEMO, [str(tmp_path / "demo")])
-    assert code == 0, err and not sibling.exists()
+    assert code == 0, err
+    assert not sibling.exists() and all(path.read_text() == "the user's" for path in users)
+
+
+def user_files_named_like_temporaries(folder: Path, pid: int) -> list[Path]:
+    """A user's files and folders whose names look like the temporaries of hf_mmkd <= 0.x (`.NAME.tmp-N-WORD`,
+    `.NAME.old-N-WORD`), of processes that do not run (one with a pid beyond any integer a kernel gives out)."""
+    folder.mkdir(exist_ok=True)
+    photos = folder / ".photos.old-4242-summer"
+    photos.mkdir()
+    made = [folder / ".zshrc.old-2019-backup", photos / "beach.jpg", folder / f".student.tmp-{pid}-a1b2c3d4",
+            folder / ".demo.tmp-99999999999999999999999-x", folder / f".demo.hf_mmkd-tmp-{pid}-0123456789abcdef"]
+    for path in made:
+        path.write_text("the user's")
+    return made
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "prepare_mmsa"])
+def test_no_command_deletes_user_files_named_like_temporaries(tmp_path, command):
+    """`evaluate --out DIR`, `predict --out DIR/p.json` and `prepare_mmsa.py PKL DIR/OUT` clean only what hf_mmkd
+    provably left behind: a user's `.zshrc.old-2019-backup` and `.photos.old-4242-summer/` survive, and a huge
+    pid is no OverflowError."""
+    folder = tmp_path / "dir"
+    users = user_files_named_like_temporaries(folder, dead_pid())
+    data = small_demo(tmp_path, mutate=lambda d: d.__class__({**d, "test": d["validation"]}))
+    argv = {"evaluate": (HF_MMKD, ["evaluate", str(_checkpoint()), "--dataset", data, "--protocol", "p2", "--rates",
+                                   "0.0", "--seeds", "1", "--out", str(folder), "--quiet"]),
+            "predict": (HF_MMKD, ["predict", str(_checkpoint()), "--dataset", data, "--out", str(folder / "p.json")]),
+            "prepare_mmsa": (PREPARE_MMSA, [str(write_pickle(tmp_path / "in.pkl")), str(folder / "demo")])}[command]
+    code, err = run_command(*argv)
+    assert code == 0, err[-3000:]
+    assert all(path.read_text() == "the user's" for path in users)
 
 
 # ---- the teacher provenance record ------------------------------------------------------------------------------
@@ -340,6 +460,21 @@ def test_teacher_is_reused_only_when_its_provenance_matches(tmp_path, capsys):
     assert train_main([*base, "--hidden_size", "16", "--max_train_samples", "6", "--method", "logit",
                        "--reuse_teacher", "always"]) == 0
     assert "although data.max_train_samples: 8 -> 6" in capsys.readouterr().out
+
+
+def test_a_spec_edited_after_the_teacher_was_trained_does_not_reuse_it(tmp_path, capsys):
+    """The data fingerprint covers dataset_spec.json: another neutral band or label range is other data."""
+    data = small_demo(tmp_path)
+    base = ["--output_dir", str(tmp_path / "run"), *QUICK, "--dataset", data]
+    assert train_main([*base, "--stage", "teacher"]) == 0
+    fingerprint = read_json(tmp_path / "run" / "teacher" / PROVENANCE_FILE)["data"]["fingerprint"]
+    assert ":spec-" in fingerprint
+    spec = read_json(Path(data) / "dataset_spec.json")
+    spec["label_range"], spec["neutral_band"] = [-4.0, 4.0], [-1.0, 1.0]
+    (Path(data) / "dataset_spec.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert train_main([*base, "--method", "logit"]) == 1
+    assert "data.fingerprint: " in capsys.readouterr().err
 
 
 def test_every_skipped_stage_is_said_in_the_normal_output(tmp_path, capsys):

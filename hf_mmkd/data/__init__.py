@@ -2,6 +2,7 @@
 
 - `load_prepared(path_or_repo_id)` -> `DatasetDict` (folders written by `dataset_scripts/prepare_*.py`);
   `load_spec(...)` -> its `DatasetSpec` (`dataset_spec.json`: what the labels mean, the modalities);
+  `dataset_spec(...)` -> the same, "demo" included;
   `load_dataset_and_spec(...)` -> both (also for "demo" and an in-memory `DatasetDict`).
 - `make_demo_dataset()` -> the synthetic three-modality demo (the default of the main job).
 - `FeatureStandardizer.fit(train_split).to_dict()` -> `MMKDConfig.feature_standardization`.
@@ -26,7 +27,7 @@ from hf_mmkd.data.missing import (
     model_inputs,
     row_key,
 )
-from hf_mmkd.data.prepared import load_dataset_and_spec, load_prepared, save_prepared
+from hf_mmkd.data.prepared import dataset_spec, load_dataset_and_spec, load_prepared, save_prepared
 from hf_mmkd.data.spec import DatasetSpec, build_spec, load_spec, save_spec
 from hf_mmkd.data.standardize import FeatureStandardizer
 
@@ -44,6 +45,7 @@ __all__ = [
     "WAVEFORM_CHUNK",
     "availability_flags",
     "build_spec",
+    "dataset_spec",
     "load_dataset_and_spec",
     "load_prepared",
     "load_spec",

@@ -12,6 +12,12 @@ from pathlib import Path
 import numpy as np
 
 SAMPLING_RATE = 16_000
+# The longest clip (seconds of media per row or per `predict` input) that hf_mmkd decodes: 10 minutes of 16 kHz
+# float32 audio are 38 MB, an hour would be 230 MB plus the decoder's buffers and a backbone's activations over
+# it. The length is read from the container's header before anything is decoded, and decoding stops at the
+# limit when a header does not say; `prepare_media.py --max-clip-seconds` changes it, `predict --start/--end`
+# cut a longer file.
+MAX_CLIP_SECONDS = 600.0
 
 
 class MediaError(ValueError):
@@ -21,6 +27,8 @@ class MediaError(ValueError):
 def _open(path: Path):
     import av
 
+    if path.is_dir():
+        raise MediaError(f"{path} is a folder, not a media file (an audio or video file was expected)")
     if not path.is_file():
         raise MediaError(f"media file not found: {path}")
     try:
@@ -29,8 +37,33 @@ def _open(path: Path):
         raise MediaError(f"cannot open media file {path}: {err}") from err
 
 
-def load_audio(path, start: float | None = None, end: float | None = None) -> np.ndarray:
-    """Decode the first audio stream of `path`, resampled to 16 kHz mono float32, cut to [start, end) seconds."""
+def _duration(container, stream) -> float | None:
+    """Seconds of `stream` as its container's header declares them (None when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _too_long(path: Path, seconds: float, max_seconds: float) -> MediaError:
+    return MediaError(f"{path}: the clip is {seconds:.1f} s long, more than the {max_seconds:g} s that hf_mmkd "
+                      "decodes per clip (memory); cut it with start/end (predict: --start/--end) or raise the limit "
+                      "(prepare_media.py --max-clip-seconds)")
+
+
+def _check_clip(path: Path, duration: float | None, start: float | None, end: float | None,
+                max_seconds: float) -> None:
+    """Refuse a segment longer than `max_seconds`, from the header's duration (before decoding anything)."""
+    stop = end if end is not None else duration
+    if stop is not None and stop - (start or 0.0) > max_seconds:
+        raise _too_long(path, stop - (start or 0.0), max_seconds)
+
+
+def load_audio(path, start: float | None = None, end: float | None = None,
+               max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
+    """Decode the first audio stream of `path`, resampled to 16 kHz mono float32, cut to [start, end) seconds.
+    A segment longer than `max_seconds` is refused (from the header, else as soon as decoding passes it)."""
     import av
 
     path = Path(path)
@@ -38,16 +71,26 @@ def load_audio(path, start: float | None = None, end: float | None = None) -> np
         if not container.streams.audio:
             raise MediaError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
+        _check_clip(path, _duration(container, stream), start, end, max_seconds)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
         chunks = []
+        lo_s = 0 if start is None else start
+        stop = int((lo_s + max_seconds + 1) * SAMPLING_RATE) if end is None else int(end * SAMPLING_RATE) + 1
+        total = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
+                    total += len(chunks[-1])
+                if total >= stop:  # the segment is complete (or longer than the limit): decode no further
+                    break
+            else:
+                for out in resampler.resample(None):  # flush
+                    chunks.append(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as err:
             raise MediaError(f"cannot decode the audio of {path}: {err}") from err
+        if end is None and total / SAMPLING_RATE - lo_s > max_seconds:
+            raise _too_long(path, total / SAMPLING_RATE - lo_s, max_seconds)
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if not len(wave):
         raise MediaError(f"{path}: the audio stream has no samples (zero-length audio)")
@@ -59,7 +102,8 @@ def load_audio(path, start: float | None = None, end: float | None = None) -> np
 
 
 def load_frames(path, start: float | None = None, end: float | None = None, fps: float = 1.0,
-                max_frames: int = 16, size: int = 224) -> tuple[list, list[float]]:
+                max_frames: int = 16, size: int = 224,
+                max_seconds: float = MAX_CLIP_SECONDS) -> tuple[list, list[float]]:
     """Sample frames of `path` at `fps` (times start + (k + 0.5) / fps, at most `max_frames`, at least one).
 
     Returns (PIL images fitted inside size x size, their times in seconds). Each target time takes the first
@@ -72,11 +116,8 @@ def load_frames(path, start: float | None = None, end: float | None = None, fps:
         if not container.streams.video:
             raise MediaError(f"{path} has no video stream")
         stream = container.streams.video[0]
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
+        duration = _duration(container, stream)
+        _check_clip(path, duration, start, end, max_seconds)
         t0 = 0.0 if start is None else float(start)
         t1 = (duration if end is None else float(end)) or t0
         count = max(1, min(max_frames, int(np.floor((t1 - t0) * fps))))
@@ -192,18 +233,18 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None, *, 
 
     csv_path = Path(csv_path)
     try:
-        text = csv_path.read_text(encoding="utf-8")
+        text = csv_path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "UTF-8 CSV") is not a column name
     except UnicodeDecodeError as err:
         raise ValueError(f"CSV file {csv_path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
                          "UTF-8") from None
     with io.StringIO(text, newline="") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, strict=True)
         missing = [c for c in ("id", "media", label_column, "split") if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {list(MEDIA_CSV_COLUMNS)} "
                              f"(the label column is {label_column!r}: --label-column)")
         rows = []
-        for line, row in enumerate(reader, start=2):
+        for line, row in _records(reader, csv_path):
             where = f"{csv_path}, line {line} (id {row.get('id')!r})"
             try:
                 media = Path(row["media"])
@@ -228,6 +269,11 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None, *, 
                                  f"[{label_range[0]:g}, {label_range[1]:g}]")
             if rows[-1]["split"] not in ("train", "validation", "test"):
                 raise ValueError(f"{csv_path}, line {line}: split {row['split']!r} is not train/validation/test")
+    if not rows:
+        raise ValueError(f"{csv_path} has a header but no rows: add one row per clip ({', '.join(MEDIA_CSV_COLUMNS)})")
+    if not any(r["split"] == "train" for r in rows):
+        raise ValueError(f"{csv_path}: no row has split 'train' (splits given: "
+                         f"{', '.join(sorted({r['split'] for r in rows}))}); a prepared data set needs train rows")
     ids = [r["id"] for r in rows]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
@@ -235,6 +281,22 @@ def read_media_csv(csv_path, label_range: tuple[float, float] | None = None, *, 
     if task == "classification":
         class_names = _class_ids(rows, csv_path, class_names)
     return rows, class_names
+
+
+def _records(reader, csv_path: Path):
+    """`(line, row)` of a `csv.DictReader(strict=True)`, the line where each record starts; a quote that is never
+    closed (which a lenient reader turns into one field holding the rest of the file) names its line."""
+    import csv
+
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise ValueError(f"{csv_path}, line {line}: {err} (a quote opened there is never closed?)") from None
+        yield line, row
 
 
 def _class_ids(rows: list[dict], csv_path: Path, class_names: list[str] | None) -> list[str] | None:
@@ -276,7 +338,7 @@ def media_features(task: str = "regression"):
 
 
 def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16, size: int = 224,
-                        skip_bad: bool = False, task: str = "regression"):
+                        skip_bad: bool = False, task: str = "regression", max_seconds: float = MAX_CLIP_SECONDS):
     """Decode every row's media -> (`DatasetDict` by split, list of "id: reason" for skipped rows). The label
     goes to `label` (regression) or `classification_label` (classification).
 
@@ -295,10 +357,10 @@ def build_media_dataset(rows: list[dict], fps: float = 1.0, max_frames: int = 16
             has_audio, has_video = probe(row["media"])
             audio = frames = times = None
             if has_audio:
-                wave = load_audio(row["media"], row["start"], row["end"])
+                wave = load_audio(row["media"], row["start"], row["end"], max_seconds)
                 audio = {"bytes": encode_wav(wave), "path": f"{row['id']}.wav"}
             if has_video:
-                frames, times = load_frames(row["media"], row["start"], row["end"], fps, max_frames, size)
+                frames, times = load_frames(row["media"], row["start"], row["end"], fps, max_frames, size, max_seconds)
         except MediaError as err:
             if not skip_bad:
                 raise MediaError(f"row {row['id']!r}: {err}") from err

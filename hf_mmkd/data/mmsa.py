@@ -11,6 +11,8 @@ A modality absent from a split, or of length 0 in a row, is stored as null with 
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from hf_mmkd.data.prepared import MODALITIES, check_steps
@@ -21,6 +23,57 @@ KNOWN_KEYS = frozenset(
      "regression_labels", "classification_labels", "annotations",
      "regression_labels_T", "regression_labels_A", "regression_labels_V"}
 )
+
+
+# What an MMSA pickle is made of: numpy arrays, dtypes and scalars (as numpy pickles them, old and new module
+# names), Python containers, and `_codecs.encode` (how protocol-2 pickles store bytes). Nothing else is loaded.
+SAFE_PICKLE_GLOBALS = frozenset({
+    *((mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for name in ("_reconstruct", "scalar")),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *(("builtins", name) for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex", "slice")),
+    ("collections", "OrderedDict"), ("_codecs", "encode"),
+})
+
+
+class _MMSAUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that admits only `SAFE_PICKLE_GLOBALS` (Python's "restricting globals" recipe)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which an MMSA pickle never holds")
+        return super().find_class(module, name)
+
+
+def load_mmsa_pickle(path) -> object:
+    """The object in the MMSA pickle at `path`, read with a restricted unpickler: numpy arrays, dtypes and scalars
+    and Python containers only, so loading it cannot run code; anything else is refused in one line naming the
+    file and the type."""
+    with open(path, "rb") as f:
+        try:
+            return _MMSAUnpickler(f).load()
+        except pickle.UnpicklingError as err:
+            if "which an MMSA pickle never holds" in str(err):
+                raise ValueError(f"refused to load {path}: {err} (only numpy arrays and Python containers are "
+                                 "loaded, so that reading a pickle cannot run code)") from None
+            raise ValueError(f"cannot read {path} as a pickle: {err}") from None
+        except Exception as err:  # truncated, not a pickle at all
+            raise ValueError(f"cannot read {path} as a pickle: {err}") from None
+
+
+def _text(split: str, ids: list[str], i: int, value) -> str | None:
+    """A `raw_text` cell as text: str as is, bytes (object or `S` dtype) decoded as UTF-8; empty -> None."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, np.bytes_)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as err:
+            _fail(split, "raw_text", f"row {i} (id {ids[i]!r}) is bytes that are not UTF-8 text ({err.reason} at "
+                                     f"byte {err.start})")
+    text = str(value)
+    return text if text.strip() else None
 
 
 def _fail(split: str, key: str, problem: str):
@@ -219,9 +272,7 @@ def convert_mmsa(data: dict, label_range: tuple[float, float] | None = None,
         has = {m: np.zeros(n, dtype=bool) for m in MODALITIES}
         if "raw_text" in present_keys:
             raw = arrays.get("raw_text")
-            cols["raw_text"] = [None] * n if raw is None else [
-                (str(t) if t is not None and str(t).strip() else None) for t in raw
-            ]
+            cols["raw_text"] = [None] * n if raw is None else [_text(split, cols["id"], i, t) for i, t in enumerate(raw)]
             has["text"] |= np.array([t is not None for t in cols["raw_text"]], dtype=bool)
         if "text_bert" in present_keys:
             if "text_bert" in arrays:

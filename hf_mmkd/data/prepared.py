@@ -161,15 +161,35 @@ def finish_prepared(dataset_dict, *, name: str, source: str, keep_rows_without_m
     return dataset_dict, build_spec(dataset_dict, name=name, source=source, left_out=left_out, **spec_kwargs)
 
 
+def is_builtin_demo(dataset) -> bool:
+    """`dataset` names the built-in synthetic demo: the string "demo" when no folder `./demo` exists. A local
+    folder wins over the built-in name (as a local path wins over a Hub id in `datasets.load_dataset`), so a demo
+    prepared with `make_demo.py demo` and then edited is the one read."""
+    return isinstance(dataset, (str, os.PathLike)) and str(dataset) == "demo" and not Path("demo").is_dir()
+
+
+def dataset_spec(dataset):
+    """The `DatasetSpec` of `dataset` without reading its rows: the demo's for the built-in demo
+    (`is_builtin_demo`), else `hf_mmkd.data.spec.load_spec` (a folder's or Hub repo's `dataset_spec.json`)."""
+    from hf_mmkd.data.spec import load_spec
+
+    if is_builtin_demo(dataset):
+        from hf_mmkd.data.demo import demo_spec, make_demo_dataset
+
+        return demo_spec(make_demo_dataset(seed=0), seed=0)
+    return load_spec(dataset)
+
+
 def load_dataset_and_spec(dataset, **load_kwargs):
-    """`(DatasetDict, DatasetSpec)` of "demo" (the synthetic demo, seed 0, as `train.py` trains on it), a prepared
-    folder or Hub dataset id (`load_prepared` + its `dataset_spec.json`), or a `DatasetDict` (its spec from
-    `build_spec`'s defaults). The spec's label column must exist in every split."""
+    """`(DatasetDict, DatasetSpec)` of "demo" (the synthetic demo, seed 0, as `train.py` trains on it; a folder
+    `./demo` wins, see `is_builtin_demo`), a prepared folder or Hub dataset id (`load_prepared` + its
+    `dataset_spec.json`), or a `DatasetDict` (its spec from `build_spec`'s defaults). The spec must describe the
+    data (`check_against_spec`: label column, labels, splits, row counts, feature widths, ids)."""
     from datasets import DatasetDict
 
     from hf_mmkd.data.spec import load_spec
 
-    if str(dataset) == "demo":
+    if is_builtin_demo(dataset):
         from hf_mmkd.data.demo import demo_spec, make_demo_dataset
 
         splits = make_demo_dataset(seed=0)
@@ -182,11 +202,56 @@ def load_dataset_and_spec(dataset, **load_kwargs):
     else:
         splits = load_prepared(dataset, **load_kwargs)  # a bad path fails here, naming it
         spec = load_spec(dataset)
+    check_against_spec(splits, spec, str(dataset) if isinstance(dataset, (str, os.PathLike)) else "the data set")
+    return splits, spec
+
+
+def check_against_spec(splits, spec, where: str) -> None:
+    """Refuse, in one line naming the data set (`where`), the split and the row id, data that its spec does not
+    describe: a missing label column; a label outside the spec's range, beyond +-`MAX_LABEL`, not finite, or not one
+    of its class ids; row counts or feature widths that differ from the spec's; an id of the train split in another
+    split (a row seen in training then scored; validation and test may share rows)."""
+    import numpy as np
+
+    from hf_mmkd.data.spec import MAX_LABEL
+
+    train = splits["train"] if "train" in splits else None
+    train_ids = set(map(str, train["id"])) if train is not None and "id" in train.column_names else set()
     for name, split in splits.items():
         if spec.label_column not in split.column_names:
-            raise ValueError(f"{dataset if isinstance(dataset, (str, os.PathLike)) else 'the data set'}: its spec "
-                             f"names the label column {spec.label_column!r}, which split {name!r} lacks")
-    return splits, spec
+            raise ValueError(f"{where}: its spec names the label column {spec.label_column!r}, which split "
+                             f"{name!r} lacks")
+        counted = spec.splits.get(name, {}).get("rows")
+        if counted is not None and counted != len(split):
+            raise ValueError(f"{where}: split {name!r} has {len(split)} rows but its dataset_spec.json says "
+                             f"{counted}: the spec was written for other data; re-run the converter")
+        ids = split["id"] if "id" in split.column_names else [f"row {i}" for i in range(len(split))]
+        for i in ids if name != "train" and "id" in split.column_names else []:
+            if str(i) in train_ids:
+                raise ValueError(f"{where}: id {str(i)!r} is in split 'train' and in split {name!r}; a row the "
+                                 "model trains on must not be scored (it inflates every score): keep each id in one "
+                                 "split")
+        y = np.array([np.nan if v is None else float(v) for v in split[spec.label_column]], dtype=np.float64)
+        given = ~np.isnan(y)
+        if spec.task == "regression":
+            lo, hi = spec.label_range
+            bad = given & ~((y >= lo) & (y <= hi) & (np.abs(y) <= MAX_LABEL))
+            what = f"outside the spec's label range [{lo:g}, {hi:g}]"
+        else:
+            k = len(spec.class_names)
+            bad = given & ~((y >= 0) & (y < k) & (y == np.round(y)))
+            what = f"not one of the spec's {k} class ids 0..{k - 1}"
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise ValueError(f"{where}: split {name!r}, id {str(ids[i])!r}: label {y[i]:g} is {what} "
+                             f"({int(bad.sum())} such row(s)); the spec (dataset_spec.json) does not describe these "
+                             "labels: re-run the converter with the right --label-range / --class-names")
+        for m, entry in spec.modalities.items():
+            feature = split.features.get(f"{m}_features")
+            width = getattr(feature, "shape", (None, None))[-1] if feature is not None else None
+            if entry.get("dim") is not None and width is not None and int(width) != int(entry["dim"]):
+                raise ValueError(f"{where}: split {name!r}: {m}_features are {width} wide but dataset_spec.json "
+                                 f"says {entry['dim']}: the spec was written for other data; re-run the converter")
 
 
 def _data_files_from_card(folder: Path) -> dict[str, list[str]] | None:
@@ -207,6 +272,12 @@ def _data_files_from_card(folder: Path) -> dict[str, list[str]] | None:
             raise ValueError(f"{readme}: configs[0].data_files[{i}] must have a 'split' and a 'path' "
                              f"(e.g. {{split: train, path: data/train-*.parquet}}), got {entry!r}")
         paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        for p in paths:
+            inside = os.path.realpath(folder / str(p))
+            if Path(str(p)).is_absolute() or not inside.startswith(os.path.realpath(folder) + os.sep):
+                raise ValueError(f"{readme}: configs[0].data_files[{i}] path {p!r} points outside the data set's "
+                                 f"folder {folder}; a prepared data set reads only its own files (e.g. "
+                                 "data/train-*.parquet)")
         files[str(entry["split"])] = [str(folder / p) for p in paths]
     return files
 
@@ -236,6 +307,7 @@ def load_prepared(path_or_repo_id: str | os.PathLike, **load_kwargs):
     folder = Path(path_or_repo_id)
     if folder.is_dir():
         files = split_files(folder)
+        _check_rows(folder, files)
         try:
             return datasets.load_dataset("parquet", data_files=files, **load_kwargs)
         except Exception as err:  # pyarrow.ArrowInvalid on a truncated/corrupt shard, FileNotFoundError, ...
@@ -244,9 +316,34 @@ def load_prepared(path_or_repo_id: str | os.PathLike, **load_kwargs):
             raise ValueError(f"cannot read the prepared dataset in {folder} (corrupt, truncated or missing "
                              f"parquet file?): {detail}") from err
     name = str(path_or_repo_id)
+    prepare = (f"prepare it first: python dataset_scripts/prepare_mmsa.py IN.pkl {name} (or prepare_media.py CSV "
+               f"{name}, make_demo.py {name})")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ValueError(f"{name} is not a folder (and does not look like a Hub dataset id 'owner/name')")
-    return datasets.load_dataset(str(path_or_repo_id), **load_kwargs)
+        raise ValueError(f"{name} is not a folder (and does not look like a Hub dataset id 'owner/name'): the "
+                         f"folder {folder.resolve()} does not exist; {prepare}")
+    try:
+        return datasets.load_dataset(str(path_or_repo_id), **load_kwargs)
+    except Exception as err:  # offline, no such repository: say first that the folder does not exist
+        raise ValueError(f"the folder {folder.resolve()} does not exist and {name!r} cannot be read as a Hub data "
+                         f"set ({type(err).__name__}); {prepare}") from None
+
+
+def _check_rows(folder: Path, files: dict[str, list[str]]) -> None:
+    """Refuse a split with 0 rows (its parquet files hold no row) by name, before `datasets` reports it as a corrupt
+    file; files that cannot be read are left to `load_dataset`'s error."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    for split, patterns in files.items():
+        paths = [p for pattern in patterns for p in sorted(glob.glob(pattern))]
+        try:
+            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        except Exception:  # noqa: BLE001 - corrupt or missing: load_dataset names it
+            continue
+        if paths and rows == 0:
+            raise ValueError(f"{folder}: split {split!r} has 0 rows ({', '.join(Path(p).name for p in paths)}); "
+                             "every split needs at least one row: leave the split out or re-run the converter")
 
 
 def push_prepared(out_dir: str | os.PathLike, repo_id: str, private: bool = True) -> None:

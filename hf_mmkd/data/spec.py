@@ -360,6 +360,9 @@ def build_spec(dataset_dict, *, name: str, source: str, task: str | None = None,
     every = [float(y) for v in values.values() for y in v]
     if not every:
         raise ValueError(f"no split has a label in column {label_column!r}")
+    for s in splits:
+        _check_values(dataset_dict[s], s, label_column, lambda y: math.isfinite(y) and abs(y) <= MAX_LABEL,
+                      f"is not finite or beyond +-{MAX_LABEL:g} (a broken value, not a score on any scale)")
     if task == "regression":
         if class_names is not None:
             raise ValueError("class names only apply to classification")
@@ -395,6 +398,10 @@ def build_spec(dataset_dict, *, name: str, source: str, task: str | None = None,
     return DatasetSpec(name=name, task=task, label_column=label_column, label_range=label_range,
                        neutral_band=neutral_band, class_names=None if class_names is None else tuple(class_names),
                        modalities=modalities, source=source, splits=counts)
+
+
+# Labels beyond this magnitude are broken values (a 1e30 from an overflow), not scores on any annotation scale.
+MAX_LABEL = 1e6
 
 
 def _check_values(dataset, split: str, column: str, ok, problem: str) -> None:
@@ -470,16 +477,12 @@ def read_spec_file(path: str | os.PathLike) -> DatasetSpec:
 
 def load_spec(dataset: Any) -> DatasetSpec:
     """The spec of `dataset`: a prepared folder (its `dataset_spec.json`), a Hub dataset id (the same file in the
-    repository), "demo" (the synthetic demo of `train.py`), a `DatasetDict` (`build_spec` with the defaults), or
-    a spec / its JSON dict."""
+    repository), a `DatasetDict` (`build_spec` with the defaults), or a spec / its JSON dict. The built-in demo is
+    not known here (the spec layer sits below the data sets): `hf_mmkd.data.prepared.dataset_spec` adds it."""
     if isinstance(dataset, DatasetSpec):
         return dataset
     if isinstance(dataset, Mapping) and "task" in dataset:
         return DatasetSpec.from_dict(dataset, where="the given data-set spec")
-    if str(dataset) == "demo":
-        from hf_mmkd.data.demo import demo_spec, make_demo_dataset
-
-        return demo_spec(make_demo_dataset(seed=0), seed=0)
     from datasets import DatasetDict
 
     if isinstance(dataset, DatasetDict):
@@ -497,8 +500,10 @@ def load_spec(dataset: Any) -> DatasetSpec:
     try:
         path = hf_hub_download(str(dataset), SPEC_FILE, repo_type="dataset")
     except Exception as err:  # not found, offline, no such repo
-        raise SpecError(f"cannot read {SPEC_FILE} of the Hub dataset {dataset!r} ({type(err).__name__}); prepare it "
-                        "with dataset_scripts/ and push the whole folder") from None
+        raise SpecError(f"the folder {folder.resolve()} does not exist, and {SPEC_FILE} of a Hub dataset {dataset!r} "
+                        f"cannot be read ({type(err).__name__}); prepare the folder first: python "
+                        f"dataset_scripts/prepare_mmsa.py IN.pkl {dataset} (or prepare_media.py CSV {dataset}, "
+                        f"make_demo.py {dataset})") from None
     return read_spec_file(path)
 
 
