@@ -707,7 +707,8 @@ def warn_if_near_constant(trainer: MMKDTrainer, spec: DatasetSpec, stage: str) -
                        "--max_steps; see the README's \"Small data sets\")", stage, why)
 
 
-def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "MAE", "Corr", "acc_7", "Accuracy")) -> dict:
+def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "Non0_bal_acc_2", "MAE", "Corr", "acc_7",
+                                                                "Accuracy")) -> dict:
     """The printed validation numbers, labelled: the Trainer's `eval_*_loss` is the task loss (L1 = MAE for
     regression) for the teacher but the TOTAL loss (task + weighted distillation terms) for a student."""
     loss_name = "task_loss" if stage == "teacher" else "total_loss_task_plus_distillation"
@@ -729,7 +730,8 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
     validation = {}
     for key, value in metrics.items():
         parts = key.split("_", 2)  # eval_r0.5_MAE -> r=0.5 MAE
-        if len(parts) == 3 and parts[1].startswith("r") and key.endswith(("Non0_acc_2", "MAE", "Corr", "Accuracy")):
+        if len(parts) == 3 and parts[1].startswith("r") and key.endswith(
+                ("Non0_acc_2", "Non0_bal_acc_2", "MAE", "Corr", "Accuracy", "Balanced_acc", "Macro_F1")):
             validation[f"{parts[1][0]}={parts[1][1:]} {parts[2]}"] = value
     teacher = {}
     if teacher_dir is not None:  # which teacher: where it was read from (a relative path or a Hub id), its figure
