@@ -4,7 +4,7 @@
     accelerate launch train.py --config configs/mosi_corrkd.yaml # real CMU-MOSI (prepare it first, see README)
     accelerate launch train.py --config X.yaml --stage student --method logit --num_train_epochs 5
 
-Arguments: `python train.py --help`; the pipeline lives in `hf_mmkd/training.py`.
+Arguments: `python train.py --help`; the pipeline lives in `hf_mmkd/training/`.
 """
 
 import sys
