@@ -81,6 +81,7 @@ from hf_mmkd.training.inputs import (
     trained_model_args,
     untrained_modalities,
 )
+from hf_mmkd.training.job import TRAIN_OUTPUTS, main, plan_run, prepare_data, prepare_models, run, run_locked
 from hf_mmkd.training.models import (
     MINILM_HUB_ID,
     backbone_name,
@@ -99,8 +100,8 @@ from hf_mmkd.training.resume import (
     resume_point,
     resume_stage_dirs,
 )
-from hf_mmkd.training.job import TRAIN_OUTPUTS, main, run
-from hf_mmkd.training.stages import checkpoint_writes, stage_args
+from hf_mmkd.training.stages import checkpoint_writes, run_stages, stage_args
+from hf_mmkd.training.state import RunState
 
 __all__ = [
     "DEFAULTS",
@@ -111,6 +112,7 @@ __all__ = [
     "NEGATED_HELP",
     "NULL_STRINGS",
     "PARSER_TYPES",
+    "RunState",
     "StageArguments",
     "TRAIN_OUTPUTS",
     "accept_null_for_optional_fields",
@@ -141,13 +143,18 @@ __all__ = [
     "on_every_process",
     "parse_args",
     "parse_rates",
+    "plan_run",
     "preflight",
+    "prepare_data",
+    "prepare_models",
     "printable_metrics",
     "read_config",
     "readable_modalities",
     "resume_point",
     "resume_stage_dirs",
     "run",
+    "run_locked",
+    "run_stages",
     "stage_args",
     "teacher_epochs",
     "teacher_model_args",

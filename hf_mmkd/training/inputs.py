@@ -7,11 +7,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from hf_mmkd.modeling.configuration_mmkd import MODALITIES
-
 from hf_mmkd.data.missing import availability_flags
 from hf_mmkd.data.prepared import drop_rows_without_modality, load_dataset_and_spec
 from hf_mmkd.data.spec import DatasetSpec
+from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.provenance import data_fingerprint
 from hf_mmkd.training.arguments import DataArguments, ModelArguments
 

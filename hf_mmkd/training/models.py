@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.inference import load_model
+from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.training.arguments import ModelArguments
 
 logger = logging.getLogger("hf_mmkd")
