@@ -53,8 +53,6 @@ def _seed(text: str) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    from hf_mmkd.evaluation import DEFAULT_SEEDS
-
     p = sub.add_parser("evaluate", help="robustness evaluation of checkpoints under a missing-modality protocol",
                        description="Evaluate checkpoints under every condition of a protocol and every mask seed; "
                                    "write JSON + Markdown + PNG and print the Markdown table.")
@@ -64,8 +62,8 @@ def _add_evaluate(sub) -> None:
                    help="p1: rates 0.0-1.0, AUILC; p2: rates 0.0-0.9, mean; p3: six sets + {l,a,v}; p4: IMDer "
                         "missing rates MR 0.1-0.7, mean; p5: 7 patterns")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--seeds", nargs="+", type=_seed, default=list(DEFAULT_SEEDS),
-                   help="mask seeds of the simulator (integers >= 0)")
+    p.add_argument("--seeds", nargs="+", type=_seed, default=None,  # None: hf_mmkd.evaluation.DEFAULT_SEEDS
+                   help="mask seeds of the simulator (integers >= 0; default: 1111 1112 1113)")
     p.add_argument("--rates", nargs="+", type=float, default=None, help="p1/p2/p4: override the missing rates")
     p.add_argument("--sets", nargs="+", default=None, help="p3/p5: override the availability sets, e.g. l la lav")
     p.add_argument("--names", nargs="+", default=None, help="display names, one per checkpoint")
@@ -84,6 +82,7 @@ def _add_evaluate(sub) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `evaluate_checkpoints`, write the report, print the Markdown (with its notes) and the file paths."""
     from hf_mmkd.evaluation import (
+        DEFAULT_SEEDS,
         checkpoint_names,
         default_stem,
         evaluate_checkpoints,
@@ -102,7 +101,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out.check()  # a file, a read-only folder, a folder holding an input: before the evaluation, not after
     main_process = int(os.environ.get("RANK", "0")) == 0  # `accelerate launch`: conditions shared, rank 0 writes
     results = evaluate_checkpoints(
-        dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split, seeds=args.seeds,
+        dict(zip(names, args.checkpoints)), args.dataset, args.protocol, split=args.split,
+        seeds=list(DEFAULT_SEEDS) if args.seeds is None else args.seeds,
         rates=args.rates, sets=args.sets, batch_size=args.batch_size, dataset_name=args.dataset_name,
         max_text_length=args.max_text_length, progress_bar=not args.quiet and main_process, bf16=args.bf16,
         shard_across_processes=True,
