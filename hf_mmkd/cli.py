@@ -186,7 +186,7 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
-    from hf_mmkd.evaluation import check_checkpoint_dir
+    from hf_mmkd.checkpoints import check_checkpoint_dir
     from hf_mmkd.hub import check_hub_access, check_repo_id, publish
 
     try:
@@ -260,11 +260,8 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """`hf_mmkd.inference.predict` (prints the result as JSON) or `predict_dataset` (prints the file written)."""
-    try:
-        from hf_mmkd import inference
-    except ImportError as err:
-        raise CLIError(f"prediction is not available in this installation (hf_mmkd.inference: {err})") from None
+    """`hf_mmkd.inference.predict` (prints the result as JSON) or `predict_dataset` (prints the file written).
+    The arguments are checked before hf_mmkd.inference (torch, transformers) is imported: a mistake is told at once."""
     raw = {"text": args.text, "audio": args.audio, "video": args.video, "features": args.features}
     given = [f"--{k}" for k, v in raw.items() if v is not None]
     if args.dataset is not None:
@@ -273,8 +270,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            f"{', '.join(given)})")
         out = OutputFile(args.out, f"{PROG} predict", inputs=[args.checkpoint, args.dataset],
                          overwrite=args.overwrite, flag="--out")
-        path = inference.predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=out,
-                                         batch_size=args.batch_size)
+        path = _inference().predict_dataset(args.checkpoint, args.dataset, split=args.split, out_path=out,
+                                            batch_size=args.batch_size)
         print(f"wrote predictions: {path}")
         return 0
     if not given:
@@ -284,9 +281,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CLIError(f"--{flag} {raw[flag]} is a folder; give the path of one file")
         if raw[flag] is not None and not Path(raw[flag]).is_file():
             raise FileNotFoundError(f"--{flag} file {raw[flag]} does not exist")
-    result = inference.predict(args.checkpoint, **raw, start=args.start, end=args.end)
+    result = _inference().predict(args.checkpoint, **raw, start=args.start, end=args.end)
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _inference():
+    """hf_mmkd.inference, imported when a command needs it (it imports torch and transformers)."""
+    try:
+        from hf_mmkd import inference
+    except ImportError as err:
+        raise CLIError(f"prediction is not available in this installation (hf_mmkd.inference: {err})") from None
+    return inference
 
 
 # ---------------------------------------------------------------------------------------------------- demo

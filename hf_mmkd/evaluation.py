@@ -52,6 +52,7 @@ from hf_mmkd.data.collator import DEFAULT_MAX_TEXT_LENGTH, MMKDDataCollator
 from hf_mmkd.data.missing import PATTERNS, MissingModalitySimulator, model_inputs
 from hf_mmkd.data.prepared import load_dataset_and_spec
 from hf_mmkd.data.spec import DatasetSpec
+from hf_mmkd.checkpoints import WEIGHT_FILES, check_checkpoint_dir  # noqa: F401  (part of this API)
 from hf_mmkd.io import read_json
 from hf_mmkd.metrics import (
     COMPLETE_SET,
@@ -90,8 +91,6 @@ EVAL_PROTOCOLS = tuple(PROTOCOLS)  # p1 ... p5: the protocols hf_mmkd.report can
 DEFAULT_SEEDS = (1111, 1112, 1113)  # LNLN's run seeds, used as mask seeds (docs/protocols.md#p2)
 P1_RATES = P2_RATES + (1.0,)  # MMSA generate_m on MOSI/MOSEI: r = 0.0, 0.1, ..., 1.0 (docs/protocols.md#p1)
 NEAR_CONSTANT = 0.01  # predictions whose std is below this share of the labels' std are "near-constant"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 _LETTER = {"text": "l", "audio": "a", "vision": "v"}
 _MODALITY_COLUMNS = {"text": ("text_features", "raw_text", "text_input_ids"), "audio": ("audio_features", "audio"),
                      "vision": ("vision_features", "frames")}
@@ -128,28 +127,6 @@ def near_constant(predictions: np.ndarray, labels: np.ndarray, spec: DatasetSpec
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-
-
-def check_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """Refuse anything but a `save_pretrained` folder of an hf_mmkd model; the error names what is missing."""
-    ckpt = Path(path)
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint folder {ckpt} does not exist")
-    if not ckpt.is_dir():
-        raise NotADirectoryError(f"checkpoint {ckpt} is not a folder (expected a save_pretrained folder)")
-    config_path = ckpt / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} has no config.json (not a save_pretrained folder)")
-    config = read_json(config_path)
-    if not isinstance(config, dict):
-        raise ValueError(f"checkpoint {ckpt}: config.json must hold a JSON object of settings, got a "
-                         f"{type(config).__name__}")
-    if config.get("model_type") != "mmkd":
-        raise ValueError(f"checkpoint {ckpt} is not an hf_mmkd model (model_type {config.get('model_type')!r}, "
-                         "expected 'mmkd')")
-    if not any((ckpt / f).is_file() for f in WEIGHT_FILES):
-        raise FileNotFoundError(f"checkpoint {ckpt} has no weights (none of {', '.join(WEIGHT_FILES)})")
-    return ckpt
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None):
