@@ -304,7 +304,7 @@ def test_balance_terms_caps_each_gradient_ratio_and_never_amplifies(tmp_path):
     """First update: a term whose gradient ratio r to the task exceeds the cap gets the scale cap / r, the others
     keep 1 (never amplified); the scales enter the loss (not the logged terms) and are saved with the model's
     state."""
-    from hf_mmkd.trainer import _grad_norm
+    from hf_mmkd.trainer.diagnostics import _grad_norm
 
     trainer, _ = make_trainer(tmp_path, "corrkd", balance_terms=True, balance_ratio=0.5)
     _eval_mode(trainer)

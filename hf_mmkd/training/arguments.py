@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 import types
@@ -23,8 +22,6 @@ from hf_mmkd.io import (
 )
 from hf_mmkd.provenance import REUSE_TEACHER
 from hf_mmkd.trainer import MMKDTrainingArguments
-
-logger = logging.getLogger("hf_mmkd")
 
 
 @dataclass

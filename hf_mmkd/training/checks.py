@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 
 import numpy as np
@@ -18,8 +17,6 @@ from hf_mmkd.distillation import DISTILLATION_LOSSES, build_distillation_loss
 from hf_mmkd.metrics import metric_fn
 from hf_mmkd.trainer import MMKDTrainingArguments
 from hf_mmkd.training.arguments import ModelArguments, StageArguments, teacher_epochs
-
-logger = logging.getLogger("hf_mmkd")
 
 
 def check_labels(splits, dataset: str, label_column: str = "label", num_classes: int | None = None) -> None:

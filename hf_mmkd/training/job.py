@@ -51,9 +51,6 @@ from hf_mmkd.training.resume import check_resume_path, resume_stage_dirs
 from hf_mmkd.training.stages import run_stages
 from hf_mmkd.training.state import RunState
 
-logger = logging.getLogger("hf_mmkd")
-
-
 TRAIN_OUTPUTS = ("student", "teacher_run", "student_run", "results.json", "evaluation", "release")
 
 

@@ -4,7 +4,6 @@ backbones' preprocessors, the teacher's own tokenizer, a student started from th
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.inference import load_model
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 from hf_mmkd.training.arguments import ModelArguments
-
-logger = logging.getLogger("hf_mmkd")
 
 
 def minilm_path() -> str:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from hf_mmkd.io import (
     USER_ERRORS,
     RunLockError,
     error_message,
 )
 from hf_mmkd.trainer import MMKDTrainingArguments
-
-logger = logging.getLogger("hf_mmkd")
 
 
 def agree(args: MMKDTrainingArguments, error: str | Exception | None) -> None:
