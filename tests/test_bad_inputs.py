@@ -10,7 +10,7 @@ Each row names a surface, a situation, the outcome and the text the user sees:
 - `warning`: the call succeeds and logs `expect`.
 - `recovered`: the call succeeds and does what `expect` documents (the row's function asserts it).
 
-`render_errors_markdown()` renders the table as the README's "Errors you may see" section (between
+`render_errors_markdown()` renders the table as docs/errors.md, the "Errors you may see" page (between
 `<!-- errors:start -->` and `<!-- errors:end -->`); `python tests/test_bad_inputs.py` prints it.
 """
 
@@ -1657,18 +1657,18 @@ def test_commands_really_exit_nonzero_in_a_subprocess(tmp_path):
             assert leftovers(tmp) == []
 
 
-# ---------------------------------------------------------------------------------------- README section
+# ---------------------------------------------------------------------------------------- docs/errors.md
 
 
 def render_errors_markdown(table: list[Row] | None = None) -> str:
-    """The README's "Errors you may see" section, markers included, rendered from the table."""
+    """docs/errors.md's "Errors you may see" page, markers included, rendered from the table."""
     outcome = {"error": "raises", "exit": "exits non-zero", "warning": "warns", "recovered": "recovers"}
     lines = [
         START,
-        "## Errors you may see",
+        "# Errors you may see",
         "",
         "Generated from `tests/test_bad_inputs.py` (one test per line; `python tests/test_bad_inputs.py` prints "
-        "this section). Errors name the problem (file, split, key, row); commands exit with a non-zero status and "
+        "this page). Errors name the problem (file, split, key, row); commands exit with a non-zero status and "
         "leave no partial output.",
         "",
         "| where | situation | outcome | message / behaviour |",
@@ -1682,13 +1682,13 @@ def render_errors_markdown(table: list[Row] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_readme_errors_section_matches_the_table():
-    """README.md must hold the rendered section verbatim. If this fails, paste `python tests/test_bad_inputs.py`'s
-    output into README.md (replacing the old section between the markers)."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert START in readme and END in readme, "README.md lacks the errors section: paste `python tests/test_bad_inputs.py`"
-    section = readme[readme.index(START): readme.index(END) + len(END)] + "\n"
-    assert section == render_errors_markdown(), "README errors section is stale: paste `python tests/test_bad_inputs.py`"
+def test_errors_page_matches_the_table():
+    """docs/errors.md must hold the rendered page verbatim (the README links to it). If this fails, paste
+    `python tests/test_bad_inputs.py`'s output into docs/errors.md (replacing the old text between the markers)."""
+    page = (REPO_ROOT / "docs" / "errors.md").read_text()
+    assert START in page and END in page, "docs/errors.md lacks the errors section: paste `python tests/test_bad_inputs.py`"
+    section = page[page.index(START): page.index(END) + len(END)] + "\n"
+    assert section == render_errors_markdown(), "docs/errors.md is stale: paste `python tests/test_bad_inputs.py`"
 
 
 if __name__ == "__main__":

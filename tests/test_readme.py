@@ -35,13 +35,6 @@ SKIPPED = {
     ".venv/bin/python benchmarks/": "hour-long benchmark runs (tests/test_quality_benchmark.py covers the script)",
     ".venv/bin/hf-mmkd demo": "serves a page until interrupted; tests/test_demo_app.py starts it and drives it in "
                               "headless Chromium",
-    ".venv/bin/accelerate launch --config_file configs/accelerate/ddp_cpu.yaml":
-        "the Scaling out section's CPU commands: run by tests/test_scale_out.py (two processes, a free port)",
-    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_gpu_bf16.yaml": "needs GPUs; "
-        "tests/test_scale_out.py checks the template with accelerate's config loader",
-    ".venv/bin/accelerate launch --config_file configs/accelerate/fsdp.yaml": "needs GPUs; checked as above",
-    ".venv/bin/accelerate launch --config_file configs/accelerate/multi_node.yaml": "needs two machines with GPUs; "
-        "checked as above",
 }
 
 
@@ -188,3 +181,15 @@ def test_readme_launch_path_error_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
     assert errors == ["train.py: error: stage must be teacher, student or both, got 'teachers'"], proc.stderr[-3000:]
+
+
+def test_docs_pages_commands_are_run_where_they_live():
+    """The README links to docs/ for details; the only docs page with commands is docs/scaling.md, whose CPU
+    commands tests/test_scale_out.py runs and whose GPU templates it checks. A code block added to another page
+    must get a test too: this one names it."""
+    pages = {p.name: p.read_text() for p in sorted((REPO_ROOT / "docs").glob("*.md"))}
+    with_code = sorted(name for name, text in pages.items() if "```" in text)
+    assert with_code == ["scaling.md"], with_code
+    for page in ("usage", "training", "scaling", "data", "evaluation", "demo", "benchmarks", "metrics", "files",
+                 "errors", "methods", "protocols"):
+        assert f"(docs/{page}.md)" in README, page  # every page is linked from the front door

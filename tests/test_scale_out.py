@@ -1,5 +1,5 @@
 """Scaling out on accelerate, shown on one host: the main job as two "machines" on loopback (gloo, one CPU process
-each), the README's "Scaling out" commands (DDP with bf16, sharded evaluation), bf16 against fp32, and the GPU /
+each), the "Scaling out" commands of docs/scaling.md (DDP with bf16, sharded evaluation), bf16 against fp32, and the GPU /
 multi-node launch templates checked by accelerate's own config loader."""
 
 import json
@@ -222,15 +222,15 @@ def test_a_failure_on_one_machine_ends_both_with_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written, not even an empty folder
 
 
-# ------------------------------------------------------------------ the README's "Scaling out" commands
+# ------------------------------------------------------------------ the "Scaling out" commands (docs/scaling.md)
 
-README = (REPO / "README.md").read_text()
+SCALING = (REPO / "docs" / "scaling.md").read_text()
 TINY = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32"]
 
 
 def scale_out_commands() -> list[str]:
-    """The CPU commands of the README section (between the scale-out markers), in order."""
-    section = re.search(r"<!-- scale-out:start -->(.*?)<!-- scale-out:end -->", README, re.S).group(1)
+    """The CPU commands of docs/scaling.md (between the scale-out markers), in order."""
+    section = re.search(r"<!-- scale-out:start -->(.*?)<!-- scale-out:end -->", SCALING, re.S).group(1)
     return [line.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
             if line.strip() and not line.startswith("#")]
 
@@ -314,7 +314,7 @@ def test_bf16_on_the_cpu_stays_close_to_fp32_and_saves_fp32_weights(one_process,
     ("multi_gpu_bf16.yaml", "MULTI_GPU", 1, 4), ("fsdp.yaml", "FSDP", 1, 4), ("multi_node.yaml", "MULTI_GPU", 2, 8)])
 def test_gpu_and_multi_node_templates_pass_accelerates_config_loader(name, distributed, machines, processes):
     """accelerate's own loader (unknown keys and bad values are errors there) and its launch-argument validation;
-    the command in each file's header is the README's."""
+    the command in each file's header is docs/scaling.md's."""
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
@@ -334,4 +334,4 @@ def test_gpu_and_multi_node_templates_pass_accelerates_config_loader(name, distr
             2, "FULL_STATE_DICT", True)
     header = next(line for line in (TEMPLATES / name).read_text().splitlines() if "accelerate launch" in line)
     command = header.lstrip("# ").split(" train.py")[0]
-    assert command in README, command
+    assert command in SCALING, command

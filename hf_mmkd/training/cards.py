@@ -56,7 +56,7 @@ def warn_if_near_constant(trainer: MMKDTrainer, spec: DatasetSpec, stage: str) -
     if why is not None and trainer.args.process_index == 0:
         logger.warning("%s: the validation predictions are near-constant (%s): the model has learned (almost) nothing "
                        "from the inputs. With a small data set, train for more steps (--num_train_epochs or "
-                       "--max_steps; see the README's \"Small data sets\")", stage, why)
+                       "--max_steps; see docs/data.md, \"Small data sets\")", stage, why)
 
 
 def printable_metrics(stage: str, metrics: dict, key_metrics=("Non0_acc_2", "Non0_bal_acc_2", "MAE", "Corr", "acc_7",
