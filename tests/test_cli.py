@@ -105,7 +105,8 @@ def test_publish_dry_run_release_loads_with_remote_code(setup, tmp_path, capsys)
     assert "dry run: nothing uploaded" in capsys.readouterr().out
     files = sorted(os.listdir(release))
     assert files == [".hf_mmkd_outputs.json", "README.md", "config.json", "configuration_mmkd.py", "model.safetensors",
-                     "modeling_mmkd.py", "mosi_tiny_p2.json", "mosi_tiny_p2.png", "pipeline_mmkd.py"]
+                     "modeling_mmkd.py", "mosi_tiny_p2.json", "mosi_tiny_p2.png", "pipeline_mmkd.py",
+                     "processing_mmkd.py"]  # the model code imports the processor's module
     card = ModelCard.load(release / "README.md")
     configs = {e.metric_config for e in card.data.eval_results}
     assert {"p2 r=0.0", "p2 r=0.9", "p2 mean r=0.0-0.9"} <= configs  # the student's numbers, found by its path
