@@ -90,7 +90,7 @@ class FrozenTeacherOutputs:
                 out = self._frozen_teacher(**model_inputs(batch))
                 if folds:  # cross-fitting: each row's response from the fold teacher that never trained on it
                     out = _Output({name: getattr(out, name, None) for name in OUTPUT_FIELDS})
-                    fold_of = batch["row_key"] % len(folds)  # (B,) the fold each row belongs to (training.py)
+                    fold_of = batch["row_key"] % len(folds)  # (B,) the fold each row belongs to (training/stages.py)
                     for k, teacher in enumerate(folds):
                         rows = fold_of == k
                         if bool(rows.any()):
