@@ -1,5 +1,6 @@
-"""What a checkpoint folder must hold: checked before anything is loaded, with the standard library alone (so
-that `hf-mmkd publish` and `evaluate` refuse a wrong folder at once, before torch and transformers are imported)."""
+"""What a checkpoint folder must hold, and what a Hub repository id must look like: checked before anything is
+loaded, without torch and transformers (so that `hf-mmkd publish` and `evaluate` refuse a wrong folder or repo id at
+once)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     if not any((ckpt / f).is_file() for f in WEIGHT_FILES):
         raise FileNotFoundError(f"checkpoint {ckpt} has no weights (none of {', '.join(WEIGHT_FILES)})")
     return ckpt
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if the Hub accepts it as a model repository `owner/name` (huggingface_hub's own validator:
+    letters, digits, `-`, `_`, `.`, at most 96 characters, no `--` or `..`); a ValueError naming it otherwise.
+    Every publishing path calls this before any work, a dry run included."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"repo id {repo_id!r} is not of the form owner/name (e.g. my-org/mmkd-student)")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo id {repo_id!r} is not a valid Hub repository id: {' '.join(str(err).split())}") from None
+    return repo_id

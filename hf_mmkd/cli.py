@@ -186,8 +186,7 @@ def _checkpoint_name(results: list[dict[str, Any]], checkpoint: str, given: str 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Resolve results, plot and names, then `hub.publish`; print what was written and where it went."""
-    from hf_mmkd.checkpoints import check_checkpoint_dir
-    from hf_mmkd.hub import check_hub_access, check_repo_id, publish
+    from hf_mmkd.checkpoints import check_checkpoint_dir, check_repo_id
 
     try:
         check_repo_id(args.repo_id)  # in every mode, a dry run included
@@ -212,6 +211,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             plot = sibling
         elif sibling.is_file() and sibling != plot:
             extra.append(sibling)
+    from hf_mmkd.hub import check_hub_access, publish
+
     if not args.dry_run:
         check_hub_access(args.token)  # a token and a reachable Hub, before the card and the release folder
     release, commit = publish(args.checkpoint, args.repo_id, results=results or None, checkpoint_name=name,

@@ -28,6 +28,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from hf_mmkd.checkpoints import check_repo_id
 from hf_mmkd.io import MANIFEST, OutputFolder, read_json
 from hf_mmkd.metrics import parse_condition, rate_condition
 from hf_mmkd.report import DATASET_NAMES, METRIC_NAMES, markdown_table, summarize
@@ -429,21 +430,6 @@ def _image_refs(text: str) -> list[str]:
     """Relative image paths a Markdown card embeds (`![alt](name.png)`)."""
     refs = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", text)
     return [r for r in refs if "://" not in r and not r.startswith("data:")]
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`repo_id` if the Hub accepts it as a model repository `owner/name` (huggingface_hub's own validator:
-    letters, digits, `-`, `_`, `.`, at most 96 characters, no `--` or `..`); a ValueError naming it otherwise.
-    Every publishing path calls this before any work, a dry run included."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"repo id {repo_id!r} is not of the form owner/name (e.g. my-org/mmkd-student)")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"repo id {repo_id!r} is not a valid Hub repository id: {' '.join(str(err).split())}") from None
-    return repo_id
 
 
 def dummy_inputs(config) -> dict[str, Any]:
