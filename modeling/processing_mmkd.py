@@ -11,6 +11,7 @@ Imports only the standard library, torch, transformers and the sibling config fi
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ PROCESSOR_NAME = "processor_config.json"
 # The sub-processor slots. A slot is None when the checkpoint has no use for it (feature-only models) or when
 # training used the raw modality (no feature extractor: raw waveform; no image processor: frames scaled to [0, 1]).
 SUB_PROCESSORS = ("tokenizer", "feature_extractor", "image_processor")
+# The `from_pretrained` arguments that say where the files are (passed on to the tokenizer).
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
 def _is_array(x) -> bool:
@@ -174,6 +177,23 @@ class MMKDProcessor(ProcessorMixin):
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
             self.push_to_hub(repo_id, **kwargs)
         return [output_file]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a processor saved by `save_pretrained`, with only the sub-processors it was saved with.
+
+        Overridden because transformers' loader tries to load every sub-processor slot: from transformers 5.25 an
+        empty slot (`"feature_extractor": null`, the usual case here) is looked up with an Auto class and fails on
+        a checkpoint without `preprocessor_config.json`. This path is the same on every transformers version.
+        `kwargs`: where to read from (`cache_dir`, `revision`, `subfolder`, `token`, ...) and settings that
+        replace saved ones (e.g. `max_text_length=64`).
+        """
+        location = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        processor_dict, kwargs = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        sub_processors = cls._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **location)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", *SUB_PROCESSORS}
+        settings = {k: v for k, v in {**processor_dict, **kwargs}.items() if k in accepted}
+        return cls(*sub_processors, **settings)
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
