@@ -107,7 +107,7 @@ def sign_stats(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"acc2_non0": float(((p[nz] > 0) == (y[nz] > 0)).mean()),
             "bal_acc2_non0": balanced_sign_accuracy(y[nz] > 0, p[nz] > 0), "pos_share": float((p[nz] > 0).mean()),
             "label_pos_share": float((y[nz] > 0).mean()), "mae": float(np.abs(p - y).mean()),
-            "pred_std": float(p.std())}
+            "pred_std": float(p.std()), "label_std": float(y.std())}
 
 
 def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
@@ -119,15 +119,19 @@ def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
         for rate in RATES:
             per_rate[f"{rate:g}"] = sign_stats(*predictions(path, args.dataset, args.split, rate, args.mask_seed))
         results[name] = per_rate
-    for quantity, label in (("acc2_non0", "Non0 Acc-2"), ("bal_acc2_non0", "Non0 balanced Acc-2"),
-                            ("pos_share", "share of positive predictions")):
+    for quantity, label, scale in (("acc2_non0", "Non0 Acc-2", 100), ("bal_acc2_non0", "Non0 balanced Acc-2", 100),
+                                   ("pos_share", "share of positive predictions", 100),
+                                   ("pred_std", "std of the predictions (label units; how far the answers spread "
+                                                "around their mean)", 1), ("mae", "MAE", 1)):
         lines += [f"{label} on {args.split} under P2 (mask seed {args.mask_seed}):", "", header, sep]
         for name, per_rate in results.items():
-            row = [100 * per_rate[f"{r:g}"][quantity] for r in RATES]
-            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in row) + f" | {np.mean(row):.2f} |")
+            row = [scale * per_rate[f"{r:g}"][quantity] for r in RATES]
+            digits = 1 if scale == 100 else 3
+            lines.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in row) + f" | {np.mean(row):.{digits + 1}f} |")
         lines.append("")
     first = next(iter(results.values()))["0"]
-    lines.append(f"Positive share of the {args.split} labels (non-zero): {100 * first['label_pos_share']:.1f}%.\n")
+    lines.append(f"Positive share of the {args.split} labels (non-zero): {100 * first['label_pos_share']:.1f}%; "
+                 f"std of its labels: {first['label_std']:.3f}.\n")
     return results, "\n".join(lines)
 
 
