@@ -127,7 +127,8 @@ def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
         for name, per_rate in results.items():
             row = [scale * per_rate[f"{r:g}"][quantity] for r in RATES]
             digits = 1 if scale == 100 else 3
-            lines.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in row) + f" | {np.mean(row):.{digits + 1}f} |")
+            cells = " | ".join(f"{v:.{digits}f}" for v in row)
+            lines.append(f"| {name} | {cells} | {np.mean(row):.{digits + 1}f} |")
         lines.append("")
     first = next(iter(results.values()))["0"]
     lines.append(f"Positive share of the {args.split} labels (non-zero): {100 * first['label_pos_share']:.1f}%; "
