@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -203,7 +204,23 @@ def merge(per_seed: list[dict]) -> dict:
     merged["seeds"] = [s for results in per_seed for s in results["seeds"]]
     if isinstance(merged.get("reference_value"), dict):  # folds: each fold's constant (`as_fold`)
         merged["reference_value"] = {k: v for results in per_seed for k, v in results["reference_value"].items()}
+        merged["notes"] = fold_notes(merged)
     return merged
+
+
+def fold_notes(results: dict) -> list[str]:
+    """The notes of merged fold results with the per-fold ones said once: each fold's evaluation names its own data
+    set ("Shown as ... 'NAME fold k of K'") and its own constant ("Reference row 'constant: train median x'"), which
+    would otherwise repeat once per fold. Idempotent (also applied to stored records)."""
+    per_fold = re.compile(r"^(Shown as .* names it '.* fold \d+ of \d+'|Reference row 'constant: )")
+    notes = [n for n in results.get("notes", []) if not per_fold.match(n)]
+    values = results.get("reference_value") or {}
+    if any(per_fold.match(n) for n in results.get("notes", [])) and values:
+        constants = ", ".join(f"{k} {float(v):.4g}" for k, v in values.items())
+        notes.append(f"Each fold's data set (spec name '... fold k of {len(values)}') is shown under one name. The "
+                     f"reference row '{FOLD_REFERENCE}' is each fold's constant predictor taken from that fold's "
+                     f"train split ({constants}), scored on its test rows.")
+    return notes
 
 
 # A metric a stored run did not compute (results written before the metric existed): shown as this, never filled in.
@@ -272,18 +289,18 @@ def paired_differences(results: dict, reference: str | None) -> dict:
     return out
 
 
-def paired_table(diffs: dict, config: dict) -> str:
-    """Every KD student against `none`, paired per seed, against `kd_vs_none`'s targets (met or not)."""
+def paired_table(diffs: dict, config: dict, unit: str = "seed") -> str:
+    """Every KD student against `none`, paired per seed (or per fold: `unit`), against `kd_vs_none`'s targets."""
     from hf_mmkd.report import _LOWER_IS_BETTER
 
     wanted = config.get("kd_vs_none") or {}
     if not diffs or not wanted:
         return ""
     metrics = list(wanted)
-    head = ("Every KD student minus the `none` student of the same seed (same teacher, same test masks), main "
-            "protocol mean; mean ± std (population) over seeds, then the per-seed differences and the seeds where "
-            "KD is better. Accuracies and F1 in points, MAE and Corr as they are (MAE: lower is better).")
-    lines = [head, "", "| student | " + " | ".join(metrics) + " | per-seed " + metrics[0] + " | KD better |",
+    head = (f"Every KD student minus the `none` student of the same {unit} (same teacher, same test masks), main "
+            f"protocol mean; mean ± std (population) over {unit}s, then the per-{unit} differences and the {unit}s "
+            "where KD is better. Accuracies and F1 in points, MAE and Corr as they are (MAE: lower is better).")
+    lines = [head, "", "| student | " + " | ".join(metrics) + f" | per-{unit} " + metrics[0] + " | KD better |",
              "|---|" + "---|" * (len(metrics) + 2)]
     improvement = {}
     for name, per_metric in diffs.items():
@@ -377,11 +394,12 @@ def summary_table(summary: dict, metrics) -> str:
         scale, digits = (1.0, 3) if metric in ("MAE", "Corr") else (100.0, 2)
         return f"{scale * cell['mean']:.{digits}f} ± {scale * cell['std']:.{digits}f}"
 
-    lines = ["| checkpoint | seeds | summary | " + " | ".join(METRIC_NAMES.get(m, m) for m in metrics) + " |",
+    over = "folds" if any("n_folds" in s for s in summary.values()) else "seeds"
+    lines = [f"| checkpoint | {over} | summary | " + " | ".join(METRIC_NAMES.get(m, m) for m in metrics) + " |",
              "|---|---|---|" + "---|" * len(metrics)]
     for name, s in summary.items():
         label, row = next(iter(s["summary"].items()))  # the protocol's one summary row
-        lines.append(f"| {name} | {s['n_seeds']} | {label} | "
+        lines.append(f"| {name} | {s.get('n_folds', s['n_seeds'])} | {label} | "
                      + " | ".join(fmt(m, row[m]) if m in row else NOT_IN_RUN for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
@@ -460,7 +478,9 @@ def as_fold(results: dict, key: str) -> dict:
     modalities = results.get("modalities", {})
     if reference in modalities:
         modalities = {FOLD_REFERENCE if n == reference else n: v for n, v in modalities.items()}
-    results.update(checkpoints=checkpoints, modalities=modalities, seeds=[key],
+    # fixed_conditions []: a condition that draws nothing (r = 0) ran once per seed and was copied to the others,
+    # but each fold evaluates its own test rows, so over folds it is five runs with a std like any other condition.
+    results.update(checkpoints=checkpoints, modalities=modalities, seeds=[key], unit="fold", fixed_conditions=[],
                    reference=FOLD_REFERENCE if reference else None,
                    reference_value={key: results.get("reference_value")})
     return results
@@ -527,7 +547,12 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as e:
             print(f"quality.py: error: --from-record needs the run record {stored}: {e}", file=sys.stderr)
             return 2
-        return write_summary_report(record, config, name, dataset, Path(args.out), rewritten=True)
+        status = write_summary_report(record, config, name, dataset, Path(args.out), rewritten=True)
+        from hf_mmkd.evaluation import write_evaluation_report
+
+        for protocol, results in record["results"].items():  # the per-condition reports, in the same wording
+            write_evaluation_report(results, Path(args.out), stem=f"quality_{stem}_{protocol}")
+        return status
     import torch
 
     threads = args.num_threads or config["threads"]
@@ -618,6 +643,9 @@ def write_summary_report(record: dict, config: dict, name: str, dataset: str, ou
     main_protocol = config["protocols"][0]
     main, summary = record["results"][main_protocol], record[f"{main_protocol}_summary"]
     folds = record.get("n_folds")
+    if folds:  # records written before the fold wording: the same figures, said per fold
+        for results in record["results"].values():
+            results.update(unit="fold", notes=fold_notes(results), fixed_conditions=[])  # see `as_fold`
     stem = f"{name}_folds" if folds else name
     over = f"{folds} folds (seed {record['seeds'][0]} each)" if folds else f"{len(record['seeds'])} seed(s)"
     title = DATASET_NAMES.get(name, name)
@@ -641,7 +669,7 @@ def write_summary_report(record: dict, config: dict, name: str, dataset: str, ou
                  "`.png`. The row `" + str(main["reference"]) + "` is the constant predictor (reference).\n\n"
                  + summary_table(summary, KEY_METRICS[main["metric_set"]]))
         report = out / f"quality_{stem}_summary.md"
-    text += "\n" + paired_table(record["paired_differences"], config)
+    text += "\n" + paired_table(record["paired_differences"], config, "fold" if folds else "seed")
     if config.get("sign_floor"):
         from hf_mmkd.data.spec import load_spec
 

@@ -177,6 +177,9 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
         if summary.get("recoverability_fallback"):
             shaping.append(f"rows that keep little pulled towards the neutral answer (weight "
                            f"{summary['recoverability_fallback']})")
+        if summary.get("response_weight"):
+            shaping.append(f"the teacher's answer distilled beside the method's terms (logit-KD term, weight "
+                           f"{summary['response_weight']})")
         if shaping:
             lines.append("- **Shared distillation machinery** (`docs/methods.md#shared-machinery`): "
                          + "; ".join(shaping) + ".")

@@ -8,6 +8,8 @@ The results structure (what the evaluation loop produces; plain JSON types)::
         "split": "test",          # optional, default "test"
         "metric_set": "mmsa_pm3", # optional: the data set's metric set (hf_mmkd.data.spec); picks the plot panels
         "reference": "constant: train median 0.2",  # optional: the checkpoint entry that is the constant reference
+        "unit": "seed",           # optional, default "seed": what the keys below a checkpoint are ("fold": the
+                                  # keys are folds of a cross-validation, each trained with one seed)
         "checkpoints": {          # one entry per model (for P1: the family of per-rate models of one method)
             "corrkd-student": {
                 "1111": {         # seed (str or int) -> condition -> metric -> value
@@ -26,7 +28,7 @@ the table prints accuracies and F1 in percent, MAE and Corr as they are.
 Aggregation (`summarize`): each seed's curve is first reduced with its protocol's summary (P1 AUILC, P2 mean over
 r = 0.0-0.9 (over the rates evaluated when they are fewer, named in the label: "mean r=0.0,0.5"), P3 mean of the
 six incomplete sets plus {l,a,v} on its own, P4 mean over MR = 0.1-0.7, P5 mean over the patterns), then mean
-and std (population, `np.std`) are taken over seeds, for every condition and every summary.
+and std (population, `np.std`) are taken over seeds (or folds), for every condition and every summary.
 
 Files are written atomically: a temporary file in the target folder, then `os.replace`.
 """
@@ -239,10 +241,15 @@ def _fmt(metric: str, cell: dict[str, float], n_seeds: int = 1) -> str:
     return f"{mean:.{digits}f}" if cell.get("n") == 1 < n_seeds else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _runs(row: dict[str, Any], n_seeds: int) -> str:
-    """`(N seeds)`, or `(1 run)` for a row computed once (no random draw; copied to every seed)."""
+def run_unit(results: dict[str, Any]) -> str:
+    """What the keys below a checkpoint are: "seed" (default) or "fold"."""
+    return str(results.get("unit", "seed"))
+
+
+def _runs(row: dict[str, Any], n_seeds: int, over: str = "seed") -> str:
+    """`(N seeds)` (or `(N folds)`), or `(1 run)` for a row computed once (no random draw; copied to every seed)."""
     n = 1 if all(cell.get("n", n_seeds) == 1 for cell in row.values()) else n_seeds
-    return "(1 run)" if n == 1 and n_seeds > 1 else f"({n} seed{'s' if n != 1 else ''})"
+    return "(1 run)" if n == 1 and n_seeds > 1 else f"({n} {over}{'s' if n != 1 else ''})"
 
 
 def _title(results: dict[str, Any]) -> str:
@@ -262,7 +269,7 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
     head = ["Checkpoint", "Condition"] + [METRIC_NAMES.get(m, m) for m in cols]
     plain = [m for m in cols if m in _PLAIN]
     lines = [f"### {_title(results)}", "",
-             "Mean ± std over seeds (population std); accuracies and F1 in %"
+             f"Mean ± std over {run_unit(results)}s (population std); accuracies and F1 in %"
              + (f", {' and '.join(plain)} as is." if plain else "."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ckpt, s in summary.items():
@@ -270,11 +277,12 @@ def markdown_table(results: dict[str, Any], metrics: Sequence[str] | None = None
         if ckpt == results.get("reference") and len({json.dumps(r, sort_keys=True) for _, r in rows}) == 1:
             rows = [("every condition", rows[0][1])]  # a constant scored on the same rows under every condition
         for cond, row in rows:
-            name = f"{ckpt} {_runs(row, s['n_seeds'])}"
+            name = f"{ckpt} {_runs(row, s['n_seeds'], run_unit(results))}"
             lines.append("| " + " | ".join([name, cond] + [_fmt(m, row[m], s["n_seeds"]) for m in cols]) + " |")
         for label, row in s["summary"].items():
             cells = [f"**{_fmt(m, row[m], s['n_seeds'])}**" if m in row else "-" for m in cols]
-            lines.append("| " + " | ".join([f"{ckpt} {_runs(row, s['n_seeds'])}", f"**{label}**"] + cells) + " |")
+            lines.append("| " + " | ".join([f"{ckpt} {_runs(row, s['n_seeds'], run_unit(results))}", f"**{label}**"]
+                                           + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -341,7 +349,7 @@ def plot_png(results: dict[str, Any], metrics: Sequence[str] | None = None,
     axes.flat[0].legend(fontsize="small")
     ds = DATASET_NAMES.get(str(results["dataset"]).lower(), str(results["dataset"]))
     what = "metric vs missing rate" if kind == "rate" else "metric per availability set"
-    fig.suptitle(f"{ds}, {str(results['protocol']).upper()}: {what} (mean ± std over seeds)")
+    fig.suptitle(f"{ds}, {str(results['protocol']).upper()}: {what} (mean ± std over {run_unit(results)}s)")
     fig.tight_layout()
     buffer = io.BytesIO()
     try:

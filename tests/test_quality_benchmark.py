@@ -246,6 +246,17 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
     assert len(record["paired_differences"]["logit"]["MAE"]) == 2  # paired per fold
     summary = (tmp_path / "out" / "quality_mmmo_folds_summary.md").read_text()
     assert "mean ± std over 2 folds (seed 1111 each)" in summary
+    # said per fold, not per seed; each fold's own notes (its data set's name, its constant) once, not once a fold
+    assert "| checkpoint | folds |" in summary and "| none | 2 |" in summary
+    paired = quality.paired_table(record["paired_differences"], {"kd_vs_none": {"MAE": {"every": 0.0}}}, "fold")
+    assert ("the `none` student of the same fold (same teacher, same test masks), main protocol mean; mean ± std "
+            "(population) over folds, then the per-fold differences and the folds where KD is better") in paired
+    assert "| student | MAE | per-fold MAE | KD better |" in paired
+    assert "fold 0 of 2" not in summary and "fold 1 of 2" not in summary
+    assert summary.count("Each fold's data set") == 1 and "fold0 " in summary and "fold1 " in summary
+    per_condition = (tmp_path / "out" / "quality_mmmo_folds_p5.md").read_text()
+    assert "Mean ± std over folds" in per_condition and "(2 folds)" in per_condition
+    assert "seeds)" not in per_condition and "(1 run)" not in per_condition  # each fold's complete pattern is a run
     assert not (tmp_path / "out" / "quality_mmmo.json").exists()
     # a second run reuses the folds' data sets and checkpoints; a work folder of another fold file is refused
     other = tmp_path / "other.json"

@@ -373,6 +373,32 @@ def test_recoverability_fallback_pulls_unrecoverable_rows_to_the_neutral_point(t
         MMKDTrainingArguments(output_dir=str(tmp_path), recoverability_fallback=1.0, use_cpu=True)
 
 
+@pytest.mark.parametrize("method", ["corrkd", "mmckd"])
+def test_response_weight_adds_the_logit_term_to_a_representation_method(tmp_path, method):
+    """loss_response = weight * mean over views of mean_i (y_hat_i^s - y_hat_i^t)^2, teacher detached; logged,
+    trained (3 steps), and refused where it has no meaning."""
+    trainer, teacher = make_trainer(tmp_path, method, response_weight=0.5)
+    batch = trainer.data_collator([tiny_dataset()[i] for i in range(8)])
+    views = trainer._student_batches(batch, train=True)
+    wrapper = trainer.model
+    wrapper.eval()
+    teacher_out = teacher(**model_inputs(batch))
+    _, terms, _ = wrapper(teacher_batch=batch, student_batches=views,
+                          teacher_out=None if method == "mmckd" else teacher_out)
+    t = (wrapper.teacher(**model_inputs(batch)) if method == "mmckd" else teacher_out).logits.view(-1)
+    expected = torch.stack([(wrapper._run(wrapper.student, [v])[0].logits.view(-1) - t).pow(2).mean()
+                            for v in views]).mean()
+    assert terms["loss_response"].item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+    wrapper.train()
+    trainer.train()
+    assert all(math.isfinite(h["loss_response"]) for h in trainer.state.log_history if "loss" in h)
+    for bad, match in (("none", "has no teacher"), ("logit", "is that term already")):
+        with pytest.raises(ValueError, match=match):
+            MMKDTrainingArguments(output_dir=str(tmp_path), method=bad, response_weight=1.0, use_cpu=True)
+    with pytest.raises(ValueError, match="response_weight must be >= 0"):
+        MMKDTrainingArguments(output_dir=str(tmp_path), method=method, response_weight=-1.0, use_cpu=True)
+
+
 def test_modality_importance_from_the_teacher(tmp_path):
     trainer, teacher = make_trainer(tmp_path, "logit", recoverability_floor=0.5)
     importance = trainer.modality_importance()

@@ -74,6 +74,13 @@ class MMKDTrainingArguments(TrainingArguments):
         prior, which every distilled student otherwise picks up from the teacher's representations and answers
         (not from a paper; docs/methods.md#shared-machinery). Scaled like the distillation terms (start step,
         warm-up), never balanced. 0 (default): off.
+    response_weight (`float`): add `loss_response` = weight * the logit-KD term (`LogitKD`: MSE between the student's
+        and the detached teacher's answers for regression, T^2 KL for classes) to a method that has a teacher
+        (frozen, online or shared), each row weighted by its recoverability weight when `recoverability_floor` is
+        set. CorrKD and MM-CKD distil representations only; nothing then ties a student's answer on a row that
+        keeps little of its input to the teacher's answer on the complete row, and on CMU-MOSI their students'
+        answers drifted to one sign at high missing rates (docs/methods.md#shared-machinery). Scaled like the
+        distillation terms (start step, warm-up), never balanced. 0 (default): off; not for `none` or `logit`.
 
     > Parameters that control the diagnostics
 
@@ -107,6 +114,7 @@ class MMKDTrainingArguments(TrainingArguments):
     balance_ratio: float = field(default=1.0, metadata={"help": "balance_terms: the largest gradient-norm ratio (term / task) a term keeps"})
     balance_steps: int = field(default=10, metadata={"help": "balance_terms: re-measure the ratios every N optimiser steps"})
     recoverability_floor: float | None = field(default=None, metadata={"help": "weight each row's distillation terms by clip((r - floor) / (1 - floor), 0, 1), r = the share of the complete input's information the student's view keeps; None: off"})
+    response_weight: float = field(default=0.0, metadata={"help": "weight of a logit-KD term (student answer vs the detached teacher's) added to a method with a teacher; 0: off"})
     recoverability_fallback: float = field(default=0.0, metadata={"help": "with recoverability_floor: weight of a term pulling each row's answer towards the neutral point by 1 - its recoverability weight; 0: off"})
 
     def __post_init__(self):
@@ -138,6 +146,11 @@ class MMKDTrainingArguments(TrainingArguments):
         if self.recoverability_fallback > 0 and self.recoverability_floor is None:
             raise ValueError("recoverability_fallback needs recoverability_floor (the fallback is weighted by 1 - the "
                              "rows' recoverability weights)")
+        if not self.response_weight >= 0:
+            raise ValueError(f"response_weight must be >= 0, got {self.response_weight}")
+        if self.response_weight > 0 and self.method in ("none", "logit"):
+            raise ValueError(f"response_weight adds the logit-KD term to another method; method {self.method!r} "
+                             f"{'has no teacher' if self.method == 'none' else 'is that term already'}")
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:

@@ -69,6 +69,7 @@ class MMKDTrainer(StudentViews, FrozenTeacherOutputs, TermShaping, Diagnostics, 
         wrapper = MMKDDistillationModel(
             students, method, teacher=teacher if mode == "online" else None,
             teacher_loss_weight=args.teacher_loss_weight, auxiliary_modality=auxiliary, auxiliary=aux_model,
+            response_weight=args.response_weight,
         )
         self._frozen_teacher = teacher if mode == "frozen" else None
         self._teacher_cache = TeacherOutputCache() if (mode == "frozen" and args.cache_teacher_outputs) else None

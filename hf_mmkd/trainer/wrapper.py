@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from hf_mmkd.data.missing import model_inputs
+from hf_mmkd.distillation.baselines import LogitKD
 from hf_mmkd.distillation.base import neutral_distance, weighted_mean
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
@@ -68,12 +69,14 @@ class MMKDDistillationModel(nn.Module):
     `forward(teacher_batch, student_batches, teacher_out=None, term_scale=1.0)` returns
     `(loss, terms, first_student_output)` where `terms` holds the task loss(es) and the method's weighted terms,
     each a scalar (as logged, without the balancing scales), and loss = task losses + term_scale * sum_k s_k term_k
-    (s_k: the per-term balancing scales, all 1 unless `balance_terms`).
+    (s_k: the per-term balancing scales, all 1 unless `balance_terms`; 1 for the fallback and response terms).
+    `response_weight` > 0 adds `loss_response`, the logit-KD term between each student view and the (detached)
+    teacher output (MMKDTrainingArguments.response_weight).
     """
 
     def __init__(self, students: list[nn.Module], method: nn.Module, teacher: nn.Module | None = None,
                  teacher_loss_weight: float = 1.0, auxiliary_modality: str | None = None,
-                 auxiliary: nn.Module | None = None):
+                 auxiliary: nn.Module | None = None, response_weight: float = 0.0):
         super().__init__()
         self.students = nn.ModuleList(students)
         self.method = method
@@ -84,6 +87,7 @@ class MMKDDistillationModel(nn.Module):
         # Per-term balancing scales (MMKDTrainingArguments.balance_terms): log s_k, and whether they were set yet.
         self.register_buffer("log_term_scales", torch.zeros(len(method.term_names)))
         self.register_buffer("term_scales_set", torch.zeros((), dtype=torch.bool))
+        self.response = LogitKD(students[0].config, weight=response_weight) if response_weight > 0 else None
 
     def term_scales(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.method.term_names, self.log_term_scales.exp()))
@@ -163,6 +167,9 @@ class MMKDDistillationModel(nn.Module):
             method_terms["loss_fallback"] = fallback * torch.stack(
                 [weighted_mean(neutral_distance(o.logits, config), 1.0 - w) for o, w in zip(student_outs, row_weights)]
             ).mean()
+        if self.response is not None:  # MMKDTrainingArguments.response_weight
+            method_terms["loss_response"] = self.response(teacher_out, student_outs, teacher_batch.get("labels"),
+                                                          row_weights=row_weights)["loss_logit"]
         loss = torch.stack(list(terms.values())).sum()
         if method_terms:
             scales = self.term_scales()

@@ -100,6 +100,7 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "balance_ratio": args.balance_ratio if args.balance_terms else None,
             "recoverability_floor": args.recoverability_floor,
             "recoverability_fallback": args.recoverability_fallback,
+            "response_weight": args.response_weight,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
 
