@@ -10,7 +10,7 @@ from tiny import feature_config_kwargs
 from hf_mmkd import MMKDConfig, MMKDForSentiment
 from hf_mmkd.data.collator import MMKDDataCollator
 from hf_mmkd.data.demo import make_demo_dataset
-from hf_mmkd.data.missing import model_inputs
+from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
 from hf_mmkd.trainer import MMKDTrainer, MMKDTrainingArguments
 
 TERMS = {
@@ -242,7 +242,7 @@ def test_mmckd_sums_the_task_losses_of_its_views(tmp_path):
     logged = trainer._metrics["train"]["loss_task"][-1]
     trainer._draw = (-1, 0)
     views = trainer._student_batches(batch, train=True)
-    from hf_mmkd.data.missing import model_inputs
+    from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
 
     per_view = [trainer.model.student(**model_inputs(v)).loss.item() for v in views]
     assert len(per_view) == 7
@@ -399,6 +399,23 @@ def test_response_weight_adds_the_logit_term_to_a_representation_method(tmp_path
         MMKDTrainingArguments(output_dir=str(tmp_path), method=method, response_weight=-1.0, use_cpu=True)
 
 
+def test_eval_missing_rates_select_on_the_mean_over_rates(tmp_path):
+    """Each rate's metrics under eval_r<rate>_*, their mean under eval_* (what metric_for_best_model reads); each
+    rate's view is the deterministic P2 view of that rate; bad settings are refused."""
+    trainer, _ = make_trainer(tmp_path, "logit", eval_missing_rates=[0.0, 0.9])
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] == pytest.approx((metrics["eval_r0_loss"] + metrics["eval_r0.9_loss"]) / 2)
+    assert metrics["eval_r0_loss"] != metrics["eval_r0.9_loss"]
+    assert "eval_runtime" not in metrics and trainer.eval_simulator.rate == 0.5  # the default view is restored
+    view = MissingModalitySimulator("p2", 0.9, training=False, seed=trainer.args.missing_seed,
+                                    unk_token_id=trainer._unk_token_id)
+    assert trainer.evaluate_view(view)["eval_loss"] == pytest.approx(metrics["eval_r0.9_loss"])
+    for bad, match in (({"eval_missing_rates": []}, "non-empty list"), ({"eval_missing_rates": [1.5]}, "in \\[0, 1\\]"),
+                       ({"eval_missing_rates": [0.5], "eval_missing_protocol": "p5"}, "rate protocols")):
+        with pytest.raises(ValueError, match=match):
+            MMKDTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **bad)
+
+
 def test_modality_importance_from_the_teacher(tmp_path):
     trainer, teacher = make_trainer(tmp_path, "logit", recoverability_floor=0.5)
     importance = trainer.modality_importance()
@@ -414,7 +431,7 @@ def test_cross_fitted_teachers_give_each_training_row_an_out_of_fold_response(tm
     trainer._fold_teachers = folds
     trainer.fill_teacher_cache()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
-    from hf_mmkd.data.missing import model_inputs
+    from hf_mmkd.data.missing import MissingModalitySimulator, model_inputs
 
     cached = trainer._teacher_cache.lookup(batch["row_key"], "cpu")
     with torch.no_grad():

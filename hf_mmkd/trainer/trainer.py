@@ -123,6 +123,38 @@ class MMKDTrainer(StudentViews, FrozenTeacherOutputs, TermShaping, Diagnostics, 
         wrapper.last_outputs = None
         return (loss, student_out) if return_outputs else loss
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate` under the evaluation view; with `eval_missing_rates`, once per rate, plus the mean of
+        every metric over the rates under the plain keys (`eval_<metric>`: what model selection reads)."""
+        rates = self.args.eval_missing_rates
+        if not rates:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        per_rate = [self.evaluate_view(self._eval_simulator_at(rate), eval_dataset, ignore_keys,
+                                       f"{metric_key_prefix}_r{rate:g}") for rate in rates]
+        means, first = {}, f"{metric_key_prefix}_r{rates[0]:g}_"
+        for name in per_rate[0]:
+            metric = name[len(first):]  # eval_r0.5_MAE -> MAE
+            if not name.startswith(first) or metric in ("runtime", "samples_per_second", "steps_per_second"):
+                continue
+            values = [m.get(f"{metric_key_prefix}_r{rate:g}_{metric}") for m, rate in zip(per_rate, rates)]
+            if all(isinstance(v, (int, float)) for v in values):
+                means[f"{metric_key_prefix}_{metric}"] = float(sum(values) / len(values))
+        self.log(dict(means))
+        return {k: v for m in per_rate for k, v in m.items()} | means
+
+    def evaluate_view(self, simulator: MissingModalitySimulator, eval_dataset=None, ignore_keys=None,
+                      metric_key_prefix: str = "eval") -> dict[str, float]:
+        """One `Trainer.evaluate` under `simulator` (the evaluation view restored afterwards)."""
+        saved, self.eval_simulator = self.eval_simulator, simulator
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self.eval_simulator = saved
+
+    def _eval_simulator_at(self, rate: float) -> MissingModalitySimulator:
+        return MissingModalitySimulator(self.args.eval_missing_protocol, rate, training=False,
+                                        seed=self.args.missing_seed, unk_token_id=self._unk_token_id)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():

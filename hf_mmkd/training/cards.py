@@ -25,15 +25,10 @@ logger = logging.getLogger("hf_mmkd")
 def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dict[str, float]:
     """Validation metrics under P2 at each rate (r = 0 is the complete data)."""
     results = {}
-    saved = trainer.eval_simulator
-    try:
-        for rate in rates:
-            trainer.eval_simulator = MissingModalitySimulator("p2", rate, training=False, seed=trainer.args.missing_seed,
-                                                              unk_token_id=trainer._unk_token_id)
-            metrics = trainer.evaluate(metric_key_prefix=f"{prefix}_r{rate:g}")
-            results.update(metrics)
-    finally:
-        trainer.eval_simulator = saved
+    for rate in rates:
+        view = MissingModalitySimulator("p2", rate, training=False, seed=trainer.args.missing_seed,
+                                        unk_token_id=trainer._unk_token_id)
+        results.update(trainer.evaluate_view(view, metric_key_prefix=f"{prefix}_r{rate:g}"))
     return results
 
 
@@ -101,6 +96,7 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "recoverability_floor": args.recoverability_floor,
             "recoverability_fallback": args.recoverability_fallback,
             "response_weight": args.response_weight,
+            "eval_missing_rates": args.eval_missing_rates,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
 
