@@ -123,10 +123,12 @@ def test_card_data_section_comes_from_the_spec_only(tmp_path):
     assert "Metric set `generic_regression`" in text and "Accuracy" not in text
     shaped = str(build_card([], "student", repo_id="me/x", config=config,
                             summary={**summary, "balance_terms": True, "balance_ratio": 1.0,
-                                     "recoverability_floor": 0.5, "recoverability_fallback": 1.0}))
+                                     "recoverability_floor": 0.5, "recoverability_fallback": 1.0,
+                                     "response_weight": 0.5}))
     assert ("Shared distillation machinery (`docs/methods.md#shared-machinery`): term gradients capped at 1.0 x the "
             "task's; rows weighted by recoverability (floor 0.5); rows that keep little pulled towards the neutral "
-            "answer (weight 1.0).") in shaped.replace("**", "")
+            "answer (weight 1.0); the teacher's answer distilled beside the method's terms (logit-KD term, weight "
+            "0.5).") in shaped.replace("**", "")
     classes = dict(MMMO_SPEC, task="classification", class_names=["neg", "pos"], label_range=None, neutral_band=None)
     text = str(build_card([], "teacher", repo_id="me/x", config={**CONFIG, "role": "teacher",
                                                                   "dataset_spec": classes}))

@@ -48,8 +48,8 @@ class MMKDTrainingArguments(TrainingArguments):
     eval_missing_rates (`list[float]`): P1/P2 only: evaluate at each of these rates instead of `eval_missing_rate`;
         each rate's metrics are logged as `eval_r<rate>_<metric>` and their mean over the rates as `eval_<metric>`,
         which is what `metric_for_best_model` selects on. Not from the papers (LNLN validates at r = 0.5 alone): on
-        CMU-MOSI's 229 validation rows one rate under one mask selected a distilled student's first epoch, whose
-        complete-input MAE was 1.10 against 0.90 at its last (docs/methods.md#shared-machinery).
+        CMU-MOSI's 229 validation rows, r = 0.5 under one mask selected the first of four epochs of a CorrKD student,
+        whose complete-input validation MAE was 1.10 (docs/methods.md#shared-machinery).
     missing_seed (`int`): seed of the evaluation masks.
 
     Training draws are seeded by (`seed`, global step, micro-batch), so a resumed run draws the same masks.
