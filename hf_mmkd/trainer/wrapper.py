@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hf_mmkd.data.missing import model_inputs
-from hf_mmkd.distillation.baselines import LogitKD
 from hf_mmkd.distillation.base import neutral_distance, weighted_mean
+from hf_mmkd.distillation.baselines import LogitKD
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
 MODALITY_INPUT_KEYS = {  # the forward inputs of each modality (feature and backbone encoders)
