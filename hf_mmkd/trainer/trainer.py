@@ -129,7 +129,7 @@ class MMKDTrainer(StudentViews, FrozenTeacherOutputs, TermShaping, Diagnostics, 
         rates = self.args.eval_missing_rates
         if not rates:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        per_rate = [self.evaluate_view(self._eval_simulator_at(rate), eval_dataset, ignore_keys,
+        per_rate = [self.evaluate_view(self.eval_view(rate), eval_dataset, ignore_keys,
                                        f"{metric_key_prefix}_r{rate:g}") for rate in rates]
         means, first = {}, f"{metric_key_prefix}_r{rates[0]:g}_"
         for name in per_rate[0]:
@@ -151,8 +151,10 @@ class MMKDTrainer(StudentViews, FrozenTeacherOutputs, TermShaping, Diagnostics, 
         finally:
             self.eval_simulator = saved
 
-    def _eval_simulator_at(self, rate: float) -> MissingModalitySimulator:
-        return MissingModalitySimulator(self.args.eval_missing_protocol, rate, training=False,
+    def eval_view(self, rate: float, protocol: str | None = None) -> MissingModalitySimulator:
+        """The deterministic evaluation view of `protocol` (default: `eval_missing_protocol`) at `rate`, with this
+        run's mask seed and unknown-token id."""
+        return MissingModalitySimulator(protocol or self.args.eval_missing_protocol, rate, training=False,
                                         seed=self.args.missing_seed, unk_token_id=self._unk_token_id)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_mmkd.data.missing import MissingModalitySimulator
 from hf_mmkd.data.spec import DatasetSpec
 from hf_mmkd.io import (
     atomic_write,
@@ -26,9 +25,7 @@ def evaluate_rates(trainer: MMKDTrainer, rates: list[float], prefix: str) -> dic
     """Validation metrics under P2 at each rate (r = 0 is the complete data)."""
     results = {}
     for rate in rates:
-        view = MissingModalitySimulator("p2", rate, training=False, seed=trainer.args.missing_seed,
-                                        unk_token_id=trainer._unk_token_id)
-        results.update(trainer.evaluate_view(view, metric_key_prefix=f"{prefix}_r{rate:g}"))
+        results.update(trainer.evaluate_view(trainer.eval_view(rate, "p2"), metric_key_prefix=f"{prefix}_r{rate:g}"))
     return results
 
 
@@ -40,8 +37,7 @@ def warn_if_near_constant(trainer: MMKDTrainer, spec: DatasetSpec, stage: str) -
 
     saved = trainer.eval_simulator
     try:
-        trainer.eval_simulator = MissingModalitySimulator("p2", 0.0, training=False, seed=trainer.args.missing_seed,
-                                                          unk_token_id=trainer._unk_token_id)
+        trainer.eval_simulator = trainer.eval_view(0.0, "p2")
         out = trainer.predict(trainer.eval_dataset, metric_key_prefix=f"{stage}_check")
     finally:
         trainer.eval_simulator = saved
