@@ -143,12 +143,18 @@ def parse_args(argv: list[str] | None = None):
     unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
         raise ValueError(f"unknown arguments in the config: {unknown}")
+    parser = build_parser()
+    several = {a.dest for a in parser._actions if a.nargs in ("+", "*")}  # list fields: one value per item
     cli = []
     for key, value in values.items():
+        if isinstance(value, list) and key in several:
+            if not value:
+                raise ValueError(f"{key} in the config is an empty list; give at least one value or leave it out")
+            cli += [f"--{key}", *(str(v) for v in value)]
+            continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         cli += [f"--{key}", str(value)]
-    parser = build_parser()
     return parser.parse_args_into_dataclasses(args=cli + argv)
 
 
