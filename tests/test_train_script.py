@@ -80,6 +80,19 @@ def test_yaml_config_with_overrides(tmp_path):
     assert model_args.hidden_size == 16 and args.num_train_epochs == 1 and data_args.dataset == "demo"
 
 
+
+def test_yaml_list_for_a_list_argument(tmp_path, capsys):
+    """A YAML list reaches a several-valued flag as one value per item (the MOSI configs' eval_missing_rates); the
+    command line still overrides it, and an empty list is a one-line error naming the key."""
+    config = tmp_path / "c.yaml"
+    config.write_text("eval_missing_protocol: p2\neval_missing_rates: [0.0, 0.5, 0.9]\n")
+    assert parse_args(["--config", str(config)])[-1].eval_missing_rates == [0.0, 0.5, 0.9]
+    argv = ["--config", str(config), "--eval_missing_rates", "0.2", "0.4"]
+    assert parse_args(argv)[-1].eval_missing_rates == [0.2, 0.4]
+    config.write_text("eval_missing_protocol: p2\neval_missing_rates: []\n")
+    assert main(["--config", str(config)]) == 2
+    assert "eval_missing_rates in the config is an empty list" in capsys.readouterr().err
+
 @pytest.mark.parametrize(
     "argv, message",
     [
