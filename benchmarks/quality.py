@@ -180,6 +180,21 @@ def code_changed_since(commit: str | None) -> bool:
         return True
 
 
+def configs_changed_since(commit: str | None, name: str) -> list[str] | None:
+    """The benchmark's training configs (configs/NAME_*.yaml but the benchmark config) that differ in the working tree from `commit`, the
+    commit a stored run was made at; None when git cannot tell (no repository, or the commit is not in it)."""
+    if not commit or commit == "unknown":
+        return None
+    try:
+        done = subprocess.run(["git", "diff", "--name-only", commit, "--", f"configs/{name}_*.yaml"], cwd=REPO,
+                              capture_output=True, text=True)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    return sorted(f for f in done.stdout.split() if f != f"configs/{name}_benchmark.yaml")  # read as it is now
+
+
 def _plain(value):
     if isinstance(value, Path):
         return str(value)
@@ -654,7 +669,16 @@ def write_summary_report(record: dict, config: dict, name: str, dataset: str, ou
     if rewritten:
         text += (f"Tables rewritten from that run's `quality_{stem}.json` by `python benchmarks/quality.py "
                  f"--dataset-name {name}{' --folds FOLDFILE' if folds else ''} --from-record` (commit {git_commit()[:10]}; nothing retrained or re-evaluated) "
-                 f"with the current benchmark config; a metric that run did not compute shows \"{NOT_IN_RUN}\".\n\n")
+                 f"with the current benchmark config; a metric that run did not compute shows \"{NOT_IN_RUN}\".")
+        changed = configs_changed_since(record["git_commit"], name)
+        if changed is None:
+            text += (f" Whether `configs/{name}_*.yaml` changed since that run could not be checked (commit "
+                     f"{record['git_commit'][:10]} is not in this repository).")
+        elif changed:
+            text += (f" The training configs changed since that run ({', '.join(f'`{c}`' for c in changed)}): the "
+                     f"figures are those of the configs at commit {record['git_commit'][:10]}, not of the current "
+                     "ones; rerun the benchmark to measure these.")
+        text += "\n\n"
     protocol_title = PROTOCOLS[main_protocol]["title"]
     if config.get("targets"):
         if config.get("teacher_targets"):

@@ -202,6 +202,30 @@ def test_reports_rewritten_from_the_stored_records_match_the_committed_ones(tmp_
                          "--out", str(tmp_path / "none")]) == 2
 
 
+def test_a_rewritten_report_says_when_the_training_configs_changed_since_its_run():
+    """`--from-record` keeps a run's figures; when configs/NAME_*.yaml (not the benchmark config, which is read as
+    it is now) differ from the run's commit, the report names them, so no table is read as the current configs'."""
+    import subprocess
+
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_configs_changed")
+    assert quality.configs_changed_since("0" * 40, "mosi") is None  # not in this repository: cannot be told
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "configs"], cwd=REPO_ROOT, capture_output=True,
+                           text=True).stdout
+    if not dirty:
+        assert quality.configs_changed_since(head, "mmmo") == []
+    # The fold run (commit 130e80e21e) validated at r = 0.5; the MOSI configs now select on the mean over r.
+    record = json.loads((REPO_ROOT / "benchmarks" / "results" / "quality_mosi_folds.json").read_text())
+    changed = quality.configs_changed_since(record["git_commit"], "mosi")
+    if changed is None:
+        pytest.skip(f"commit {record['git_commit'][:10]} is not in this clone")
+    assert "configs/mosi_none.yaml" in changed and "configs/mosi_benchmark.yaml" not in changed
+    summary = (REPO_ROOT / "benchmarks" / "results" / "quality_mosi_folds_summary.md").read_text()
+    assert "The training configs changed since that run (`configs/mosi_corrkd.yaml`" in summary
+
+
 def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
     """`--folds`: the same training and evaluation per fold (one seed), on fold k's data set, with the summary over
     folds (`n_folds` in every row) in quality_<name>_folds.json. Tiny synthetic scores in [1, 5], grouped by a
