@@ -169,30 +169,30 @@ def evaluate_seed(checkpoints: dict, dataset: str, protocol: str, seed: int, cac
     return results
 
 
-def code_changed_since(commit: str | None) -> bool:
-    """Whether hf_mmkd/ or modeling/ in the working tree differ from `commit` (True when that cannot be told)."""
-    if not commit or commit == "unknown":
-        return True
-    try:
-        return subprocess.run(["git", "diff", "--quiet", commit, "--", "hf_mmkd", "modeling"], cwd=REPO,
-                              capture_output=True).returncode != 0
-    except OSError:
-        return True
-
-
-def configs_changed_since(commit: str | None, name: str) -> list[str] | None:
-    """The benchmark's training configs (configs/NAME_*.yaml but the benchmark config) that differ in the working tree from `commit`, the
-    commit a stored run was made at; None when git cannot tell (no repository, or the commit is not in it)."""
+def files_changed_since(commit: str | None, *pathspecs: str) -> list[str] | None:
+    """The files matching `pathspecs` that differ in the working tree from `commit`; None when git cannot tell
+    (no repository, or the commit is unknown or not in it)."""
     if not commit or commit == "unknown":
         return None
     try:
-        done = subprocess.run(["git", "diff", "--name-only", commit, "--", f"configs/{name}_*.yaml"], cwd=REPO,
+        done = subprocess.run(["git", "diff", "--name-only", commit, "--", *pathspecs], cwd=REPO,
                               capture_output=True, text=True)
     except OSError:
         return None
-    if done.returncode != 0:
-        return None
-    return sorted(f for f in done.stdout.split() if f != f"configs/{name}_benchmark.yaml")  # read as it is now
+    return sorted(done.stdout.split()) if done.returncode == 0 else None
+
+
+def code_changed_since(commit: str | None) -> bool:
+    """Whether hf_mmkd/ or modeling/ in the working tree differ from `commit` (True when that cannot be told)."""
+    changed = files_changed_since(commit, "hf_mmkd", "modeling")
+    return changed is None or bool(changed)
+
+
+def configs_changed_since(commit: str | None, name: str) -> list[str] | None:
+    """The training configs (configs/NAME_*.yaml, not the benchmark config, which is read as it is now) that differ
+    in the working tree from `commit`, the commit a stored run was made at; None when git cannot tell."""
+    changed = files_changed_since(commit, f"configs/{name}_*.yaml")
+    return None if changed is None else [f for f in changed if f != f"configs/{name}_benchmark.yaml"]
 
 
 def _plain(value):

@@ -80,7 +80,6 @@ def test_yaml_config_with_overrides(tmp_path):
     assert model_args.hidden_size == 16 and args.num_train_epochs == 1 and data_args.dataset == "demo"
 
 
-
 def test_yaml_list_for_a_list_argument(tmp_path, capsys):
     """A YAML list reaches a several-valued flag as one value per item (the MOSI configs' eval_missing_rates); the
     command line still overrides it, and an empty list is a one-line error naming the key."""
@@ -92,6 +91,7 @@ def test_yaml_list_for_a_list_argument(tmp_path, capsys):
     config.write_text("eval_missing_protocol: p2\neval_missing_rates: []\n")
     assert main(["--config", str(config)]) == 2
     assert "eval_missing_rates in the config is an empty list" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "argv, message",
