@@ -22,6 +22,10 @@ checkpoint's protocol mean ± std in the metric set's key metrics). No number is
 k's data set (written from the prepared folder to WORK/fold<k>/data), every fold with the one seed of `--seeds`;
 the reports are quality_NAME_folds*, means and stds are over folds (`n_folds` in every summary row), and the
 targets are those of the benchmark config's `folds:` section. The same code trains and evaluates both modes.
+
+`--reuse-record RECORD` (seed runs): take the seeds of `--seeds` that an earlier run's quality_NAME.json holds from
+it instead of training and evaluating them, when nothing that decides either (hf_mmkd/, modeling/, train.py, the
+training configs, --train-args, the data set) differs; so a 5-seed benchmark can be run over several sessions.
 """
 
 from __future__ import annotations
@@ -428,6 +432,59 @@ def modality_rows(dataset: str) -> dict:
             for split, data in load_prepared(dataset).items()}
 
 
+def seed_results(results: dict, seed: int) -> dict:
+    """One seed's part of a merged results structure (the inverse of `merge` for that seed): its checkpoints'
+    figures, its own warnings, the notes every seed shares."""
+    one = dict(results)
+    one["checkpoints"] = {n: {k: v for k, v in per_seed.items() if k == str(seed)}
+                          for n, per_seed in results["checkpoints"].items()}
+    one["seeds"] = [seed]
+    one["warnings"] = [w.split(": ", 1)[1] for w in results.get("warnings", []) if w.startswith(f"seed {seed}: ")]
+    return one
+
+
+def reusable_seeds(path: Path, name: str, seeds: list[int], train_args: str, dataset: str, protocols: list[str],
+                   ) -> tuple[str | None, dict]:
+    """The seeds of `seeds` that an earlier run's record (`--reuse-record`, a quality_NAME.json) holds, as
+    `{seed: {protocol: that seed's results}}`, so a benchmark can be completed over several sessions without
+    keeping checkpoints. Returns (why not, {}) unless the record is of this benchmark's seed mode, has every
+    protocol asked for, was trained with the same --train-args from a clean tree, on a data set with the same spec
+    and rows, and nothing that decides training or evaluation (hf_mmkd/, modeling/, train.py, the training configs
+    configs/NAME_*.yaml) differs between its commits and the working tree."""
+    try:
+        record = json.loads(path.read_text())
+        stored = {int(s) for s in record["seeds"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"--reuse-record {path}: not a readable run record of quality.py ({e})", {}
+    if record.get("dataset_name") != name or record.get("folds"):
+        what = "a fold run" if record.get("folds") else f"a run of {record.get('dataset_name')!r}"
+        return f"--reuse-record {path} is {what}, not a seed run of {name!r}", {}
+    if missing := [p for p in protocols if p not in record.get("results", {})]:
+        return f"--reuse-record {path} has no {', '.join(missing)} results (it has {', '.join(record['results'])})", {}
+    if record.get("train_args", "") != train_args:
+        return (f"--reuse-record {path} was trained with --train-args {record.get('train_args')!r}, this run with "
+                f"{train_args!r}"), {}
+    if record.get("git_dirty") is not False:
+        return (f"--reuse-record {path} was made from a tree with uncommitted changes (git_dirty: "
+                f"{record.get('git_dirty')}), so what trained its seeds cannot be told"), {}
+    for commit in dict.fromkeys([record.get("git_commit"), *record.get("evaluated_at_commits", [])]):
+        changed = files_changed_since(commit, "hf_mmkd", "modeling", "train.py", f"configs/{name}_*.yaml")
+        if changed is None:
+            return f"--reuse-record {path}: commit {str(commit)[:10]} is not in this repository", {}
+        if changed := [f for f in changed if f != f"configs/{name}_benchmark.yaml"]:
+            return (f"--reuse-record {path}: {', '.join(changed)} changed since its commit {commit[:10]}; its seeds "
+                    "would not be those of the current code and configs"), {}
+    if record.get("modality_rows") != modality_rows(dataset):
+        return f"--reuse-record {path} was run on other rows than {dataset} has ({record.get('modality_rows')})", {}
+    spec = Path(dataset) / "dataset_spec.json"
+    for protocol in protocols:
+        if record["results"][protocol].get("dataset_spec") != json.loads(spec.read_text()):
+            return f"--reuse-record {path}: its {protocol} run read another data-set spec than {spec}", {}
+    if not stored & set(seeds):
+        return f"--reuse-record {path} holds seeds {sorted(stored)}, none of --seeds {seeds}", {}
+    return None, {s: {p: seed_results(record["results"][p], s) for p in protocols} for s in seeds if s in stored}
+
+
 def train_unit(name: str, methods: list[str], root: Path, seed: int, extra: list[str]) -> dict | None:
     """Train (or reuse) the teacher and each method's student of one seed or fold into `root`; return
     `{checkpoint: folder}`, or None (after one line on stderr) when a student was trained with other settings."""
@@ -532,6 +589,10 @@ def main(argv=None) -> int:
                         help="torch CPU threads (default: the benchmark config's threads)")
     parser.add_argument("--train-args", default="", help="extra train.py flags for every run (e.g. fewer epochs); "
                                                          "write --train-args='--num_train_epochs 1'")
+    parser.add_argument("--reuse-record", metavar="RECORD", default=None,
+                        help="an earlier run's quality_NAME.json: the seeds of --seeds it holds are taken from it, "
+                             "not trained or evaluated, when the code and training configs are the same as at its "
+                             "commit (so a 5-seed benchmark can be run over several sessions)")
     parser.add_argument("--from-record", action="store_true",
                         help="train and evaluate nothing: rewrite the summary report (and the README section) from "
                              "the stored OUT/quality_NAME.json with the current benchmark config and table code")
@@ -555,6 +616,15 @@ def main(argv=None) -> int:
         print(f"quality.py: error: no prepared dataset at {dataset}; run dataset_scripts/prepare_mmsa.py "
               f"{config['prepare']} {dataset}", file=sys.stderr)
         return 2
+    reused = {}
+    if args.reuse_record:
+        if args.folds or args.from_record:
+            parser.error("--reuse-record completes a seed run: it takes neither --folds nor --from-record")
+        problem, reused = reusable_seeds(Path(args.reuse_record), name, args.seeds, args.train_args, dataset,
+                                         protocols)
+        if problem:
+            print(f"quality.py: error: {problem}", file=sys.stderr)
+            return 2
     if args.from_record:
         stored = Path(args.out) / f"quality_{stem}.json"
         try:
@@ -585,6 +655,11 @@ def main(argv=None) -> int:
         units = [(f"fold{k}", args.seeds[0], fold_dataset(args.folds, dataset, k, Path(work)))
                  for k in range(fold_count(args.folds))]
     for key, seed, data in units:
+        if seed in reused:
+            print(f"[quality] seed {seed}: taken from {args.reuse_record} (--reuse-record)", flush=True)
+            for protocol in evaluations:
+                evaluations[protocol].append(reused[seed][protocol])
+            continue
         root = Path(work) / key
         extra = ["--dataset", str(data), *args.train_args.split()]
         checkpoints = train_unit(name, args.methods, root, seed, extra)
@@ -598,9 +673,16 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     merged = {p: merge(v) for p, v in evaluations.items()}
-    if "p1" in merged:
-        merged["p1"].setdefault("notes", []).append("P1 masks applied at test time to models trained with the P2 "
-                                                    "view; the P1 literature trains one model per rate.")
+    if reused:
+        earlier = json.loads(Path(args.reuse_record).read_text())
+        for results in merged.values():
+            results["notes"].append(
+                f"Seeds {', '.join(map(str, sorted(reused)))}: trained and evaluated by `{earlier['command']}` at "
+                f"commit {earlier['git_commit'][:10]}, taken from its record with --reuse-record "
+                f"{args.reuse_record} (hf_mmkd/, modeling/, train.py and configs/{name}_*.yaml are the same there "
+                "and here).")
+    extra_notes = {"p1": "P1 masks applied at test time to models trained with the P2 view; the P1 literature "
+                         "trains one model per rate."}
     rows = modality_rows(dataset)
     # Modalities that no training row has but the test split has: train.py builds no encoder for them.
     untrained = [m for m in MODALITIES if rows.get("train", {}).get(m, 0) == 0 and rows.get("test", {}).get(m, 0) > 0]
@@ -612,8 +694,9 @@ def main(argv=None) -> int:
         untrained_note = (f"Modalities absent from the train split ({where}): train.py builds no encoder for them, "
                           f"so no model reads {letters} and the patterns that keep {letters} are not evaluated.")
     for protocol, results in merged.items():
-        if untrained_note:
-            results.setdefault("notes", []).append(untrained_note)
+        for note in (extra_notes.get(protocol), untrained_note):  # once, also when a reused seed brought it
+            if note and note not in results.setdefault("notes", []):
+                results["notes"].append(note)
         write_evaluation_report(results, out, stem=f"quality_{stem}_{protocol}")
     summaries = {p: summarize(r) for p, r in merged.items()}
     if args.folds:  # one seed per fold: the means and stds are over folds
@@ -633,6 +716,7 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+        **({"reused": {"record": args.reuse_record, "seeds": sorted(reused)}} if reused else {}),
         "modality_rows": rows, "untrained_modalities": untrained, "metric_set": main["metric_set"],
         "reference": main["reference"], "reference_value": main["reference_value"],
         "evaluated_at_commits": sorted({r.get("evaluated_at_commit", "unknown") for v in evaluations.values()

@@ -290,3 +290,56 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
     assert run_main("quality.py", quality.main, [*argv[:5], str(other), *argv[6:]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds fold 0 of another fold file" in err[0]
+
+
+def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
+    """`--reuse-record`: a run of seeds 1111 1112 takes seed 1111 from an earlier run's record (trains and
+    evaluates nothing for it: its work folder stays absent) and reports the same figures for it as that run; a record
+    that cannot stand for the current code, configs, data or flags is a one-line error that names it."""
+    import subprocess
+
+    from any_data import write_mmsa_pickle
+
+    from hf_mmkd.io import run_main
+
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_reuse")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    if not head or quality.files_changed_since(head, "hf_mmkd", "modeling", "train.py", "configs/mmmo_*.yaml"):
+        pytest.skip("needs a git checkout whose hf_mmkd/, modeling/, train.py and configs equal its HEAD")
+    prepare = load_module(REPO_ROOT / "dataset_scripts" / "prepare_mmsa.py", "prepare_mmsa")
+    write_mmsa_pickle(tmp_path / "any.pkl", label_range=(1.0, 5.0), sizes=(40, 12, 16))
+    data = tmp_path / "prepared"
+    assert prepare.main([str(tmp_path / "any.pkl"), str(data), "--label-range", "1", "5"]) == 0
+    common = ["--dataset-name", "mmmo", "--dataset", str(data), "--methods", "none", "logit",
+              "--train-args=--num_train_epochs 1 --teacher_num_train_epochs 1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert quality.main([*common, "--seeds", "1111", "--work", str(tmp_path / "w1"), "--out", str(first)]) == 0
+    record_path = first / "quality_mmmo.json"
+    record = json.loads(record_path.read_text())
+    record.update(git_commit=head, git_dirty=False, evaluated_at_commits=[head])  # as if run from a clean HEAD
+    record_path.write_text(json.dumps(record))
+    argv = [*common, "--seeds", "1111", "1112", "--work", str(tmp_path / "w2"), "--out", str(second),
+            "--reuse-record", str(record_path)]
+    assert quality.main(argv) == 0
+    assert not (tmp_path / "w2" / "seed1111").exists() and (tmp_path / "w2" / "seed1112").is_dir()
+    both = json.loads((second / "quality_mmmo.json").read_text())
+    assert both["seeds"] == [1111, 1112] and both["reused"] == {"record": str(record_path), "seeds": [1111]}
+    p5, earlier = both["results"]["p5"], record["results"]["p5"]
+    for name, per_seed in earlier["checkpoints"].items():
+        assert p5["checkpoints"][name]["1111"] == per_seed["1111"], name
+        assert set(p5["checkpoints"][name]) == {"1111", "1112"}, name
+    assert len(both["paired_differences"]["logit"]["MAE"]) == 2
+    summary = (second / "quality_mmmo_summary.md").read_text()
+    assert "Seeds 1111: trained and evaluated by `python benchmarks/quality.py" in summary
+    # what the record cannot stand for: each a one-line error naming the record, nothing trained
+    for change, words in [({"train_args": "--num_train_epochs 2"}, "was trained with --train-args"),
+                          ({"git_commit": "0" * 40}, "is not in this repository"),
+                          ({"git_dirty": True}, "uncommitted changes"),
+                          ({"seeds": [7]}, "none of --seeds"),
+                          ({"dataset_name": "mosi"}, "not a seed run of 'mmmo'")]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({**record, **change}))
+        capsys.readouterr()
+        assert run_main("quality.py", quality.main, [*argv[:-1], str(bad)]) == 2, change
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and words in err[0], (change, err)
