@@ -23,9 +23,9 @@ k's data set (written from the prepared folder to WORK/fold<k>/data), every fold
 the reports are quality_NAME_folds*, means and stds are over folds (`n_folds` in every summary row), and the
 targets are those of the benchmark config's `folds:` section. The same code trains and evaluates both modes.
 
-`--reuse-record RECORD` (seed runs): take the seeds of `--seeds` that an earlier run's quality_NAME.json holds from
-it instead of training and evaluating them, when nothing that decides either (hf_mmkd/, modeling/, train.py, the
-training configs, --train-args, the data set) differs; so a 5-seed benchmark can be run over several sessions.
+`--reuse-record RECORD`: take the seeds (with --folds, the folds) that an earlier run's record holds from it instead
+of training and evaluating them, when nothing that decides either (hf_mmkd/, modeling/, train.py, the training
+configs, --train-args, the data set, the fold file) differs; so a benchmark can be run over several sessions.
 """
 
 from __future__ import annotations
@@ -432,47 +432,57 @@ def modality_rows(dataset: str) -> dict:
             for split, data in load_prepared(dataset).items()}
 
 
-def seed_results(results: dict, seed: int) -> dict:
-    """One seed's part of a merged results structure (the inverse of `merge` for that seed): its checkpoints'
-    figures, its own warnings, the notes every seed shares."""
+def unit_results(results: dict, unit: int | str) -> dict:
+    """One seed's (or, in a fold run, one fold's) part of a merged results structure, the inverse of `merge` for
+    it: its checkpoints' figures, its own warnings and constant, the notes every unit shares."""
     one = dict(results)
-    one["checkpoints"] = {n: {k: v for k, v in per_seed.items() if k == str(seed)}
-                          for n, per_seed in results["checkpoints"].items()}
-    one["seeds"] = [seed]
-    one["warnings"] = [w.split(": ", 1)[1] for w in results.get("warnings", []) if w.startswith(f"seed {seed}: ")]
+    one["checkpoints"] = {n: {k: v for k, v in per_unit.items() if k == str(unit)}
+                          for n, per_unit in results["checkpoints"].items()}
+    one["seeds"] = [unit]
+    if isinstance(results.get("reference_value"), dict):  # folds: each fold's own constant
+        one["reference_value"] = {str(unit): results["reference_value"][str(unit)]}
+    one["warnings"] = [w.split(": ", 1)[1] for w in results.get("warnings", []) if w.startswith(f"seed {unit}: ")]
     return one
 
 
-def reusable_seeds(path: Path, name: str, seeds: list[int], train_args: str, dataset: str, protocols: list[str],
+def reusable_units(path: Path, name: str, units: list, run: dict, dataset: str, protocols: list[str],
                    ) -> tuple[str | None, dict]:
-    """The seeds of `seeds` that an earlier run's record (`--reuse-record`, a quality_NAME.json) holds, as
-    `{seed: {protocol: that seed's results}}`, so a benchmark can be completed over several sessions without
-    keeping checkpoints. Returns (why not, {}) unless the record is of this benchmark's seed mode, has every
-    protocol asked for, was trained with the same --train-args from a clean tree, on a data set with the same spec
-    and rows, and nothing that decides training or evaluation (hf_mmkd/, modeling/, train.py, the training configs
-    configs/NAME_*.yaml) differs between its commits and the working tree."""
+    """The units (seeds, or folds `fold<k>` of a fold run) of `units` that an earlier run's record
+    (`--reuse-record`, a quality_NAME.json or quality_NAME_folds.json) holds, as `{unit: {protocol: its
+    results}}`, so a benchmark can be completed over several sessions without keeping checkpoints. `run` holds this
+    run's `train_args`, and for a fold run its `folds` (the fold file) and `seed`. Returns (why not, {}) unless the
+    record is of the same benchmark and mode (and fold file, by SHA-256), has every protocol asked for, was trained
+    with the same --train-args from a clean tree, on a data set with the same spec and rows, and nothing that
+    decides training or evaluation (hf_mmkd/, modeling/, train.py, configs/NAME_*.yaml) differs between its commits
+    and the working tree."""
     try:
         record = json.loads(path.read_text())
-        stored = {int(s) for s in record["seeds"]}
+        held = record["results"].get(protocols[0], {}).get("seeds", [])  # the units: seeds, or fold0.. of a fold run
+        stored = {str(u) for u in held}
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"--reuse-record {path}: not a readable run record of quality.py ({e})", {}
-    if record.get("dataset_name") != name or record.get("folds"):
-        what = "a fold run" if record.get("folds") else f"a run of {record.get('dataset_name')!r}"
-        return f"--reuse-record {path} is {what}, not a seed run of {name!r}", {}
+    mode = "a fold run" if run.get("folds") else "a seed run"
+    if record.get("dataset_name") != name or bool(record.get("folds")) != bool(run.get("folds")):
+        what = f"a {'fold' if record.get('folds') else 'seed'} run of {record.get('dataset_name')!r}"
+        return f"--reuse-record {path} is {what}, not {mode} of {name!r}", {}
+    if run.get("folds") and (record.get("fold_file_sha256") != _file_sha256(Path(run["folds"]))
+                             or record.get("seeds") != [run["seed"]]):
+        return (f"--reuse-record {path} was run on another fold file than {run['folds']} or with another seed "
+                f"than {run['seed']} (or before fold runs recorded their fold file's SHA-256)"), {}
     if missing := [p for p in protocols if p not in record.get("results", {})]:
         return f"--reuse-record {path} has no {', '.join(missing)} results (it has {', '.join(record['results'])})", {}
-    if record.get("train_args", "") != train_args:
+    if record.get("train_args", "") != run["train_args"]:
         return (f"--reuse-record {path} was trained with --train-args {record.get('train_args')!r}, this run with "
-                f"{train_args!r}"), {}
+                f"{run['train_args']!r}"), {}
     if record.get("git_dirty") is not False:
         return (f"--reuse-record {path} was made from a tree with uncommitted changes (git_dirty: "
-                f"{record.get('git_dirty')}), so what trained its seeds cannot be told"), {}
+                f"{record.get('git_dirty')}), so what trained its units cannot be told"), {}
     for commit in dict.fromkeys([record.get("git_commit"), *record.get("evaluated_at_commits", [])]):
         changed = files_changed_since(commit, "hf_mmkd", "modeling", "train.py", f"configs/{name}_*.yaml")
         if changed is None:
             return f"--reuse-record {path}: commit {str(commit)[:10]} is not in this repository", {}
         if changed := [f for f in changed if f != f"configs/{name}_benchmark.yaml"]:
-            return (f"--reuse-record {path}: {', '.join(changed)} changed since its commit {commit[:10]}; its seeds "
+            return (f"--reuse-record {path}: {', '.join(changed)} changed since its commit {commit[:10]}; its runs "
                     "would not be those of the current code and configs"), {}
     if record.get("modality_rows") != modality_rows(dataset):
         return f"--reuse-record {path} was run on other rows than {dataset} has ({record.get('modality_rows')})", {}
@@ -480,9 +490,9 @@ def reusable_seeds(path: Path, name: str, seeds: list[int], train_args: str, dat
     for protocol in protocols:
         if record["results"][protocol].get("dataset_spec") != json.loads(spec.read_text()):
             return f"--reuse-record {path}: its {protocol} run read another data-set spec than {spec}", {}
-    if not stored & set(seeds):
-        return f"--reuse-record {path} holds seeds {sorted(stored)}, none of --seeds {seeds}", {}
-    return None, {s: {p: seed_results(record["results"][p], s) for p in protocols} for s in seeds if s in stored}
+    if not stored & {str(u) for u in units}:
+        return f"--reuse-record {path} holds {', '.join(sorted(stored))}, none of this run's units", {}
+    return None, {u: {p: unit_results(record["results"][p], u) for p in protocols} for u in units if str(u) in stored}
 
 
 def train_unit(name: str, methods: list[str], root: Path, seed: int, extra: list[str]) -> dict | None:
@@ -616,15 +626,8 @@ def main(argv=None) -> int:
         print(f"quality.py: error: no prepared dataset at {dataset}; run dataset_scripts/prepare_mmsa.py "
               f"{config['prepare']} {dataset}", file=sys.stderr)
         return 2
-    reused = {}
-    if args.reuse_record:
-        if args.folds or args.from_record:
-            parser.error("--reuse-record completes a seed run: it takes neither --folds nor --from-record")
-        problem, reused = reusable_seeds(Path(args.reuse_record), name, args.seeds, args.train_args, dataset,
-                                         protocols)
-        if problem:
-            print(f"quality.py: error: {problem}", file=sys.stderr)
-            return 2
+    if args.reuse_record and args.from_record:
+        parser.error("--reuse-record completes a run by training what its record lacks; --from-record trains nothing")
     if args.from_record:
         stored = Path(args.out) / f"quality_{stem}.json"
         try:
@@ -654,11 +657,19 @@ def main(argv=None) -> int:
     if args.folds:
         units = [(f"fold{k}", args.seeds[0], fold_dataset(args.folds, dataset, k, Path(work)))
                  for k in range(fold_count(args.folds))]
-    for key, seed, data in units:
-        if seed in reused:
-            print(f"[quality] seed {seed}: taken from {args.reuse_record} (--reuse-record)", flush=True)
+    ids = [key if args.folds else seed for key, seed, _ in units]  # how a record names each unit
+    reused = {}
+    if args.reuse_record:
+        run = {"train_args": args.train_args, "folds": args.folds, "seed": args.seeds[0]}
+        problem, reused = reusable_units(Path(args.reuse_record), name, ids, run, str(units[0][2]), protocols)
+        if problem:
+            print(f"quality.py: error: {problem}", file=sys.stderr)
+            return 2
+    for unit, (key, seed, data) in zip(ids, units):
+        if unit in reused:
+            print(f"[quality] {key}: taken from {args.reuse_record} (--reuse-record)", flush=True)
             for protocol in evaluations:
-                evaluations[protocol].append(reused[seed][protocol])
+                evaluations[protocol].append(reused[unit][protocol])
             continue
         root = Path(work) / key
         extra = ["--dataset", str(data), *args.train_args.split()]
@@ -677,7 +688,8 @@ def main(argv=None) -> int:
         earlier = json.loads(Path(args.reuse_record).read_text())
         for results in merged.values():
             results["notes"].append(
-                f"Seeds {', '.join(map(str, sorted(reused)))}: trained and evaluated by `{earlier['command']}` at "
+                f"{'Folds' if args.folds else 'Seeds'} {', '.join(map(str, reused))}: trained and evaluated by "
+                f"`{earlier['command']}` at "
                 f"commit {earlier['git_commit'][:10]}, taken from its record with --reuse-record "
                 f"{args.reuse_record} (hf_mmkd/, modeling/, train.py and configs/{name}_*.yaml are the same there "
                 "and here).")
@@ -710,13 +722,14 @@ def main(argv=None) -> int:
         "command": "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "git_commit": git_commit(), "git_dirty": git_dirty(), "dataset_name": name, "seeds": args.seeds,
         "methods": args.methods, "train_args": args.train_args, "dataset": dataset, "split": "test",
-        **({"folds": args.folds, "n_folds": len(units), "fold_datasets": [str(u[2]) for u in units]}
+        **({"folds": args.folds, "fold_file_sha256": _file_sha256(Path(args.folds)), "n_folds": len(units),
+            "fold_datasets": [str(u[2]) for u in units]}
            if args.folds else {}),
         "protocols": protocols, "wall_time_s": time.time() - started,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
-        **({"reused": {"record": args.reuse_record, "seeds": sorted(reused)}} if reused else {}),
+        **({"reused": {"record": args.reuse_record, "units": list(reused)}} if reused else {}),
         "modality_rows": rows, "untrained_modalities": untrained, "metric_set": main["metric_set"],
         "reference": main["reference"], "reference_value": main["reference_value"],
         "evaluated_at_commits": sorted({r.get("evaluated_at_commit", "unknown") for v in evaluations.values()

@@ -291,6 +291,29 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds fold 0 of another fold file" in err[0]
 
+    # --reuse-record on a fold run: both folds come from the record (a clean HEAD's), nothing is trained again
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    if head and not quality.files_changed_since(head, "hf_mmkd", "modeling", "train.py", "configs/mmmo_*.yaml"):
+        assert record["fold_file_sha256"] == quality._file_sha256(fold_file)
+        record.update(git_commit=head, git_dirty=False, evaluated_at_commits=[head])
+        stored = tmp_path / "stored.json"
+        stored.write_text(json.dumps(record))
+        again = [*argv[:argv.index("--work")], "--work", str(tmp_path / "work2"), "--out", str(tmp_path / "out2"),
+                 argv[-1], "--reuse-record", str(stored)]
+        assert quality.main(again) == 0
+        assert not list((tmp_path / "work2").glob("fold*/teacher"))  # only the folds' data sets were written
+        rerun = json.loads((tmp_path / "out2" / "quality_mmmo_folds.json").read_text())
+        assert rerun["reused"]["units"] == ["fold0", "fold1"]
+        assert rerun["results"]["p5"]["checkpoints"] == record["results"]["p5"]["checkpoints"]
+        assert rerun["p5_summary"] == record["p5_summary"]
+        capsys.readouterr()
+        elsewhere = [*again[:5], str(other), "--methods", "none", "logit", "--work", str(tmp_path / "work3"),
+                     *again[again.index("--out"):]]
+        assert run_main("quality.py", quality.main, elsewhere) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]  # not the folds' writes
+        assert len(err) == 1 and "another fold file" in err[0] and str(stored) in err[0]
 
 def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
     """`--reuse-record`: a run of seeds 1111 1112 takes seed 1111 from an earlier run's record (trains and
@@ -323,7 +346,7 @@ def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
     assert quality.main(argv) == 0
     assert not (tmp_path / "w2" / "seed1111").exists() and (tmp_path / "w2" / "seed1112").is_dir()
     both = json.loads((second / "quality_mmmo.json").read_text())
-    assert both["seeds"] == [1111, 1112] and both["reused"] == {"record": str(record_path), "seeds": [1111]}
+    assert both["seeds"] == [1111, 1112] and both["reused"] == {"record": str(record_path), "units": [1111]}
     p5, earlier = both["results"]["p5"], record["results"]["p5"]
     for name, per_seed in earlier["checkpoints"].items():
         assert p5["checkpoints"][name]["1111"] == per_seed["1111"], name
@@ -335,8 +358,9 @@ def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
     for change, words in [({"train_args": "--num_train_epochs 2"}, "was trained with --train-args"),
                           ({"git_commit": "0" * 40}, "is not in this repository"),
                           ({"git_dirty": True}, "uncommitted changes"),
-                          ({"seeds": [7]}, "none of --seeds"),
-                          ({"dataset_name": "mosi"}, "not a seed run of 'mmmo'")]:
+                          ({"results": {"p5": {**record["results"]["p5"], "seeds": [7]}}}, "none of this run's"),
+                          ({"dataset_name": "mosi"}, "not a seed run of 'mmmo'"),
+                          ({"folds": "f.json"}, "is a fold run of 'mmmo', not a seed run")]:
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({**record, **change}))
         capsys.readouterr()
