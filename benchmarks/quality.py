@@ -23,7 +23,7 @@ k's data set (written from the prepared folder to WORK/fold<k>/data), every fold
 the reports are quality_NAME_folds*, means and stds are over folds (`n_folds` in every summary row), and the
 targets are those of the benchmark config's `folds:` section. The same code trains and evaluates both modes.
 
-`--reuse-record RECORD`: take the seeds (with --folds, the folds) that an earlier run's record holds from it instead
+`--fold-ids K ...` runs only those folds of the fold file. `--reuse-record RECORD`: take the seeds (with --folds, the folds) that an earlier run's record holds from it instead
 of training and evaluating them, when nothing that decides either (hf_mmkd/, modeling/, train.py, the training
 configs, --train-args, the data set, the fold file) differs; so a benchmark can be run over several sessions.
 """
@@ -445,12 +445,13 @@ def unit_results(results: dict, unit: int | str) -> dict:
     return one
 
 
-def reusable_units(path: Path, name: str, units: list, run: dict, dataset: str, protocols: list[str],
+def reusable_units(path: Path, name: str, units: list, run: dict, data_for, protocols: list[str],
                    ) -> tuple[str | None, dict]:
     """The units (seeds, or folds `fold<k>` of a fold run) of `units` that an earlier run's record
     (`--reuse-record`, a quality_NAME.json or quality_NAME_folds.json) holds, as `{unit: {protocol: its
     results}}`, so a benchmark can be completed over several sessions without keeping checkpoints. `run` holds this
-    run's `train_args`, and for a fold run its `folds` (the fold file) and `seed`. Returns (why not, {}) unless the
+    run's `train_args`, and for a fold run its `folds` (the fold file) and `seed`; `data_for(unit)` is the data-set
+    folder of a unit (a record keeps the rows and spec of its first unit, which are checked against it). Returns (why not, {}) unless the
     record is of the same benchmark and mode (and fold file, by SHA-256), has every protocol asked for, was trained
     with the same --train-args from a clean tree, on a data set with the same spec and rows, and nothing that
     decides training or evaluation (hf_mmkd/, modeling/, train.py, configs/NAME_*.yaml) differs between its commits
@@ -484,14 +485,15 @@ def reusable_units(path: Path, name: str, units: list, run: dict, dataset: str, 
         if changed := [f for f in changed if f != f"configs/{name}_benchmark.yaml"]:
             return (f"--reuse-record {path}: {', '.join(changed)} changed since its commit {commit[:10]}; its runs "
                     "would not be those of the current code and configs"), {}
+    if not stored & {str(u) for u in units}:
+        return f"--reuse-record {path} holds {', '.join(sorted(stored)) or 'nothing'}, none of this run's units", {}
+    dataset = str(data_for(held[0]))
     if record.get("modality_rows") != modality_rows(dataset):
         return f"--reuse-record {path} was run on other rows than {dataset} has ({record.get('modality_rows')})", {}
     spec = Path(dataset) / "dataset_spec.json"
     for protocol in protocols:
         if record["results"][protocol].get("dataset_spec") != json.loads(spec.read_text()):
             return f"--reuse-record {path}: its {protocol} run read another data-set spec than {spec}", {}
-    if not stored & {str(u) for u in units}:
-        return f"--reuse-record {path} holds {', '.join(sorted(stored))}, none of this run's units", {}
     return None, {u: {p: unit_results(record["results"][p], u) for p in protocols} for u in units if str(u) in stored}
 
 
@@ -589,6 +591,9 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", metavar="FOLDFILE", default=None,
                         help="speaker-independent folds (dataset_scripts/make_folds.py) over the prepared folder: "
                              "train and evaluate each fold with one seed; reports go to quality_NAME_folds.*")
+    parser.add_argument("--fold-ids", type=int, nargs="+", default=None, metavar="K",
+                        help="with --folds: only these folds (0-based) of the fold file, e.g. part of the folds in "
+                             "one session; --reuse-record on their record completes the run later")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--work", default=None, help="where checkpoints go (default: the benchmark config's work)")
     parser.add_argument("--out", default="benchmarks/results", help="where the reports go")
@@ -611,6 +616,8 @@ def main(argv=None) -> int:
     config = benchmark_config(name)
     if args.seeds is None:
         args.seeds = [1111] if args.folds else [1111, 1112, 1113]
+    if args.fold_ids is not None and not args.folds:
+        parser.error("--fold-ids selects folds of --folds FOLDFILE; give --folds too")
     if args.folds and len(args.seeds) != 1:
         parser.error("--folds trains every fold with one seed: give one value to --seeds")
     if args.folds:
@@ -655,13 +662,21 @@ def main(argv=None) -> int:
     # One unit per seed (the prepared folder's splits), or per fold of --folds (one seed; fold k's data set).
     units = [(f"seed{seed}", seed, dataset) for seed in args.seeds]
     if args.folds:
+        count = fold_count(args.folds)
+        if bad := [k for k in args.fold_ids or [] if not 0 <= k < count]:
+            print(f"quality.py: error: --fold-ids {' '.join(map(str, bad))}: {args.folds} has folds 0 to {count - 1}",
+                  file=sys.stderr)
+            return 2
         units = [(f"fold{k}", args.seeds[0], fold_dataset(args.folds, dataset, k, Path(work)))
-                 for k in range(fold_count(args.folds))]
+                 for k in (dict.fromkeys(args.fold_ids) if args.fold_ids is not None else range(count))]
     ids = [key if args.folds else seed for key, seed, _ in units]  # how a record names each unit
     reused = {}
     if args.reuse_record:
         run = {"train_args": args.train_args, "folds": args.folds, "seed": args.seeds[0]}
-        problem, reused = reusable_units(Path(args.reuse_record), name, ids, run, str(units[0][2]), protocols)
+        def data_for(unit):  # a seed's data set is the prepared folder; fold k's is written from it (once)
+            return fold_dataset(args.folds, dataset, int(str(unit)[4:]), Path(work)) if args.folds else dataset
+
+        problem, reused = reusable_units(Path(args.reuse_record), name, ids, run, data_for, protocols)
         if problem:
             print(f"quality.py: error: {problem}", file=sys.stderr)
             return 2

@@ -312,8 +312,19 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
         elsewhere = [*again[:5], str(other), "--methods", "none", "logit", "--work", str(tmp_path / "work3"),
                      *again[again.index("--out"):]]
         assert run_main("quality.py", quality.main, elsewhere) == 2
-        err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]  # not the folds' writes
+        err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]
         assert len(err) == 1 and "another fold file" in err[0] and str(stored) in err[0]
+        # --fold-ids: part of the folds (here all reused); a fold the file does not have is a one-line error
+        part = [*again[:again.index("--out")], "--out", str(tmp_path / "out3"), *again[again.index("--out") + 2:]]
+        assert quality.main([*part, "--fold-ids", "1"]) == 0
+        one = json.loads((tmp_path / "out3" / "quality_mmmo_folds.json").read_text())
+        assert one["n_folds"] == 1 and one["results"]["p5"]["seeds"] == ["fold1"]
+        fold1 = record["results"]["p5"]["checkpoints"]["none"]["fold1"]
+        assert one["results"]["p5"]["checkpoints"]["none"] == {"fold1": fold1}
+        capsys.readouterr()
+        assert run_main("quality.py", quality.main, [*part, "--fold-ids", "0", "2"]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]  # not the folds' writes
+        assert len(err) == 1 and "--fold-ids 2:" in err[0] and str(fold_file) in err[0]
 
 def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
     """`--reuse-record`: a run of seeds 1111 1112 takes seed 1111 from an earlier run's record (trains and
