@@ -23,9 +23,10 @@ k's data set (written from the prepared folder to WORK/fold<k>/data), every fold
 the reports are quality_NAME_folds*, means and stds are over folds (`n_folds` in every summary row), and the
 targets are those of the benchmark config's `folds:` section. The same code trains and evaluates both modes.
 
-`--fold-ids K ...` runs only those folds of the fold file. `--reuse-record RECORD`: take the seeds (with --folds, the folds) that an earlier run's record holds from it instead
-of training and evaluating them, when nothing that decides either (hf_mmkd/, modeling/, train.py, the training
-configs, --train-args, the data set, the fold file) differs; so a benchmark can be run over several sessions.
+`--fold-ids K ...` runs only those folds of the fold file. `--reuse-record RECORD`: take the seeds (with --folds,
+the folds) that an earlier run's record holds from it instead of training and evaluating them, when nothing that
+decides either (hf_mmkd/, modeling/, train.py, the training configs, --train-args, the data set, the fold file)
+differs; so a benchmark can be run over several sessions.
 """
 
 from __future__ import annotations
@@ -451,11 +452,11 @@ def reusable_units(path: Path, name: str, units: list, run: dict, data_for, prot
     (`--reuse-record`, a quality_NAME.json or quality_NAME_folds.json) holds, as `{unit: {protocol: its
     results}}`, so a benchmark can be completed over several sessions without keeping checkpoints. `run` holds this
     run's `train_args`, and for a fold run its `folds` (the fold file) and `seed`; `data_for(unit)` is the data-set
-    folder of a unit (a record keeps the rows and spec of its first unit, which are checked against it). Returns (why not, {}) unless the
-    record is of the same benchmark and mode (and fold file, by SHA-256), has every protocol asked for, was trained
-    with the same --train-args from a clean tree, on a data set with the same spec and rows, and nothing that
-    decides training or evaluation (hf_mmkd/, modeling/, train.py, configs/NAME_*.yaml) differs between its commits
-    and the working tree."""
+    folder of a unit (a record keeps the rows and spec of its first unit, which are checked against it). Returns
+    (why not, {}) unless the record is of the same benchmark and mode (and fold file, by SHA-256), has every
+    protocol asked for, was trained with the same --train-args from a clean tree, on a data set with the same spec
+    and rows, and nothing that decides training or evaluation (hf_mmkd/, modeling/, train.py, configs/NAME_*.yaml)
+    differs between its commits and the working tree."""
     try:
         record = json.loads(path.read_text())
         held = record["results"].get(protocols[0], {}).get("seeds", [])  # the units: seeds, or fold0.. of a fold run
