@@ -480,10 +480,11 @@ def reusable_units(path: Path, name: str, units: list, run: dict, data_for, prot
         return (f"--reuse-record {path} was made from a tree with uncommitted changes (git_dirty: "
                 f"{record.get('git_dirty')}), so what trained its units cannot be told"), {}
     for commit in dict.fromkeys([record.get("git_commit"), *record.get("evaluated_at_commits", [])]):
-        changed = files_changed_since(commit, "hf_mmkd", "modeling", "train.py", f"configs/{name}_*.yaml")
-        if changed is None:
+        code = files_changed_since(commit, "hf_mmkd", "modeling", "train.py")
+        configs = configs_changed_since(commit, name)  # the training configs, not the benchmark config
+        if code is None or configs is None:
             return f"--reuse-record {path}: commit {str(commit)[:10]} is not in this repository", {}
-        if changed := [f for f in changed if f != f"configs/{name}_benchmark.yaml"]:
+        if changed := code + configs:
             return (f"--reuse-record {path}: {', '.join(changed)} changed since its commit {commit[:10]}; its runs "
                     "would not be those of the current code and configs"), {}
     if not stored & {str(u) for u in units}:
@@ -606,9 +607,10 @@ def main(argv=None) -> int:
     parser.add_argument("--train-args", default="", help="extra train.py flags for every run (e.g. fewer epochs); "
                                                          "write --train-args='--num_train_epochs 1'")
     parser.add_argument("--reuse-record", metavar="RECORD", default=None,
-                        help="an earlier run's quality_NAME.json: the seeds of --seeds it holds are taken from it, "
-                             "not trained or evaluated, when the code and training configs are the same as at its "
-                             "commit (so a 5-seed benchmark can be run over several sessions)")
+                        help="an earlier run's quality_NAME.json (with --folds, quality_NAME_folds.json): the seeds "
+                             "(folds) of this run that it holds are taken from it, not trained or evaluated, when the "
+                             "code and training configs are the same as at its commit (so a benchmark can be run "
+                             "over several sessions)")
     parser.add_argument("--from-record", action="store_true",
                         help="train and evaluate nothing: rewrite the summary report (and the README section) from "
                              "the stored OUT/quality_NAME.json with the current benchmark config and table code")
@@ -705,10 +707,9 @@ def main(argv=None) -> int:
         for results in merged.values():
             results["notes"].append(
                 f"{'Folds' if args.folds else 'Seeds'} {', '.join(map(str, reused))}: trained and evaluated by "
-                f"`{earlier['command']}` at "
-                f"commit {earlier['git_commit'][:10]}, taken from its record with --reuse-record "
-                f"{args.reuse_record} (hf_mmkd/, modeling/, train.py and configs/{name}_*.yaml are the same there "
-                "and here).")
+                f"`{earlier['command']}` at commit {earlier['git_commit'][:10]}, taken from its record with "
+                f"--reuse-record {args.reuse_record} (hf_mmkd/, modeling/, train.py and configs/{name}_*.yaml are "
+                "the same there and here).")
     extra_notes = {"p1": "P1 masks applied at test time to models trained with the P2 view; the P1 literature "
                          "trains one model per rate."}
     rows = modality_rows(dataset)
