@@ -326,6 +326,17 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]  # not the folds' writes
         assert len(err) == 1 and "--fold-ids 2:" in err[0] and str(fold_file) in err[0]
 
+def test_fold_notes_name_the_fold_files_count_when_a_run_holds_part_of_its_folds():
+    """A `--fold-ids 1 3` run merges two folds of a five-fold file: the one merged note says "fold k of 5" (what
+    the spec names say), not the number of folds in the run."""
+    quality = load_module(REPO_ROOT / "benchmarks" / "quality.py", "quality_notes")
+    notes = [f"Shown as 'mosi' (--dataset-name); the data set's spec names it 'CMU-MOSI fold {k} of 5'. The name "
+             "changes titles only." for k in (1, 3)] + ["Reference row 'constant: train median 0.2' ...", "other"]
+    merged = quality.fold_notes({"notes": notes, "reference_value": {"fold1": 0.2, "fold3": 0.0}})
+    assert merged[0] == "other" and len(merged) == 2
+    assert "(spec name '... fold k of 5')" in merged[1] and "(fold1 0.2, fold3 0)" in merged[1]
+
+
 def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
     """`--reuse-record`: a run of seeds 1111 1112 takes seed 1111 from an earlier run's record (trains and
     evaluates nothing for it: its work folder stays absent) and reports the same figures for it as that run; a record
