@@ -231,19 +231,22 @@ def merge(per_seed: list[dict]) -> dict:
 def fold_notes(results: dict) -> list[str]:
     """The notes of merged fold results with the per-fold ones said once: each fold's evaluation names its own data
     set ("Shown as ... 'NAME fold k of K'") and its own constant ("Reference row 'constant: train median x'"), which
-    would otherwise repeat once per fold. Idempotent (also applied to stored records)."""
+    would otherwise repeat once per fold. A fold taken from an earlier record (`--reuse-record`) brings that
+    record's one merged note, which the new one replaces. Idempotent (also applied to stored records)."""
     per_fold = re.compile(r"^(Shown as .* names it '.* fold \d+ of (\d+)'|Reference row 'constant: )")
-    notes = [n for n in results.get("notes", []) if not per_fold.match(n)]
+    merged = re.compile(r"^Each fold's data set \(spec name ")
+    notes = results.get("notes", [])
     values = results.get("reference_value") or {}
-    if any(per_fold.match(n) for n in results.get("notes", [])) and values:
-        constants = ", ".join(f"{k} {float(v):.4g}" for k, v in values.items())
-        # K from the spec names: a --fold-ids run holds fewer folds than its fold file has
-        counts = {m.group(2) for n in results["notes"] if (m := per_fold.match(n)) and m.group(2)}
-        of = counts.pop() if len(counts) == 1 else "K"
-        notes.append(f"Each fold's data set (spec name '... fold k of {of}') is shown under one name. The "
-                     f"reference row '{FOLD_REFERENCE}' is each fold's constant predictor taken from that fold's "
-                     f"train split ({constants}), scored on its test rows.")
-    return notes
+    if not values or not any(per_fold.match(n) for n in notes):
+        return list(notes)  # nothing per fold left to say once (a stored record's notes are already merged)
+    constants = ", ".join(f"{k} {float(v):.4g}" for k, v in values.items())
+    # K from the spec names: a --fold-ids run holds fewer folds than its fold file has
+    counts = {m.group(2) for n in notes if (m := per_fold.match(n)) and m.group(2)}
+    of = counts.pop() if len(counts) == 1 else "K"
+    return [n for n in notes if not per_fold.match(n) and not merged.match(n)] + [
+        f"Each fold's data set (spec name '... fold k of {of}') is shown under one name. The reference row "
+        f"'{FOLD_REFERENCE}' is each fold's constant predictor taken from that fold's train split ({constants}), "
+        "scored on its test rows."]
 
 
 # A metric a stored run did not compute (results written before the metric existed): shown as this, never filled in.

@@ -202,7 +202,7 @@ def test_reports_rewritten_from_the_stored_records_match_the_committed_ones(tmp_
                          "--out", str(tmp_path / "none")]) == 2
 
 
-def test_a_rewritten_report_says_when_the_training_configs_changed_since_its_run():
+def test_a_rewritten_report_says_when_the_training_configs_changed_since_its_run(tmp_path):
     """`--from-record` keeps a run's figures; when configs/NAME_*.yaml (not the benchmark config, which is read as
     it is now) differ from the run's commit, the report names them, so no table is read as the current configs'."""
     import subprocess
@@ -216,14 +216,24 @@ def test_a_rewritten_report_says_when_the_training_configs_changed_since_its_run
                            text=True).stdout
     if not dirty:
         assert quality.configs_changed_since(head, "mmmo") == []
-    # The fold run (commit 130e80e21e) validated at r = 0.5; the MOSI configs now select on the mean over r.
-    record = json.loads((REPO_ROOT / "benchmarks" / "results" / "quality_mosi_folds.json").read_text())
+    # The first fold run (its record committed at e6bc0cd) validated at r = 0.5; the MOSI configs now select on the
+    # mean over r. Its tables rewritten from that record name the configs changed since.
+    stored = subprocess.run(["git", "show", "e6bc0cd:benchmarks/results/quality_mosi_folds.json"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    if stored.returncode != 0:
+        pytest.skip("commit e6bc0cd is not in this clone")
+    record = json.loads(stored.stdout)
     changed = quality.configs_changed_since(record["git_commit"], "mosi")
     if changed is None:
         pytest.skip(f"commit {record['git_commit'][:10]} is not in this clone")
     assert "configs/mosi_none.yaml" in changed and "configs/mosi_benchmark.yaml" not in changed
-    summary = (REPO_ROOT / "benchmarks" / "results" / "quality_mosi_folds_summary.md").read_text()
+    (tmp_path / "quality_mosi_folds.json").write_text(stored.stdout)
+    assert quality.main(["--dataset-name", "mosi", "--dataset", str(tmp_path), "--folds",
+                         str(REPO_ROOT / "benchmarks" / "folds" / "mosi_folds.json"), "--from-record",
+                         "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "quality_mosi_folds_summary.md").read_text()
     assert "The training configs changed since that run (`configs/mosi_corrkd.yaml`" in summary
+    assert "| logit | +0.06 ± 0.96 |" in summary  # that run's figures, not the current record's
 
 
 def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
@@ -335,6 +345,11 @@ def test_fold_notes_name_the_fold_files_count_when_a_run_holds_part_of_its_folds
     merged = quality.fold_notes({"notes": notes, "reference_value": {"fold1": 0.2, "fold3": 0.0}})
     assert merged[0] == "other" and len(merged) == 2
     assert "(spec name '... fold k of 5')" in merged[1] and "(fold1 0.2, fold3 0)" in merged[1]
+    assert quality.fold_notes({"notes": merged, "reference_value": {"fold1": 0.2, "fold3": 0.0}}) == merged
+    # fold 0 taken from an earlier one-fold record brings its merged note: replaced, not kept beside the new one
+    earlier = "Each fold's data set (spec name '... fold k of 1') is shown under one name. (fold0 0)"
+    joined = quality.fold_notes({"notes": [earlier, *notes], "reference_value": {"fold0": 0, "fold1": 0.2, "fold3": 0}})
+    assert joined[0] == "other" and len(joined) == 2 and "fold k of 5" in joined[1] and "(fold0 0, fold1" in joined[1]
 
 
 def test_reuse_record_takes_the_seeds_an_earlier_run_measured(tmp_path, capsys):
