@@ -336,6 +336,7 @@ def test_quality_benchmark_fold_mode_end_to_end(tmp_path, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if "quality.py" in line]  # not the folds' writes
         assert len(err) == 1 and "--fold-ids 2:" in err[0] and str(fold_file) in err[0]
 
+
 def test_fold_notes_name_the_fold_files_count_when_a_run_holds_part_of_its_folds():
     """A `--fold-ids 1 3` run merges two folds of a five-fold file: the one merged note says "fold k of 5" (what
     the spec names say), not the number of folds in the run."""
