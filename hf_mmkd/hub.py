@@ -155,6 +155,8 @@ def method_section(config: Mapping[str, Any], summary: Mapping[str, Any] | None)
     protocol = summary.get("missing_protocol", "unknown")
     if summary.get("missing_rate") is not None:
         protocol += f" (rate {summary['missing_rate']})"
+    if summary.get("train_missing_rates"):
+        protocol += f" (one rate per row, every modality, from {summary['train_missing_rates']})"
     validation = summary.get("validation") or {}
     lines = []
     if role == "teacher":

@@ -129,6 +129,10 @@ def test_card_data_section_comes_from_the_spec_only(tmp_path):
             "task's; rows weighted by recoverability (floor 0.5); rows that keep little pulled towards the neutral "
             "answer (weight 1.0); the teacher's answer distilled beside the method's terms (logit-KD term, weight "
             "0.5).") in shaped.replace("**", "")
+    matched = str(build_card([], "student", repo_id="me/x", config=config,
+                             summary={**summary, "missing_protocol": "p2", "missing_rate": None,
+                                      "train_missing_rates": [0.0, 0.5]}))
+    assert "(student view): p2 (one rate per row, every modality, from [0.0, 0.5]);" in matched
     classes = dict(MMMO_SPEC, task="classification", class_names=["neg", "pos"], label_range=None, neutral_band=None)
     text = str(build_card([], "teacher", repo_id="me/x", config={**CONFIG, "role": "teacher",
                                                                   "dataset_spec": classes}))

@@ -160,6 +160,24 @@ def test_p2_training_half_complete_and_redrawn_every_call():
     assert torch.equal(again["audio_dropped"], first["audio_dropped"])
 
 
+def test_p2_training_with_listed_rates_gives_each_row_one_of_them_for_every_modality():
+    batch = feature_batch(n=2000, steps=200)
+    out = MissingModalitySimulator("p2", training=True, seed=1111, train_rates=(0.0, 0.9))(batch)
+    realised = torch.stack([out[f"{m}_dropped"].float().mean(1) for m in ("text", "audio", "vision")], 1)  # (B, 3)
+    high = realised[:, 0] > 0.45
+    # every modality of a row drops at the row's one rate: 0 exactly, or 0.9 up to binomial noise (sd 0.021)
+    assert torch.equal(realised[~high], torch.zeros_like(realised[~high]))
+    assert (realised[high] - 0.9).abs().max().item() < 0.1
+    assert abs(high.float().mean().item() - 0.5) < 0.04  # the two rates drawn uniformly
+    assert abs(realised.mean().item() - 0.45) < 0.02  # the mean of the listed rates (LNLN's draw: 0.25)
+    for kwargs in (dict(training=False, rate=0.5), dict(training=True, protocol="p1", rate=0.5)):
+        protocol = kwargs.pop("protocol", "p2")
+        with pytest.raises(ValueError, match="train_rates is P2's training draw"):
+            MissingModalitySimulator(protocol, train_rates=(0.5,), **kwargs)
+    with pytest.raises(ValueError, match=r"train_rates must be a non-empty list of rates in \[0, 1\], got \[1.5\]"):
+        MissingModalitySimulator("p2", training=True, train_rates=(1.5,))
+
+
 def test_p2_evaluation_is_fixed_rate_and_deterministic():
     batch = feature_batch(n=300, steps=30)
     valid = MissingModalitySimulator("p2")  # LNLN validates at r = 0.5

@@ -416,6 +416,20 @@ def test_eval_missing_rates_select_on_the_mean_over_rates(tmp_path):
             MMKDTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **bad)
 
 
+def test_train_missing_rates_reach_the_student_view_and_bad_settings_are_refused(tmp_path):
+    """The training view of --train_missing_rates drops every modality of a row at one listed rate."""
+    trainer, _ = make_trainer(tmp_path, "none", train_missing_rates=[0.9])
+    assert trainer._train_simulator(seed=5).train_rates == (0.9,)
+    assert make_trainer(tmp_path, "none")[0]._train_simulator(seed=5).train_rates is None  # LNLN's draw
+    bad_settings = (({"train_missing_rates": []}, "non-empty list"),
+                    ({"train_missing_rates": [1.5]}, "in \\[0, 1\\]"),
+                    ({"train_missing_rates": [0.5], "missing_protocol": "p3"},
+                     "P2's training draw; missing_protocol is 'p3'"))
+    for bad, match in bad_settings:
+        with pytest.raises(ValueError, match=match):
+            MMKDTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **bad)
+
+
 def test_modality_importance_from_the_teacher(tmp_path):
     trainer, teacher = make_trainer(tmp_path, "logit", recoverability_floor=0.5)
     importance = trainer.modality_importance()

@@ -126,10 +126,13 @@ class MissingModalitySimulator:
         seed: int, or one int per modality (text, audio, vision). Default: P1's (111, 1111, 11111) for P1,
             1111 otherwise.
         unk_token_id: id that replaces dropped tokens (BERT's [UNK] = 100).
+        train_rates: P2 training only: each row draws one of these rates uniformly and every modality drops steps
+            at it, so the training views follow the evaluation's mixture over r (not LNLN's draw).
     """
 
     def __init__(self, protocol: str, rate: float | None = None, availability=None, training: bool = False,
-                 seed: int | tuple[int, int, int] | None = None, unk_token_id: int = 100):
+                 seed: int | tuple[int, int, int] | None = None, unk_token_id: int = 100,
+                 train_rates: tuple[float, ...] | None = None):
         protocol = protocol.lower()
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
@@ -143,6 +146,13 @@ class MissingModalitySimulator:
             rate = None if rate is None else round(float(rate), 6)
             if rate not in P4_SHARES:
                 raise ValueError(f"protocol p4 needs rate = MR in {sorted(P4_SHARES)}, got {rate}")
+        if train_rates is not None:
+            train_rates = tuple(float(r) for r in train_rates)
+            if protocol != "p2" or not training:
+                raise ValueError("train_rates is P2's training draw (protocol p2, training=True)")
+            if not train_rates or any(not 0.0 <= r <= 1.0 for r in train_rates):
+                raise ValueError(f"train_rates must be a non-empty list of rates in [0, 1], got {list(train_rates)}")
+        self.train_rates = train_rates
         self.fixed_pattern = None
         if availability is not None:
             if protocol not in ("p3", "p5") or training:
@@ -265,6 +275,9 @@ class MissingModalitySimulator:
         rates = np.zeros((size, 3))
         if self.protocol in ("p1",) or (self.protocol == "p2" and not self.training):
             rates[:] = self.rate
+        elif self.protocol == "p2" and self.train_rates is not None:  # one listed rate per row, every modality
+            for b in range(size):
+                rates[b] = self.train_rates[self._gen(self.seeds[0], 2, keys[b]).integers(len(self.train_rates))]
         elif self.protocol == "p2":  # LNLN: r ~ U(0,1) per row and modality; half reset to 0, per modality
             for b in range(size):
                 g = self._gen(self.seeds[0], 2, keys[b])

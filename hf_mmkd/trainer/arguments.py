@@ -50,6 +50,10 @@ class MMKDTrainingArguments(TrainingArguments):
         which is what `metric_for_best_model` selects on. Not from the papers (LNLN validates at r = 0.5 alone): on
         CMU-MOSI's 229 validation rows, r = 0.5 under one mask selected the first of four epochs of a CorrKD student,
         whose complete-input validation MAE was 1.10 (docs/methods.md#shared-machinery).
+    train_missing_rates (`list[float]`): P2 training only: each training row's view drops every modality's steps at
+        one rate drawn uniformly from this list (the evaluation's mixture over r when it is `eval_missing_rates`),
+        instead of LNLN's draw (per modality r ~ U(0, 1), half of the modalities of every row kept whole, so a
+        mean rate of 0.25 against the 0.45 the P2 benchmark averages over). Not from the papers.
     missing_seed (`int`): seed of the evaluation masks.
 
     Training draws are seeded by (`seed`, global step, micro-batch), so a resumed run draws the same masks.
@@ -114,6 +118,7 @@ class MMKDTrainingArguments(TrainingArguments):
     eval_missing_rate: float | None = field(default=0.5, metadata={"help": "rate of the evaluation view"})
     eval_missing_rates: list[float] | None = field(default=None, metadata={"help": "P1/P2: evaluate at each of these rates; eval_<metric> is their mean (model selection)"})
     eval_missing_availability: str | None = field(default=None, metadata={"help": "P3/P5 evaluation set, e.g. la"})
+    train_missing_rates: list[float] | None = field(default=None, metadata={"help": "P2 training: each row drops every modality at one rate drawn from these (default: LNLN's draw)"})
     missing_seed: int = field(default=1111, metadata={"help": "seed of the evaluation masks"})
     diagnostics_steps: int = field(default=0, metadata={"help": "every N training steps (and at step 0) log per-term gradient norms, representation norms and the method's diagnostics (diag_*); 0: off"})
     balance_terms: bool = field(default=False, metadata={"help": "scale each method term down so that its gradient at the student stays within balance_ratio x the task loss's"})
@@ -166,6 +171,15 @@ class MMKDTrainingArguments(TrainingArguments):
                 raise ValueError(f"eval_missing_rates is for rate protocols (p1, p2); eval_missing_protocol is "
                                  f"{self.eval_missing_protocol!r}")
             self.eval_missing_rates = [float(r) for r in rates]
+        if self.train_missing_rates is not None:
+            rates = self.train_missing_rates
+            rates = [rates] if isinstance(rates, (int, float)) else list(rates)
+            if not rates or any(not 0.0 <= float(r) <= 1.0 for r in rates):
+                raise ValueError(f"train_missing_rates must be a non-empty list of rates in [0, 1], got {rates!r}")
+            if str(self.missing_protocol).lower() != "p2":
+                raise ValueError(f"train_missing_rates is P2's training draw; missing_protocol is "
+                                 f"{self.missing_protocol!r}")
+            self.train_missing_rates = [float(r) for r in rates]
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:

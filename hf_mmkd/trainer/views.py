@@ -32,7 +32,7 @@ class StudentViews:
     def _train_simulator(self, seed: int | None, args: MMKDTrainingArguments | None = None):
         args = args or self.args
         return MissingModalitySimulator(args.missing_protocol, args.missing_rate, training=True, seed=seed,
-                                        unk_token_id=self._unk_token_id)
+                                        unk_token_id=self._unk_token_id, train_rates=args.train_missing_rates)
 
     def _student_batches(self, inputs: dict, train: bool) -> list[dict]:
         wrapper = self.accelerator.unwrap_model(self.model)

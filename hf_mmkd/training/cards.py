@@ -93,6 +93,7 @@ def training_summary(args: MMKDTrainingArguments, teacher_dir: Path | None, metr
             "recoverability_fallback": args.recoverability_fallback,
             "response_weight": args.response_weight,
             "eval_missing_rates": args.eval_missing_rates,
+            "train_missing_rates": args.train_missing_rates,
             "validation": validation,
             "validation_note": f"validation split, P2 at the rates r shown, mask seed {args.missing_seed}"}
 

@@ -112,7 +112,8 @@ def check_arguments(stage: StageArguments, args: MMKDTrainingArguments, train_te
         raise ValueError("--reuse_teacher never retrains the teacher, but this run has no teacher stage "
                          f"(--stage {stage.stage}, method {args.method!r})")
     if student_stage:
-        views = (("--missing_protocol", args.missing_protocol, dict(rate=args.missing_rate, training=True)),
+        views = (("--missing_protocol", args.missing_protocol, dict(rate=args.missing_rate, training=True,
+                                                                         train_rates=args.train_missing_rates)),
                  ("--eval_missing_protocol", args.eval_missing_protocol,
                   dict(rate=args.eval_missing_rate, availability=args.eval_missing_availability, training=False)))
         for flag, protocol, kwargs in views:

@@ -177,7 +177,7 @@ def fit_teacher(state: RunState, run_dir: Path, out_dir: Path, provenance: dict,
         eval_missing_availability=None,  # the student's P3/P5 evaluation set; the teacher sees complete inputs
         num_train_epochs=teacher_epochs(state.stage, args), learning_rate=state.record["training"]["learning_rate"],
         diagnostics_steps=0, balance_terms=False, recoverability_floor=None,  # student-stage machinery
-        recoverability_fallback=0.0, response_weight=0.0, eval_missing_rates=None,
+        recoverability_fallback=0.0, response_weight=0.0, eval_missing_rates=None, train_missing_rates=None,
     )
     # pattern_embedding is a student option: the teacher only ever sees the complete pattern
     teacher = new_model(teacher_model_args(state.model_args), {**state.config_kwargs, "role": "teacher",
