@@ -17,6 +17,13 @@ Two parts, both printed as tables (and written as JSON with `--out`):
    non-zero label and the share of positive predictions per rate, next to the split's own positive share; and the
    teacher on the train split (complete inputs) against the same split, i.e. how much it knows beyond the labels
    it was trained on.
+3. Selection rules (`--selection-runs NAME=RUN_DIR ...`, runs trained with every epoch kept, e.g.
+   `--save_total_limit 10`): how well a rule that picks an epoch on validation generalises, measured on validation
+   alone. The split's groups (`--group-pattern` over the row id, default `<group>_<part>`, or `--group-column`) are
+   halved at random (`--selection-splits` times); each rule picks an epoch on one half (P2 mean over r = 0.0 .. 0.9,
+   mask seed `--mask-seed`) and the pick is scored on the other half by the mean balanced sign accuracy
+   (`Non0_bal_acc_2`), both ways round. Rules: the best `Non0_bal_acc_2` (the MOSI configs' rule), the best Corr,
+   the lowest MAE, and the last epoch; regret is the held-out score of the best epoch in hindsight minus the pick's.
 """
 
 from __future__ import annotations
@@ -178,6 +185,96 @@ def teacher_fit(teacher: str, args) -> tuple[dict, str]:
     return out, "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------- 3. selection rules
+
+
+SELECTION_RULES = ("best Non0_bal_acc_2", "best Corr", "lowest MAE", "last epoch")
+
+
+def epoch_checkpoints(run: str) -> list[Path]:
+    """The saved student of every epoch checkpoint of a `train.py` output folder, in training order."""
+    ckpts = sorted(Path(run, "student_run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return [c / "student" for c in ckpts if (c / "student" / "config.json").is_file()]
+
+
+def _mean_over_rates(p: np.ndarray, y: np.ndarray, rows: np.ndarray, metric: str) -> float:
+    """P2 mean over the rates (rows of `p`, shape (R, N)) of `metric` on the rows `rows` (bool (N,))."""
+    from hf_mmkd.metrics import balanced_sign_accuracy
+
+    p, y = p[:, rows], y[rows]
+    if metric == "MAE":
+        return float(np.abs(p - y).mean())
+    if metric == "Corr":
+        return float(np.mean([np.corrcoef(q, y)[0, 1] for q in p]))
+    nz = y != 0
+    return float(np.mean([balanced_sign_accuracy(y[nz] > 0, q[nz] > 0) for q in p]))
+
+
+def halvable_groups(groups: list[str]) -> np.ndarray:
+    """The distinct groups, when there are at least two to halve."""
+    unique = np.unique(np.asarray(groups))
+    if len(unique) < 2:
+        raise ValueError(f"the split has {len(unique)} group(s); halving it needs at least 2 (--group-pattern or "
+                         "--group-column name each row's group)")
+    return unique
+
+
+def selection_regret(runs: dict[str, list[np.ndarray]], labels: np.ndarray, groups: list[str], splits: int,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per rule: the mean held-out `Non0_bal_acc_2` of its pick and the mean regret (see the module docstring).
+    `runs` maps a run to its epochs' predictions, each (R, N) over the rates and the split's rows."""
+    names, unique = np.asarray(groups), halvable_groups(groups)
+    rng = np.random.default_rng(seed)
+    picked = {rule: [] for rule in SELECTION_RULES}
+    regret = {rule: [] for rule in SELECTION_RULES}
+    for _ in range(splits):
+        half = np.isin(names, rng.choice(unique, len(unique) // 2, replace=False))
+        for chosen_on, scored_on in ((half, ~half), (~half, half)):
+            for epochs in runs.values():
+                held = [_mean_over_rates(p, labels, scored_on, "Non0_bal_acc_2") for p in epochs]
+                on = {m: [_mean_over_rates(p, labels, chosen_on, m) for p in epochs]
+                      for m in ("Non0_bal_acc_2", "Corr", "MAE")}
+                picks = {"best Non0_bal_acc_2": int(np.argmax(on["Non0_bal_acc_2"])),
+                         "best Corr": int(np.argmax(on["Corr"])), "lowest MAE": int(np.argmin(on["MAE"])),
+                         "last epoch": len(epochs) - 1}
+                for rule, k in picks.items():
+                    picked[rule].append(held[k])
+                    regret[rule].append(max(held) - held[k])
+    return {rule: {"held_out_bal_acc_2": float(np.mean(picked[rule])), "regret": float(np.mean(regret[rule]))}
+            for rule in SELECTION_RULES}
+
+
+def selection_report(runs: dict[str, str], args) -> tuple[dict, str]:
+    from hf_mmkd.data.folds import DEFAULT_GROUP_PATTERN, row_groups
+    from hf_mmkd.data.prepared import load_prepared
+
+    data = load_prepared(args.dataset)[args.split]
+    groups = row_groups(data, args.group_pattern or (None if args.group_column else DEFAULT_GROUP_PATTERN),
+                        args.group_column)
+    halvable_groups(groups)  # before any checkpoint is run
+    predictions_of, lines, labels = {}, [], None
+    header = "| run | " + " | ".join(f"epoch {k + 1}" for k in range(max(len(v) for v in runs.values()))) + " |"
+    lines += [f"{args.split}, P2 mean over r of `Non0_bal_acc_2` per epoch (mask seed {args.mask_seed}, all rows):",
+              "", header, "|---|" + "---|" * (header.count("|") - 2)]
+    for name, folders in runs.items():
+        epochs = []
+        for folder in folders:
+            per_rate = [predictions(str(folder), args.dataset, args.split, rate, args.mask_seed) for rate in RATES]
+            labels = per_rate[0][1]
+            epochs.append(np.stack([p for p, _ in per_rate]))
+        predictions_of[name] = epochs
+        everything = np.ones(len(labels), dtype=bool)
+        cells = " | ".join(f"{100 * _mean_over_rates(p, labels, everything, 'Non0_bal_acc_2'):.2f}" for p in epochs)
+        lines.append(f"| {name} | {cells} |")
+    result = selection_regret(predictions_of, labels, groups, args.selection_splits)
+    lines += ["", f"Selection rules, {len(runs)} runs, {args.selection_splits} random halvings of the "
+              f"{len(set(groups))} groups x 2 directions (held-out half: P2 mean `Non0_bal_acc_2`):", "",
+              "| rule | held-out balanced Acc-2 of the pick | regret against the best epoch |", "|---|---|---|"]
+    lines += [f"| {rule} | {100 * r['held_out_bal_acc_2']:.2f} | {100 * r['regret']:.2f} |"
+              for rule, r in result.items()]
+    return result, "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset-name", default="mosi", help="configs/NAME_<method>.yaml (default mosi)")
@@ -194,6 +291,12 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoints", nargs="*", default=[], metavar="NAME=PATH")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--mask-seed", type=int, default=1111)
+    parser.add_argument("--selection-runs", nargs="*", default=[], metavar="NAME=RUN_DIR",
+                        help="train.py output folders with every epoch's checkpoint kept (part 3)")
+    parser.add_argument("--selection-splits", type=int, default=200, help="random halvings of the groups")
+    parser.add_argument("--group-pattern", default=None, help="regular expression over the row id whose first group "
+                        "names the row's group (default: everything before the id's last underscore)")
+    parser.add_argument("--group-column", default=None, help="a column of the data naming each row's group")
     parser.add_argument("--out", default=None, help="write everything measured to this JSON file")
     args = parser.parse_args(argv)
     args.dataset = args.dataset or f"data_prepared/{args.dataset_name}"
@@ -208,7 +311,21 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         checkpoints[name] = path
-    methods = args.methods if args.methods is not None else ([] if checkpoints else list(KD_METHODS))
+    selection_runs = {}
+    for item in args.selection_runs:
+        name, sep, path = item.partition("=")
+        folders = epoch_checkpoints(path) if sep and name else []
+        if len(folders) < 2:
+            print(f"diagnose.py: error: --selection-runs expects NAME=RUN_DIR of a train.py output folder with at "
+                  f"least two epoch checkpoints (student_run/checkpoint-*/student; train with --save_total_limit), "
+                  f"got {item!r}", file=sys.stderr)
+            return 2
+        selection_runs[name] = folders
+    if args.selection_splits < 1:
+        print(f"diagnose.py: error: --selection-splits must be >= 1, got {args.selection_splits}", file=sys.stderr)
+        return 2
+    busy = checkpoints or selection_runs
+    methods = args.methods if args.methods is not None else ([] if busy else list(KD_METHODS))
     if methods and not args.teacher:
         print("diagnose.py: error: the dynamics runs need --teacher", file=sys.stderr)
         return 2
@@ -227,6 +344,13 @@ def main(argv=None) -> int:
         text.append(table)
     if checkpoints:
         report["predictions"], table = prediction_report(checkpoints, args)
+        text.append(table)
+    if selection_runs:
+        try:
+            report["selection_rules"], table = selection_report(selection_runs, args)
+        except ValueError as err:
+            print(f"diagnose.py: error: {err}", file=sys.stderr)
+            return 2
         text.append(table)
     print("\n".join(text))
     if args.out:
