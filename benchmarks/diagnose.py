@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -82,6 +83,13 @@ def dynamics_table(records: dict[str, list[dict]]) -> str:
 
 def predictions(path: str, dataset: str, split: str, rate: float, seed: int, batch_size: int = 64):
     """(predictions (N,), labels (N,)) of a checkpoint on `split` under P2 at `rate` (deterministic masks)."""
+    preds, labels = predictions_at_rates(path, dataset, split, (rate,), seed, batch_size)
+    return preds[0], labels
+
+
+def predictions_at_rates(path: str, dataset: str, split: str, rates, seed: int, batch_size: int = 64):
+    """(predictions (R, N), labels (N,)) of a checkpoint on `split` under P2 at each of `rates`: the checkpoint is
+    loaded and the split collated once, then every rate's deterministic masks are applied to the same batches."""
     import torch
 
     from hf_mmkd.data.collator import MMKDDataCollator
@@ -94,15 +102,20 @@ def predictions(path: str, dataset: str, split: str, rate: float, seed: int, bat
     collator = MMKDDataCollator(model.config, return_row_keys=True,
                                 **{k: v for k, v in collate.items() if v is not None})
     unk = getattr(collate.get("tokenizer"), "unk_token_id", None) or 100
-    simulator = MissingModalitySimulator("p2", rate, training=False, seed=seed, unk_token_id=unk)
-    preds, labels = [], []
+    batches = [collator([data[i] for i in range(start, min(start + batch_size, len(data)))])
+               for start in range(0, len(data), batch_size)]
+    labels = np.concatenate([b["labels"].numpy() for b in batches])
+    preds = np.zeros((len(rates), len(labels)), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            batch = collator([data[i] for i in range(start, min(start + batch_size, len(data)))])
-            inputs = model_inputs(simulator(batch))
-            labels.append(inputs.pop("labels").numpy())
-            preds.append(model(**inputs).logits[:, 0].float().numpy())
-    return np.concatenate(preds), np.concatenate(labels)
+        for k, rate in enumerate(rates):
+            simulator = MissingModalitySimulator("p2", rate, training=False, seed=seed, unk_token_id=unk)
+            per_batch = []
+            for batch in batches:
+                inputs = model_inputs(simulator(batch))
+                inputs.pop("labels")
+                per_batch.append(model(**inputs).logits[:, 0].float().numpy())
+            preds[k] = np.concatenate(per_batch)
+    return preds, labels
 
 
 def sign_stats(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -122,10 +135,8 @@ def prediction_report(checkpoints: dict[str, str], args) -> tuple[dict, str]:
     header = "| checkpoint | " + " | ".join(f"r={r:g}" for r in RATES) + " | mean |"
     sep = "|---|" + "---|" * (len(RATES) + 1)
     for name, path in checkpoints.items():
-        per_rate = {}
-        for rate in RATES:
-            per_rate[f"{rate:g}"] = sign_stats(*predictions(path, args.dataset, args.split, rate, args.mask_seed))
-        results[name] = per_rate
+        preds, labels = predictions_at_rates(path, args.dataset, args.split, RATES, args.mask_seed)
+        results[name] = {f"{rate:g}": sign_stats(p, labels) for rate, p in zip(RATES, preds)}
     for quantity, label, scale in (("acc2_non0", "Non0 Acc-2", 100), ("bal_acc2_non0", "Non0 balanced Acc-2", 100),
                                    ("pos_share", "share of positive predictions", 100),
                                    ("pred_std", "std of the predictions (label units; how far the answers spread "
@@ -193,8 +204,9 @@ SELECTION_RULES = ("best Non0_bal_acc_2", "best Corr", "lowest MAE", "last epoch
 
 def epoch_checkpoints(run: str) -> list[Path]:
     """The saved student of every epoch checkpoint of a `train.py` output folder, in training order."""
-    ckpts = sorted(Path(run, "student_run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return [c / "student" for c in ckpts if (c / "student" / "config.json").is_file()]
+    steps = {int(m.group(1)): c for c in Path(run, "student_run").glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "student" / "config.json").is_file()}
+    return [steps[k] / "student" for k in sorted(steps)]
 
 
 def _mean_over_rates(p: np.ndarray, y: np.ndarray, rows: np.ndarray, metric: str) -> float:
@@ -229,11 +241,12 @@ def selection_regret(runs: dict[str, list[np.ndarray]], labels: np.ndarray, grou
     regret = {rule: [] for rule in SELECTION_RULES}
     for _ in range(splits):
         half = np.isin(names, rng.choice(unique, len(unique) // 2, replace=False))
-        for chosen_on, scored_on in ((half, ~half), (~half, half)):
-            for epochs in runs.values():
-                held = [_mean_over_rates(p, labels, scored_on, "Non0_bal_acc_2") for p in epochs]
-                on = {m: [_mean_over_rates(p, labels, chosen_on, m) for p in epochs]
-                      for m in ("Non0_bal_acc_2", "Corr", "MAE")}
+        for epochs in runs.values():
+            # each half's metrics per epoch, once; a half is the chosen one in one direction, the held-out in the other
+            by_half = [{m: [_mean_over_rates(p, labels, rows, m) for p in epochs]
+                        for m in ("Non0_bal_acc_2", "Corr", "MAE")} for rows in (half, ~half)]
+            for on, scored in ((by_half[0], by_half[1]), (by_half[1], by_half[0])):
+                held = scored["Non0_bal_acc_2"]
                 picks = {"best Non0_bal_acc_2": int(np.argmax(on["Non0_bal_acc_2"])),
                          "best Corr": int(np.argmax(on["Corr"])), "lowest MAE": int(np.argmin(on["MAE"])),
                          "last epoch": len(epochs) - 1}
@@ -259,9 +272,8 @@ def selection_report(runs: dict[str, str], args) -> tuple[dict, str]:
     for name, folders in runs.items():
         epochs = []
         for folder in folders:
-            per_rate = [predictions(str(folder), args.dataset, args.split, rate, args.mask_seed) for rate in RATES]
-            labels = per_rate[0][1]
-            epochs.append(np.stack([p for p, _ in per_rate]))
+            preds, labels = predictions_at_rates(str(folder), args.dataset, args.split, RATES, args.mask_seed)
+            epochs.append(preds)
         predictions_of[name] = epochs
         everything = np.ones(len(labels), dtype=bool)
         cells = " | ".join(f"{100 * _mean_over_rates(p, labels, everything, 'Non0_bal_acc_2'):.2f}" for p in epochs)

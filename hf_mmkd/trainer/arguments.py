@@ -11,6 +11,14 @@ from hf_mmkd.distillation import canonical_method
 from hf_mmkd.modeling.configuration_mmkd import MODALITIES
 
 
+def rate_list(name: str, value) -> list[float]:
+    """A list-of-rates argument (a bare number counts as a list of one) as floats, each in [0, 1]."""
+    rates = [value] if isinstance(value, (int, float)) else list(value)
+    if not rates or any(not 0.0 <= float(r) <= 1.0 for r in rates):
+        raise ValueError(f"{name} must be a non-empty list of rates in [0, 1], got {rates!r}")
+    return [float(r) for r in rates]
+
+
 @dataclass
 class MMKDTrainingArguments(TrainingArguments):
     r"""`TrainingArguments` plus what distillation needs.
@@ -163,23 +171,15 @@ class MMKDTrainingArguments(TrainingArguments):
             raise ValueError(f"response_weight adds the logit-KD term to another method; method {self.method!r} "
                              f"{'has no teacher' if self.method == 'none' else 'is that term already'}")
         if self.eval_missing_rates is not None:
-            rates = self.eval_missing_rates
-            rates = [rates] if isinstance(rates, (int, float)) else list(rates)
-            if not rates or any(not 0.0 <= float(r) <= 1.0 for r in rates):
-                raise ValueError(f"eval_missing_rates must be a non-empty list of rates in [0, 1], got {rates!r}")
+            self.eval_missing_rates = rate_list("eval_missing_rates", self.eval_missing_rates)
             if str(self.eval_missing_protocol).lower() not in ("p1", "p2"):
                 raise ValueError(f"eval_missing_rates is for rate protocols (p1, p2); eval_missing_protocol is "
                                  f"{self.eval_missing_protocol!r}")
-            self.eval_missing_rates = [float(r) for r in rates]
         if self.train_missing_rates is not None:
-            rates = self.train_missing_rates
-            rates = [rates] if isinstance(rates, (int, float)) else list(rates)
-            if not rates or any(not 0.0 <= float(r) <= 1.0 for r in rates):
-                raise ValueError(f"train_missing_rates must be a non-empty list of rates in [0, 1], got {rates!r}")
+            self.train_missing_rates = rate_list("train_missing_rates", self.train_missing_rates)
             if str(self.missing_protocol).lower() != "p2":
                 raise ValueError(f"train_missing_rates is P2's training draw; missing_protocol is "
                                  f"{self.missing_protocol!r}")
-            self.train_missing_rates = [float(r) for r in rates]
         if self.students not in ("shared", "per_pattern"):
             raise ValueError(f"students must be 'shared' or 'per_pattern', got {self.students!r}")
         if self.auxiliary_modality is not None and self.auxiliary_modality not in MODALITIES:
